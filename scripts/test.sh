@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command: sets up what is missing on a fresh machine, fetches the real weights into
+# the cache, then runs every test. CI (.ci/run) calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lopa/target}"
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d /tmp/lopa-xdg.XXXXXX)}"
+chmod 700 "$XDG_RUNTIME_DIR"
+command -v cargo >/dev/null || { echo "lopa: cargo is required (https://rustup.rs)" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "lopa: python3 is required (weights fetch, syntax check of generated code)" >&2; exit 1; }
+scripts/fetch-weights.sh >/dev/null
+cargo test --locked --all-features "$@" 2>&1

@@ -1,0 +1,503 @@
+//! The frozen foundation model: a llama / qwen2-family decoder (Touvron et al. 2023,
+//! <https://arxiv.org/abs/2302.13971>) that accepts a soft-prompt prefix on its input embeddings,
+//! as LoPA requires: input = [Z ; E(x)]. Config names follow Hugging Face `config.json`; the
+//! module layout mirrors `model.layers.N.self_attn.q_proj` etc. GGUF files are renamed to that
+//! layout and their llama Q/K rows un-permuted, so one RoPE (rotate-half) serves both formats.
+
+use crate::error::{Error, Result};
+use crate::nn::{attention, linear, merge_heads, rms_norm, split_heads, MASKED};
+use crate::tokenizer::Tokenizer;
+use crate::weights::gguf::Gguf;
+use crate::weights::{safetensors, TensorMap};
+use burn::module::{Module, Param};
+use burn::nn::{Linear, RmsNorm};
+use burn::tensor::activation::silu;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+/// Hugging Face `LlamaConfig` / `Qwen2Config` fields lopa uses.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DecoderConfig {
+    /// `llama` or `qwen2`.
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    #[serde(default = "default_ctx")]
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Biases on q/k/v (qwen2 has them; llama's `attention_bias` defaults to false).
+    #[serde(default)]
+    pub attention_bias: Option<bool>,
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_theta() -> f64 {
+    10000.0
+}
+fn default_ctx() -> usize {
+    2048
+}
+
+impl DecoderConfig {
+    /// Parse and check a Hugging Face `config.json`.
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        let c: Self = serde_json::from_slice(bytes).map_err(|e| Error::Config(format!("decoder config.json: {e}")))?;
+        c.validate()?;
+        Ok(c)
+    }
+    fn validate(&self) -> Result<()> {
+        if !matches!(self.model_type.as_str(), "llama" | "qwen2" | "mistral") {
+            return Err(Error::Config(format!("model_type `{}` is not supported (llama, qwen2, mistral)", self.model_type)));
+        }
+        let kv = self.kv_heads();
+        if self.num_attention_heads == 0 || kv == 0 || self.num_attention_heads % kv != 0 {
+            return Err(Error::Config(format!(
+                "num_attention_heads {} must be a positive multiple of num_key_value_heads {kv}",
+                self.num_attention_heads
+            )));
+        }
+        if self.head_dim() % 2 != 0 || self.head_dim() == 0 {
+            return Err(Error::Config(format!("head_dim {} must be even and positive", self.head_dim())));
+        }
+        Ok(())
+    }
+    /// Key/value heads (GQA).
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+    /// Per-head width.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+    fn qkv_bias(&self) -> bool {
+        self.attention_bias.unwrap_or(self.model_type == "qwen2")
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct SelfAttention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    pub self_attn: SelfAttention,
+    pub mlp: Mlp,
+    pub input_layernorm: RmsNorm,
+    pub post_attention_layernorm: RmsNorm,
+}
+
+/// The decoder. All parameters are frozen (`no_grad`): gradients flow through it into a soft
+/// prompt, never into its weights.
+#[derive(Module, Debug)]
+pub struct Decoder {
+    pub embed_tokens: Param<Tensor<2>>,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+    /// `[d, vocab]`; `None` when tied to `embed_tokens`.
+    pub lm_head: Option<Param<Tensor<2>>>,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    rope_theta: f64,
+}
+
+/// Per-layer key/value cache for incremental decoding, with the key mask seen so far.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    /// Row-major `[b, len]` 0/1 mask of cached slots.
+    key_mask: Vec<Vec<f32>>,
+}
+
+impl KvCache {
+    /// An empty cache for `batch` rows.
+    pub fn new(decoder: &Decoder, batch: usize) -> Self {
+        Self { layers: vec![None; decoder.layers.len()], key_mask: vec![Vec::new(); batch] }
+    }
+    /// Number of cached slots.
+    pub fn len(&self) -> usize {
+        self.key_mask.first().map_or(0, Vec::len)
+    }
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Decoder {
+    /// Build from tensors with Hugging Face names.
+    pub fn from_tensors(cfg: &DecoderConfig, w: &TensorMap, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let (d, hd, h, kv) = (cfg.hidden_size, cfg.head_dim(), cfg.num_attention_heads, cfg.kv_heads());
+        let eps = cfg.rms_norm_eps;
+        let bias = cfg.qkv_bias();
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let p = format!("model.layers.{i}");
+                Ok(DecoderLayer {
+                    self_attn: SelfAttention {
+                        q_proj: linear(w, &format!("{p}.self_attn.q_proj"), d, h * hd, bias, device)?,
+                        k_proj: linear(w, &format!("{p}.self_attn.k_proj"), d, kv * hd, bias, device)?,
+                        v_proj: linear(w, &format!("{p}.self_attn.v_proj"), d, kv * hd, bias, device)?,
+                        o_proj: linear(w, &format!("{p}.self_attn.o_proj"), h * hd, d, false, device)?,
+                    },
+                    mlp: Mlp {
+                        gate_proj: linear(w, &format!("{p}.mlp.gate_proj"), d, cfg.intermediate_size, false, device)?,
+                        up_proj: linear(w, &format!("{p}.mlp.up_proj"), d, cfg.intermediate_size, false, device)?,
+                        down_proj: linear(w, &format!("{p}.mlp.down_proj"), cfg.intermediate_size, d, false, device)?,
+                    },
+                    input_layernorm: rms_norm(w, &format!("{p}.input_layernorm"), d, eps, device)?,
+                    post_attention_layernorm: rms_norm(w, &format!("{p}.post_attention_layernorm"), d, eps, device)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let lm_head = if !cfg.tie_word_embeddings && w.contains("lm_head.weight") {
+            Some(Param::from_tensor(w.linear_weight("lm_head.weight", d, cfg.vocab_size, device)?))
+        } else {
+            None
+        };
+        Ok(Self {
+            embed_tokens: Param::from_tensor(w.tensor("model.embed_tokens.weight", [cfg.vocab_size, d], device)?),
+            layers,
+            norm: rms_norm(w, "model.norm", d, eps, device)?,
+            lm_head,
+            heads: h,
+            kv_heads: kv,
+            head_dim: hd,
+            rope_theta: cfg.rope_theta,
+        }
+        .no_grad())
+    }
+
+    /// Embedding width d.
+    pub fn hidden_size(&self) -> usize {
+        self.embed_tokens.dims()[1]
+    }
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        self.embed_tokens.dims()[0]
+    }
+
+    /// Token embeddings E(x): `[b, s]` ids → `[b, s, d]`.
+    pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let [b, s] = ids.dims();
+        let e = self.embed_tokens.val();
+        let d = e.dims()[1];
+        e.select(0, ids.reshape([b * s])).reshape([b, s, d])
+    }
+
+    /// Logits over the vocabulary for hidden states `[n, d]` → `[n, vocab]`.
+    pub fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
+        match &self.lm_head {
+            Some(w) => hidden.matmul(w.val()),
+            None => hidden.matmul(self.embed_tokens.val().transpose()),
+        }
+    }
+
+    /// Final-normed hidden states for input embeddings.
+    ///
+    /// - `embeds`: `[b, s, d]`, the new slots (soft prompt rows and/or token embeddings).
+    /// - `positions`: row-major `[b, s]` RoPE positions of those slots.
+    /// - `key_mask`: row-major `[b, s]` 0/1; 0 marks padding that no query may attend to.
+    /// - `cache`: when given, attends over the cached slots too and appends the new ones.
+    ///
+    /// Attention is causal in slot order. Returns `[b, s, d]`.
+    pub fn forward_embeds(&self, embeds: Tensor<3>, positions: &[usize], key_mask: &[f32], mut cache: Option<&mut KvCache>) -> Result<Tensor<3>> {
+        let [b, s, d] = embeds.dims();
+        if d != self.hidden_size() {
+            return Err(Error::Input(format!("embeddings have width {d}, the model's is {}", self.hidden_size())));
+        }
+        if positions.len() != b * s || key_mask.len() != b * s {
+            return Err(Error::Input(format!("positions/key_mask need {} entries ([{b}, {s}])", b * s)));
+        }
+        let device = embeds.device();
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        if let Some(c) = cache.as_ref() {
+            if c.key_mask.len() != b {
+                return Err(Error::Input(format!("cache holds {} rows, input has {b}", c.key_mask.len())));
+            }
+        }
+        let t = past + s;
+        // Additive mask [b, 1, s, t]: causal in slot order and blind to padding keys.
+        let mut bias = vec![MASKED; b * s * t];
+        for r in 0..b {
+            for i in 0..s {
+                for j in 0..=past + i {
+                    let m = if j < past { cache.as_ref().unwrap().key_mask[r][j] } else { key_mask[r * s + j - past] };
+                    if m > 0.5 {
+                        bias[(r * s + i) * t + j] = 0.0;
+                    }
+                }
+            }
+        }
+        let bias = Tensor::<4>::from_data(TensorData::new(bias, [b, 1, s, t]), &device);
+        let (cos, sin) = self.rope_tables(positions, b, s, &device);
+        let mut x = embeds;
+        for (li, l) in self.layers.iter().enumerate() {
+            let hn = l.input_layernorm.forward(x.clone());
+            let q = split_heads(l.self_attn.q_proj.forward(hn.clone()), self.heads, self.head_dim);
+            let k = split_heads(l.self_attn.k_proj.forward(hn.clone()), self.kv_heads, self.head_dim);
+            let v = split_heads(l.self_attn.v_proj.forward(hn), self.kv_heads, self.head_dim);
+            let q = rope(q, cos.clone(), sin.clone());
+            let mut k = rope(k, cos.clone(), sin.clone());
+            let mut v = v;
+            if let Some(c) = cache.as_deref_mut() {
+                if let Some((pk, pv)) = c.layers[li].take() {
+                    k = Tensor::cat(vec![pk, k], 2);
+                    v = Tensor::cat(vec![pv, v], 2);
+                }
+                c.layers[li] = Some((k.clone(), v.clone()));
+            }
+            let k = self.repeat_kv(k);
+            let v = self.repeat_kv(v);
+            let ctx = merge_heads(attention(q, k, v, bias.clone()));
+            x = x + l.self_attn.o_proj.forward(ctx);
+            let hn = l.post_attention_layernorm.forward(x.clone());
+            let m = &l.mlp;
+            x = x + m.down_proj.forward(silu(m.gate_proj.forward(hn.clone())) * m.up_proj.forward(hn));
+        }
+        if let Some(c) = cache {
+            for r in 0..b {
+                c.key_mask[r].extend_from_slice(&key_mask[r * s..(r + 1) * s]);
+            }
+        }
+        Ok(self.norm.forward(x))
+    }
+
+    /// Logits `[b, m + s, vocab]` for token ids `[b, s]` (no padding) behind an optional soft
+    /// prompt `[b, m, d]`. Convenient for tests and scoring; training gathers only the positions
+    /// it needs through [`Decoder::forward_embeds`] and [`Decoder::logits`].
+    pub fn forward(&self, ids: Tensor<2, Int>, soft_prompt: Option<Tensor<3>>) -> Result<Tensor<3>> {
+        let [b, _] = ids.dims();
+        let mut e = self.embed(ids);
+        if let Some(z) = soft_prompt {
+            let [zb, _, zd] = z.dims();
+            if zb != b || zd != self.hidden_size() {
+                return Err(Error::Input(format!("soft prompt {:?} does not fit batch {b} / width {}", z.dims(), self.hidden_size())));
+            }
+            e = Tensor::cat(vec![z, e], 1);
+        }
+        let [_, s, d] = e.dims();
+        let positions: Vec<usize> = (0..b).flat_map(|_| 0..s).collect();
+        let h = self.forward_embeds(e, &positions, &vec![1.0; b * s], None)?;
+        Ok(self.logits(h.reshape([b * s, d])).reshape([b, s, self.vocab_size()]))
+    }
+
+    fn repeat_kv(&self, x: Tensor<4>) -> Tensor<4> {
+        let groups = self.heads / self.kv_heads;
+        if groups == 1 {
+            return x;
+        }
+        let [b, kv, t, hd] = x.dims();
+        x.unsqueeze_dim::<5>(2).expand([b, kv, groups, t, hd]).reshape([b, kv * groups, t, hd])
+    }
+
+    /// cos/sin `[b, 1, s, head_dim]` for rotate-half RoPE at the given positions (computed in f64).
+    fn rope_tables(&self, positions: &[usize], b: usize, s: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
+        let hd = self.head_dim;
+        let half = hd / 2;
+        let inv: Vec<f64> = (0..half).map(|i| self.rope_theta.powf(-(2.0 * i as f64) / hd as f64)).collect();
+        let mut cos = Vec::with_capacity(b * s * hd);
+        let mut sin = Vec::with_capacity(b * s * hd);
+        for &p in positions {
+            for _ in 0..2 {
+                for f in &inv {
+                    let a = p as f64 * f;
+                    cos.push(a.cos() as f32);
+                    sin.push(a.sin() as f32);
+                }
+            }
+        }
+        let mk = |v| Tensor::<4>::from_data(TensorData::new(v, [b, 1, s, hd]), device);
+        (mk(cos), mk(sin))
+    }
+}
+
+/// Rotate-half RoPE: x·cos + rotate_half(x)·sin, `x`: `[b, h, s, hd]`.
+fn rope(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
+    let hd = x.dims()[3];
+    let x1 = x.clone().narrow(3, 0, hd / 2);
+    let x2 = x.clone().narrow(3, hd / 2, hd / 2);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos + rotated * sin
+}
+
+/// A decoder with its tokenizer and config: what `lopa serve` and training hold.
+#[derive(Debug, Clone)]
+pub struct FoundationModel {
+    pub decoder: Decoder,
+    pub tokenizer: Tokenizer,
+    pub config: DecoderConfig,
+    /// Identity for adapter compatibility checks: file name and sha256 of the weights.
+    pub id: String,
+    pub sha256: String,
+}
+
+/// GGUF → Hugging Face tensor names and config. Llama Q/K rows are un-permuted.
+pub fn gguf_to_hf(g: &Gguf) -> Result<(DecoderConfig, TensorMap)> {
+    let arch = g.str("general.architecture")?.to_string();
+    if !matches!(arch.as_str(), "llama" | "qwen2") {
+        return Err(Error::Config(format!("GGUF architecture `{arch}` is not supported (llama, qwen2)")));
+    }
+    let k = |s: &str| format!("{arch}.{s}");
+    let n_head = g.u64(&k("attention.head_count"))? as usize;
+    let n_kv = g.get(&k("attention.head_count_kv")).and_then(|v| v.as_u64()).map(|v| v as usize).unwrap_or(n_head);
+    let d = g.u64(&k("embedding_length"))? as usize;
+    let vocab = match g.get(&k("vocab_size")).and_then(|v| v.as_u64()) {
+        Some(v) => v as usize,
+        None => g.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()).map(|a| a.len()).ok_or_else(|| Error::Config("GGUF has no vocabulary size".into()))?,
+    };
+    let head_dim = g.get(&k("attention.key_length")).and_then(|v| v.as_u64()).map(|v| v as usize);
+    let has_output = g.tensors.iter().any(|t| t.name == "output.weight");
+    let cfg = DecoderConfig {
+        model_type: arch.clone(),
+        vocab_size: vocab,
+        hidden_size: d,
+        intermediate_size: g.u64(&k("feed_forward_length"))? as usize,
+        num_hidden_layers: g.u64(&k("block_count"))? as usize,
+        num_attention_heads: n_head,
+        num_key_value_heads: Some(n_kv),
+        head_dim,
+        rms_norm_eps: g.f64(&k("attention.layer_norm_rms_epsilon"))?,
+        rope_theta: g.get(&k("rope.freq_base")).and_then(|v| v.as_f64()).unwrap_or(10000.0),
+        max_position_embeddings: g.get(&k("context_length")).and_then(|v| v.as_u64()).unwrap_or(2048) as usize,
+        tie_word_embeddings: !has_output,
+        attention_bias: Some(g.tensors.iter().any(|t| t.name.ends_with("attn_q.bias"))),
+    };
+    cfg.validate()?;
+    let hd = cfg.head_dim();
+    let mut map = TensorMap::new();
+    for info in &g.tensors {
+        let Some(name) = hf_name(&info.name) else { continue };
+        let mut t = g.tensor(info);
+        if arch == "llama" && (name.ends_with("q_proj.weight") || name.ends_with("k_proj.weight")) {
+            let heads = if name.ends_with("q_proj.weight") { n_head } else { n_kv };
+            if t.shape.len() != 2 || t.shape[0] != heads * hd {
+                return Err(Error::tensor(&info.name, format!("expected {} rows ({heads} heads x {hd}), found shape {:?}", heads * hd, t.shape)));
+            }
+            t.data = unpermute_rows(&t.data, heads, hd, t.shape[1]);
+        }
+        map.insert(name, t);
+    }
+    Ok((cfg, map))
+}
+
+/// Undo llama.cpp's convert permutation: GGUF row `h·hd + 2j + s` holds HF row `h·hd + s·hd/2 + j`.
+fn unpermute_rows(data: &[f32], heads: usize, hd: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; data.len()];
+    let half = hd / 2;
+    for h in 0..heads {
+        for j in 0..half {
+            for s in 0..2 {
+                let src = (h * hd + 2 * j + s) * cols;
+                let dst = (h * hd + s * half + j) * cols;
+                out[dst..dst + cols].copy_from_slice(&data[src..src + cols]);
+            }
+        }
+    }
+    out
+}
+
+fn hf_name(gguf: &str) -> Option<String> {
+    Some(match gguf {
+        "token_embd.weight" => "model.embed_tokens.weight".into(),
+        "output_norm.weight" => "model.norm.weight".into(),
+        "output.weight" => "lm_head.weight".into(),
+        _ => {
+            let rest = gguf.strip_prefix("blk.")?;
+            let (i, rest) = rest.split_once('.')?;
+            let (part, kind) = rest.rsplit_once('.')?;
+            let hf = match part {
+                "attn_norm" => "input_layernorm",
+                "ffn_norm" => "post_attention_layernorm",
+                "attn_q" => "self_attn.q_proj",
+                "attn_k" => "self_attn.k_proj",
+                "attn_v" => "self_attn.v_proj",
+                "attn_output" => "self_attn.o_proj",
+                "ffn_gate" => "mlp.gate_proj",
+                "ffn_up" => "mlp.up_proj",
+                "ffn_down" => "mlp.down_proj",
+                _ => return None,
+            };
+            format!("model.layers.{i}.{hf}.{kind}")
+        }
+    })
+}
+
+impl FoundationModel {
+    /// Load a GGUF file held in memory (weights + tokenizer from its metadata).
+    pub fn from_gguf_bytes(bytes: &[u8], id: &str, device: &Device) -> Result<Self> {
+        let g = Gguf::parse(bytes)?;
+        let (config, w) = gguf_to_hf(&g)?;
+        let tokenizer = Tokenizer::from_gguf(&g)?;
+        let decoder = Decoder::from_tensors(&config, &w, device)?;
+        Ok(Self { decoder, tokenizer, config, id: id.to_string(), sha256: crate::weights::sha256_hex(bytes) })
+    }
+
+    /// Load Hugging Face files held in memory: `config.json`, `model.safetensors`, `tokenizer.json`.
+    pub fn from_hf_bytes(config: &[u8], weights: &[u8], tokenizer: &[u8], id: &str, device: &Device) -> Result<Self> {
+        let config = DecoderConfig::from_json(config)?;
+        let w = safetensors::parse(weights)?.tensors;
+        let decoder = Decoder::from_tensors(&config, &w, device)?;
+        let mut tokenizer = Tokenizer::from_json_bytes(tokenizer, config.max_position_embeddings)?;
+        // HF keeps stop tokens in generation_config.json; these names cover llama/qwen2/SmolLM.
+        tokenizer.eos_token_ids = ["<|endoftext|>", "<|im_end|>", "</s>"].iter().filter_map(|t| tokenizer.token_to_id(t)).collect();
+        Ok(Self { decoder, tokenizer, config, id: id.to_string(), sha256: crate::weights::sha256_hex(weights) })
+    }
+
+    /// Load a `.gguf` file or a Hugging Face directory.
+    pub fn load(path: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
+        let path = path.as_ref();
+        let id = path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        if path.is_dir() {
+            let read = |n: &str| crate::error::read_file(path.join(n));
+            Self::from_hf_bytes(&read("config.json")?, &read("model.safetensors")?, &read("tokenizer.json")?, &id, device)
+        } else {
+            Self::from_gguf_bytes(&crate::error::read_file(path)?, &id, device)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gguf_names_map_to_hf() {
+        assert_eq!(hf_name("blk.3.attn_q.weight").unwrap(), "model.layers.3.self_attn.q_proj.weight");
+        assert_eq!(hf_name("blk.0.ffn_norm.weight").unwrap(), "model.layers.0.post_attention_layernorm.weight");
+        assert_eq!(hf_name("token_embd.weight").unwrap(), "model.embed_tokens.weight");
+        assert!(hf_name("rope_freqs.weight").is_none());
+    }
+
+    #[test]
+    fn unpermute_inverts_the_converter_permutation() {
+        // One head, hd = 4, one column: HF rows [a0 a1 | b0 b1] are stored as [a0 b0 a1 b1].
+        assert_eq!(unpermute_rows(&[0., 2., 1., 3.], 1, 4, 1), vec![0., 1., 2., 3.]);
+    }
+}

@@ -1,0 +1,79 @@
+//! Choosing the compute backend at run time: a GPU through wgpu when one is there, else the
+//! pure-Rust `flex` CPU backend.
+
+use crate::error::{Error, Result};
+use burn::tensor::{Device, Tensor};
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// A discrete or integrated GPU through wgpu if one answers, else the CPU.
+    Auto,
+    /// The `flex` CPU backend.
+    Cpu,
+    /// wgpu's default adapter, whatever it is (including CPU Vulkan drivers such as lavapipe).
+    Wgpu,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "wgpu" | "gpu" => Ok(Self::Wgpu),
+            _ => Err(Error::Config(format!("unknown backend `{s}` (auto, cpu, wgpu)"))),
+        }
+    }
+}
+
+/// A device and a human-readable name of what runs.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    pub device: Device,
+    pub name: String,
+}
+
+/// Resolve a backend choice to a working device.
+pub fn select(choice: BackendChoice) -> Result<Selected> {
+    let cpu = || Selected { device: Device::flex(), name: "cpu (flex)".into() };
+    match choice {
+        BackendChoice::Cpu => Ok(cpu()),
+        #[cfg(feature = "wgpu")]
+        BackendChoice::Wgpu => probe(burn::tensor::DeviceKind::DefaultDevice)
+            .ok_or_else(|| Error::Backend("no wgpu adapter could be opened (install a Vulkan/Metal/DX12 driver, or use --backend cpu)".into())),
+        #[cfg(feature = "wgpu")]
+        BackendChoice::Auto => {
+            use burn::tensor::DeviceKind;
+            Ok(probe(DeviceKind::DiscreteGpu(0)).or_else(|| probe(DeviceKind::IntegratedGpu(0))).unwrap_or_else(cpu))
+        }
+        #[cfg(not(feature = "wgpu"))]
+        BackendChoice::Wgpu => Err(Error::Backend("this build has no wgpu backend (enable the `wgpu` feature)".into())),
+        #[cfg(not(feature = "wgpu"))]
+        BackendChoice::Auto => Ok(cpu()),
+    }
+}
+
+/// Open a wgpu device and run one tiny kernel; wgpu panics when no adapter of the kind exists,
+/// so the probe is isolated with `catch_unwind` and a silent panic hook.
+#[cfg(feature = "wgpu")]
+fn probe(kind: burn::tensor::DeviceKind) -> Option<Selected> {
+    let label = format!("{kind:?}");
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(move || {
+        let device = Device::wgpu(kind);
+        let x = Tensor::<1>::from_floats([1.0, 2.0], &device);
+        let s: f32 = (x.clone() * x).sum().into_scalar();
+        (s == 5.0).then_some(device)
+    });
+    std::panic::set_hook(hook);
+    let device = r.ok().flatten()?;
+    let name = device.identity().map(|i| i.name).unwrap_or(label);
+    Some(Selected { device, name: format!("wgpu ({name})") })
+}
+
+/// Read a float tensor back to the host as f32.
+pub fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data().try_to_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))
+}

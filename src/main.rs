@@ -1,0 +1,327 @@
+//! The `lopa` command line.
+
+use burn::module::Module;
+use clap::{Parser, Subcommand};
+use lopa::decoder::FoundationModel;
+use lopa::device::{select, BackendChoice};
+use lopa::encoder::SentenceEncoder;
+use lopa::generate::{generate, GenerationRequest, SamplingParams};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "lopa", version, about = "Low-Rank Prompt Adaptation: private soft prompts for one frozen model")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct ModelArgs {
+    /// Frozen foundation model: a .gguf file or a Hugging Face directory [default: cached SmolLM2-135M-Instruct].
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Sentence encoder: a Hugging Face BERT directory [default: cached all-MiniLM-L6-v2].
+    #[arg(long)]
+    encoder: Option<PathBuf>,
+    /// Compute backend: auto (GPU through wgpu if present, else CPU), cpu, wgpu.
+    #[arg(long, default_value = "auto")]
+    backend: String,
+}
+
+impl ModelArgs {
+    fn model_path(&self) -> PathBuf {
+        self.model.clone().unwrap_or_else(lopa::paths::default_foundation_model)
+    }
+    fn encoder_path(&self) -> PathBuf {
+        self.encoder.clone().unwrap_or_else(lopa::paths::default_encoder)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a model's configuration.
+    Info {
+        #[command(flatten)]
+        models: ModelArgs,
+    },
+    /// Complete a prompt with the frozen model (no soft prompt).
+    Generate {
+        #[command(flatten)]
+        models: ModelArgs,
+        /// The prompt.
+        prompt: String,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Print the sentence embedding of a text.
+    Embed {
+        #[command(flatten)]
+        models: ModelArgs,
+        text: String,
+    },
+    /// Train a soft-prompt generator (LoPA, a variant, or a baseline) against the frozen model.
+    Train(TrainArgs),
+    /// Evaluate a saved adapter on a labelled file.
+    Eval {
+        #[command(flatten)]
+        models: ModelArgs,
+        /// Adapter directory (adapter.json + adapter.safetensors).
+        #[arg(long)]
+        adapter: PathBuf,
+        /// Labelled file [default: the task's dev split].
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+    },
+    /// Classify one input with a saved adapter.
+    Predict {
+        #[command(flatten)]
+        models: ModelArgs,
+        #[arg(long)]
+        adapter: PathBuf,
+        /// The input, as `column=value` pairs for the task's template (e.g. `sentence=a fine film`).
+        #[arg(required = true)]
+        fields: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    models: ModelArgs,
+    /// Built-in task: sst2, rte, mrpc.
+    #[arg(long, default_value = "sst2")]
+    task: String,
+    /// A task spec JSON (template, label words, columns) for any TSV/JSONL; overrides --task.
+    #[arg(long)]
+    task_spec: Option<PathBuf>,
+    /// Training file [default: <data>/<task>/train.tsv].
+    #[arg(long)]
+    train_file: Option<PathBuf>,
+    /// Dev file [default: <data>/<task>/dev.tsv].
+    #[arg(long)]
+    dev_file: Option<PathBuf>,
+    /// lopa, lopa-add, lopa-max, lopa-concat, pt, idpg.
+    #[arg(long, default_value = "lopa")]
+    method: String,
+    /// Number of virtual tokens m.
+    #[arg(long, default_value_t = 10)]
+    m: usize,
+    /// Rank r of u·vᵀ.
+    #[arg(long, default_value_t = 4)]
+    rank: usize,
+    /// Hidden width H of the heads.
+    #[arg(long, default_value_t = 256)]
+    hidden: usize,
+    /// Std of Z_S at init (paper: 1.0).
+    #[arg(long, default_value_t = 1.0)]
+    prompt_init_std: f64,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.06)]
+    warmup: f64,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 256)]
+    max_length: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Train on the first N shuffled rows only (0 = all).
+    #[arg(long, default_value_t = 0)]
+    train_limit: usize,
+    /// Evaluate on the first N dev rows only (0 = all).
+    #[arg(long, default_value_t = 0)]
+    dev_limit: usize,
+    /// Run directory (metrics.jsonl, loss.svg, best/, last/).
+    #[arg(long, default_value = "runs/sst2-lopa")]
+    run_dir: PathBuf,
+    /// Continue from run_dir/last.
+    #[arg(long)]
+    resume: bool,
+    /// Also measure the frozen model's zero-shot dev score first.
+    #[arg(long)]
+    zero_shot: bool,
+}
+
+fn run(cli: Cli) -> lopa::Result<()> {
+    match cli.command {
+        Command::Info { models } => {
+            let dev = select(models.backend.parse::<BackendChoice>()?)?;
+            let fm = FoundationModel::load(models.model_path(), &dev.device)?;
+            println!("backend: {}", dev.name);
+            println!("model: {} (sha256 {})", fm.id, fm.sha256);
+            println!("{}", serde_json::to_string_pretty(&fm.config).expect("json"));
+        }
+        Command::Generate { models, prompt, max_tokens, temperature, top_p, seed } => {
+            let dev = select(models.backend.parse::<BackendChoice>()?)?;
+            let fm = FoundationModel::load(models.model_path(), &dev.device)?;
+            let req = GenerationRequest { prompt_ids: fm.tokenizer.encode(&prompt)?, soft_prompt: None };
+            let p = SamplingParams { max_tokens, temperature, top_p, stop_token_ids: fm.tokenizer.eos_token_ids.clone(), seed };
+            let out = generate(&fm.decoder, &[req], &p, true, &dev.device)?;
+            println!("{prompt}{}", fm.tokenizer.decode(&out[0].tokens)?);
+        }
+        Command::Embed { models, text } => {
+            let dev = select(models.backend.parse::<BackendChoice>()?)?;
+            let enc = SentenceEncoder::from_dir(models.encoder_path(), &dev.device)?;
+            let v = lopa::device::to_vec(enc.embed(&[&text], &dev.device)?)?;
+            println!("{}", serde_json::to_string(&v).expect("json"));
+        }
+        Command::Train(a) => train(a)?,
+        Command::Eval { models, adapter, file, limit } => {
+            let dev = select(models.backend.parse::<BackendChoice>()?)?;
+            let (fm, enc, a, g) = load_adapter(&models, &adapter, &dev.device)?;
+            let file = file.unwrap_or_else(|| lopa::tasks::data_dir().join(&a.meta.task.name).join("dev.tsv"));
+            let mut ex = lopa::tasks::load_examples(&a.meta.task, &file)?;
+            if limit > 0 {
+                ex.truncate(limit);
+            }
+            let data = lopa::train::prepare(&ex, &file, &fm, enc.as_ref(), usize::MAX, &dev.device)?;
+            let label_ids = lopa::train::label_token_ids(&a.meta.task, &fm)?;
+            let preds = lopa::train::predict(&fm.decoder, &g, &data, &label_ids, 16, &dev.device)?;
+            let gold: Vec<usize> = data.iter().map(|p| p.label).collect();
+            let positive = a.meta.task.positive_label.as_ref().and_then(|p| a.meta.task.labels().iter().position(|l| l == p));
+            let (acc, f1) = lopa::tasks::scores(&preds, &gold, positive);
+            println!("{}", serde_json::json!({"file": file, "examples": data.len(), "accuracy": acc, "f1": f1}));
+        }
+        Command::Predict { models, adapter, fields } => {
+            let dev = select(models.backend.parse::<BackendChoice>()?)?;
+            let (fm, enc, a, g) = load_adapter(&models, &adapter, &dev.device)?;
+            let mut row = serde_json::Map::new();
+            for f in &fields {
+                let (k, v) = f.split_once('=').ok_or_else(|| lopa::Error::Input(format!("`{f}` is not column=value")))?;
+                row.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+            }
+            let label = a.meta.task.labels()[0].to_string();
+            row.insert(a.meta.task.label_column.clone(), serde_json::Value::String(label));
+            let tmp = std::env::temp_dir().join(format!("lopa-predict-{}.jsonl", std::process::id()));
+            std::fs::write(&tmp, serde_json::to_string(&row).expect("json")).map_err(|e| lopa::Error::io(&tmp, e))?;
+            let ex = lopa::tasks::load_examples(&a.meta.task, &tmp);
+            let _ = std::fs::remove_file(&tmp);
+            let data = lopa::train::prepare(&ex?, &tmp, &fm, enc.as_ref(), usize::MAX, &dev.device)?;
+            let label_ids = lopa::train::label_token_ids(&a.meta.task, &fm)?;
+            let refs: Vec<&lopa::train::Prepared> = data.iter().collect();
+            let logits = lopa::device::to_vec(lopa::train::slot_logits(&fm.decoder, &g, &refs, &dev.device)?)?;
+            let picked: Vec<f32> = label_ids.iter().map(|&i| logits[i as usize]).collect();
+            let p = lopa::generate::log_softmax(&picked);
+            let labels = a.meta.task.labels();
+            let probs: serde_json::Map<String, serde_json::Value> = labels.iter().zip(&p).map(|(l, lp)| (l.to_string(), serde_json::json!(lp.exp()))).collect();
+            let best = (0..labels.len()).max_by(|&x, &y| p[x].total_cmp(&p[y])).unwrap_or(0);
+            println!("{}", serde_json::json!({"label": labels[best], "label_word": a.meta.task.label_words[labels[best]], "probabilities": probs}));
+        }
+    }
+    Ok(())
+}
+
+type Loaded = (FoundationModel, Option<SentenceEncoder>, lopa::adapter::Adapter, lopa::generator::PromptGenerator);
+
+fn load_adapter(models: &ModelArgs, dir: &std::path::Path, device: &burn::tensor::Device) -> lopa::Result<Loaded> {
+    let a = lopa::adapter::Adapter::load(dir)?;
+    let fm = FoundationModel::load(models.model_path(), device)?;
+    let enc = if a.meta.generator.method.uses_encoder() { Some(SentenceEncoder::from_dir(models.encoder_path(), device)?) } else { None };
+    a.meta.check_compatible(&fm, enc.as_ref())?;
+    let g = lopa::generator::PromptGenerator::from_tensors(&a.meta.generator, &a.weights, device)?;
+    Ok((fm, enc, a, g))
+}
+
+struct Bar(indicatif::ProgressBar, usize);
+
+impl lopa::train::Progress for Bar {
+    fn step(&mut self, epoch: usize, step: usize, steps: usize, loss: f64, sps: f64) {
+        if self.0.length() != Some(steps as u64) || step == 1 {
+            self.0.set_length(steps as u64);
+            self.0.reset_eta();
+        }
+        self.0.set_position(step as u64);
+        self.0.set_message(format!("epoch {epoch}/{} loss {loss:.4} {sps:.1} samples/s", self.1));
+    }
+    fn epoch(&mut self, m: &lopa::train::EpochMetrics) {
+        self.0.println(format!(
+            "epoch {}: train loss {:.4}, dev accuracy {:.4}{}, {:.1} samples/s, {:.0} s",
+            m.epoch,
+            m.train_loss,
+            m.dev_accuracy,
+            m.dev_f1.map(|f| format!(", dev F1 {f:.4}")).unwrap_or_default(),
+            m.samples_per_sec,
+            m.seconds
+        ));
+    }
+}
+
+fn train(a: TrainArgs) -> lopa::Result<()> {
+    use lopa::generator::{GeneratorConfig, Method};
+    let task = match &a.task_spec {
+        Some(p) => serde_json::from_slice(&lopa::error::read_file(p)?).map_err(|e| lopa::Error::Config(format!("{}: {e}", p.display())))?,
+        None => lopa::tasks::TaskSpec::builtin(&a.task)?,
+    };
+    let data = lopa::tasks::data_dir().join(&task.name);
+    let method: Method = a.method.parse()?;
+    let dev = select(a.models.backend.parse::<BackendChoice>()?)?;
+    eprintln!("lopa: backend {}", dev.name);
+    let ad = dev.device.clone().autodiff();
+    let fm = FoundationModel::load(a.models.model_path(), &ad)?;
+    let enc = if method.uses_encoder() { Some(SentenceEncoder::from_dir(a.models.encoder_path(), &dev.device)?) } else { None };
+    let mut generator = GeneratorConfig::new(method, fm.decoder.hidden_size(), enc.as_ref().map_or(1, |e| e.hidden_size()));
+    generator.num_virtual_tokens = a.m;
+    generator.rank = a.rank;
+    generator.hidden_dim = a.hidden;
+    generator.task_prompt_init_std = a.prompt_init_std;
+    let cfg = lopa::train::TrainConfig {
+        task,
+        train_file: a.train_file.unwrap_or_else(|| data.join("train.tsv")),
+        dev_file: a.dev_file.unwrap_or_else(|| data.join("dev.tsv")),
+        generator,
+        learning_rate: a.lr,
+        warmup_ratio: a.warmup,
+        weight_decay: a.weight_decay,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        max_length: a.max_length,
+        seed: a.seed,
+        train_limit: a.train_limit,
+        dev_limit: a.dev_limit,
+    };
+    eprintln!("lopa: {} on {} with {} trainable parameters", method.name(), cfg.task.name, cfg.generator.trainable_parameters());
+    let zero = if a.zero_shot {
+        let plain = fm.clone();
+        let (acc, f1) = lopa::train::zero_shot(&cfg.task, &cfg.dev_file, cfg.dev_limit, &FoundationModel { decoder: plain.decoder.valid(), ..plain }, &dev.device)?;
+        eprintln!("lopa: zero-shot dev accuracy {acc:.4}{}", f1.map(|f| format!(", F1 {f:.4}")).unwrap_or_default());
+        Some(acc)
+    } else {
+        None
+    };
+    let style = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} eta {eta}").expect("template");
+    let mut bar = Bar(indicatif::ProgressBar::new(1).with_style(style), cfg.epochs);
+    let mut summary = lopa::train::train(&cfg, &fm, enc.as_ref(), &dev.device, &ad, &a.run_dir, a.resume, &mut bar)?;
+    bar.0.finish_and_clear();
+    summary.zero_shot_dev_accuracy = zero;
+    let best = lopa::adapter::Adapter::load(&a.run_dir.join("best"))?;
+    if best.weights.contains("task_prompt") {
+        best.export_peft(&a.run_dir.join("peft"), &fm)?;
+    }
+    let s = serde_json::to_string_pretty(&summary).expect("json");
+    lopa::adapter::write_atomic(&a.run_dir.join("summary.json"), s.as_bytes())?;
+    println!("{s}");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lopa: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Classification tasks through a frozen causal LM: a template whose next token is the label
+//! word (verbalizer). Loss = cross-entropy of the label word over the full vocabulary at that
+//! slot; prediction = argmax over the label words only (the LoPA paper's protocol).
+//!
+//! Built in: SST-2, RTE, MRPC from `../shared/data` layouts; any TSV or JSONL with a
+//! [`TaskSpec`] of your own.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// How to turn a data row into a prompt and a label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub name: String,
+    /// Prompt for the frozen model; `{column}` is replaced by the row's value. The label word is
+    /// the next token after it.
+    pub template: String,
+    /// Text the encoder sees (f(x)); same placeholders.
+    pub encoder_template: String,
+    /// Column holding the label.
+    pub label_column: String,
+    /// Label value → label word (a single token of the frozen model, usually with a leading space).
+    pub label_words: BTreeMap<String, String>,
+    /// `accuracy` or `f1` (binary, positive = `positive_label`).
+    pub metric: String,
+    #[serde(default)]
+    pub positive_label: Option<String>,
+}
+
+impl TaskSpec {
+    /// A built-in task by name.
+    pub fn builtin(name: &str) -> Result<Self> {
+        let words = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Ok(match name {
+            // Paper: "S . It was ___ ." with terrible / great.
+            "sst2" => TaskSpec {
+                name: name.into(),
+                template: "{sentence} It was".into(),
+                encoder_template: "{sentence}".into(),
+                label_column: "label".into(),
+                label_words: words(&[("0", " terrible"), ("1", " great")]),
+                metric: "accuracy".into(),
+                positive_label: None,
+            },
+            // Paper: "S1 ? ___ , S2" with Yes / No; a causal model must see S2 before the slot.
+            "rte" => TaskSpec {
+                name: name.into(),
+                template: "{sentence1}\nQuestion: {sentence2} Yes or No?\nAnswer:".into(),
+                encoder_template: "{sentence1} {sentence2}".into(),
+                label_column: "label".into(),
+                label_words: words(&[("entailment", " Yes"), ("not_entailment", " No")]),
+                metric: "accuracy".into(),
+                positive_label: None,
+            },
+            "mrpc" => TaskSpec {
+                name: name.into(),
+                template: "{#1 String}\nQuestion: Does this mean the same as \"{#2 String}\"? Yes or No?\nAnswer:".into(),
+                encoder_template: "{#1 String} {#2 String}".into(),
+                label_column: "Quality".into(),
+                label_words: words(&[("1", " Yes"), ("0", " No")]),
+                metric: "f1".into(),
+                positive_label: Some("1".into()),
+            },
+            _ => return Err(Error::Config(format!("unknown task `{name}` (sst2, rte, mrpc, or a --task-spec JSON)"))),
+        })
+    }
+
+    /// Label values in a fixed order (class index = position).
+    pub fn labels(&self) -> Vec<&str> {
+        self.label_words.keys().map(String::as_str).collect()
+    }
+
+    fn columns(template: &str) -> Vec<String> {
+        let mut out = vec![];
+        let mut rest = template;
+        while let Some(i) = rest.find('{') {
+            let Some(j) = rest[i..].find('}') else { break };
+            out.push(rest[i + 1..i + j].to_string());
+            rest = &rest[i + j + 1..];
+        }
+        out
+    }
+}
+
+/// One labelled example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    /// Prompt for the frozen model.
+    pub prompt: String,
+    /// Text for the encoder.
+    pub encoder_text: String,
+    /// Class index into [`TaskSpec::labels`].
+    pub label: usize,
+    /// 1-based line in the source file (for error messages).
+    pub line: usize,
+}
+
+fn fill(template: &str, row: &BTreeMap<String, String>) -> String {
+    let mut s = template.to_string();
+    for (k, v) in row {
+        s = s.replace(&format!("{{{k}}}"), v.trim());
+    }
+    s
+}
+
+/// Read examples from a `.tsv` (header row, tab-separated, no quoting) or `.jsonl` file.
+/// Every problem is reported with file and line before anything else happens.
+pub fn load_examples(spec: &TaskSpec, path: &Path) -> Result<Vec<Example>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let at = |line: usize, msg: String| Error::Input(format!("{}:{line}: {msg}", path.display()));
+    let mut needed = TaskSpec::columns(&spec.template);
+    needed.extend(TaskSpec::columns(&spec.encoder_template));
+    needed.push(spec.label_column.clone());
+    needed.sort();
+    needed.dedup();
+    let labels = spec.labels();
+    let mut rows: Vec<(usize, BTreeMap<String, String>)> = vec![];
+    let jsonl = path.extension().is_some_and(|e| e == "jsonl" || e == "json");
+    if jsonl {
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| at(i + 1, format!("invalid JSON: {e}")))?;
+            let obj = v.as_object().ok_or_else(|| at(i + 1, "expected a JSON object".into()))?;
+            let row = obj
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                .collect();
+            rows.push((i + 1, row));
+        }
+    } else {
+        let mut lines = text.lines().enumerate();
+        let Some((_, header)) = lines.next() else {
+            return Err(Error::Input(format!("{}: empty file", path.display())));
+        };
+        let header: Vec<&str> = header.split('\t').collect();
+        for c in &needed {
+            if !header.contains(&c.as_str()) {
+                return Err(at(1, format!("missing column `{c}` (header has: {})", header.join(", "))));
+            }
+        }
+        for (i, line) in lines {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let fields: Vec<&str> = line.split('\t').collect();
+            if fields.len() != header.len() {
+                return Err(at(i + 1, format!("expected {} tab-separated fields, found {}", header.len(), fields.len())));
+            }
+            rows.push((i + 1, header.iter().zip(fields).map(|(k, v)| (k.to_string(), v.to_string())).collect()));
+        }
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    for (line, row) in rows {
+        for c in &needed {
+            if !row.contains_key(c) {
+                return Err(at(line, format!("missing field `{c}`")));
+            }
+        }
+        let label = row[&spec.label_column].trim();
+        let idx = labels
+            .iter()
+            .position(|l| *l == label)
+            .ok_or_else(|| at(line, format!("unknown label `{label}` (expected one of: {})", labels.join(", "))))?;
+        out.push(Example { prompt: fill(&spec.template, &row), encoder_text: fill(&spec.encoder_template, &row), label: idx, line });
+    }
+    if out.is_empty() {
+        return Err(Error::Input(format!("{}: no examples", path.display())));
+    }
+    Ok(out)
+}
+
+/// The shared data folder: `$LOPA_DATA`, else `../shared/data` next to the crate, else `./data`.
+pub fn data_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("LOPA_DATA") {
+        return PathBuf::from(p);
+    }
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    if beside.exists() {
+        return beside;
+    }
+    PathBuf::from("data")
+}
+
+/// Binary F1 for the positive class and accuracy.
+pub fn scores(pred: &[usize], gold: &[usize], positive: Option<usize>) -> (f64, Option<f64>) {
+    let n = gold.len().max(1) as f64;
+    let acc = pred.iter().zip(gold).filter(|(p, g)| p == g).count() as f64 / n;
+    let f1 = positive.map(|pos| {
+        let tp = pred.iter().zip(gold).filter(|(p, g)| **p == pos && **g == pos).count() as f64;
+        let fp = pred.iter().zip(gold).filter(|(p, g)| **p == pos && **g != pos).count() as f64;
+        let fneg = pred.iter().zip(gold).filter(|(p, g)| **p != pos && **g == pos).count() as f64;
+        if tp == 0.0 { 0.0 } else { 2.0 * tp / (2.0 * tp + fp + fneg) }
+    });
+    (acc, f1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str, body: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lopa-tasks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    #[test]
+    fn sst2_rows_become_prompts() {
+        let spec = TaskSpec::builtin("sst2").unwrap();
+        let ex = load_examples(&spec, &tmp("a.tsv", "sentence\tlabel\na fine film \t1\n\nawful\t0\n")).unwrap();
+        assert_eq!(ex.len(), 2);
+        assert_eq!(ex[0].prompt, "a fine film It was");
+        assert_eq!((ex[0].label, ex[1].label, ex[1].line), (1, 0, 4));
+    }
+
+    #[test]
+    fn bad_input_is_reported_with_file_and_line() {
+        let spec = TaskSpec::builtin("sst2").unwrap();
+        let e = |name: &str, body: &str| load_examples(&spec, &tmp(name, body)).unwrap_err().to_string();
+        assert!(e("b.tsv", "text\tlabel\nx\t1\n").ends_with("b.tsv:1: missing column `sentence` (header has: text, label)"));
+        assert!(e("c.tsv", "sentence\tlabel\nx\t1\ny\t7\n").ends_with("c.tsv:3: unknown label `7` (expected one of: 0, 1)"));
+        assert!(e("d.tsv", "sentence\tlabel\nx\t1\textra\n").ends_with("d.tsv:2: expected 2 tab-separated fields, found 3"));
+        assert!(e("e.tsv", "").ends_with("e.tsv: empty file"));
+        assert!(e("f.tsv", "sentence\tlabel\n").ends_with("f.tsv: no examples"));
+        assert!(e("g.jsonl", "{\"sentence\": \"x\"}\n").ends_with("g.jsonl:1: missing field `label`"));
+        assert!(e("h.jsonl", "{oops\n").contains("h.jsonl:1: invalid JSON"));
+    }
+
+    #[test]
+    fn f1_and_accuracy() {
+        let (acc, f1) = scores(&[1, 1, 0, 0], &[1, 0, 1, 0], Some(1));
+        assert_eq!(acc, 0.5);
+        assert_eq!(f1, Some(0.5));
+    }
+}

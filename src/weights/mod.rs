@@ -1,0 +1,139 @@
+//! Checkpoint formats. Every format decodes into a [`TensorMap`]: tensor names in Hugging Face
+//! layout mapped to f32 host tensors. Models are built from a `TensorMap`, so a new format only
+//! has to produce one.
+
+pub mod gguf;
+pub mod quant;
+pub mod safetensors;
+
+use crate::error::{Error, Result};
+use burn::tensor::{Device, Tensor, TensorData};
+use std::collections::BTreeMap;
+
+/// A dense f32 tensor in host memory, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// Dimensions, outermost first (PyTorch order).
+    pub shape: Vec<usize>,
+    /// Row-major values; `data.len()` is the product of `shape`.
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    /// A tensor from its shape and values; errors when they disagree.
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(Error::Input(format!("shape {shape:?} needs {n} values, got {}", data.len())));
+        }
+        Ok(Self { shape, data })
+    }
+
+    /// Copy to a device tensor of rank `D`.
+    pub fn to_device<const D: usize>(&self, name: &str, device: &Device) -> Result<Tensor<D>> {
+        if self.shape.len() != D {
+            return Err(Error::tensor(name, format!("expected rank {D}, found shape {:?}", self.shape)));
+        }
+        Ok(Tensor::from_data(TensorData::new(self.data.clone(), self.shape.clone()), device))
+    }
+}
+
+/// Named host tensors read from a checkpoint, plus the file's string metadata.
+#[derive(Debug, Default, Clone)]
+pub struct TensorMap {
+    tensors: BTreeMap<String, HostTensor>,
+}
+
+impl TensorMap {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Insert or replace a tensor.
+    pub fn insert(&mut self, name: impl Into<String>, tensor: HostTensor) {
+        self.tensors.insert(name.into(), tensor);
+    }
+    /// The tensor called `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&HostTensor> {
+        self.tensors.get(name)
+    }
+    /// Remove and return a tensor.
+    pub fn remove(&mut self, name: &str) -> Option<HostTensor> {
+        self.tensors.remove(name)
+    }
+    /// Whether a tensor is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+    /// Tensor names in sorted order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(|s| s.as_str())
+    }
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+    /// Whether the map is empty.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// Rename every tensor whose name starts with `prefix` by dropping the prefix
+    /// (e.g. `bert.` in BertForX checkpoints).
+    pub fn strip_prefix(&mut self, prefix: &str) {
+        let names: Vec<String> = self.tensors.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
+        for n in names {
+            let t = self.tensors.remove(&n).expect("listed");
+            self.tensors.insert(n[prefix.len()..].to_string(), t);
+        }
+    }
+
+    /// The tensor `name` with exactly `shape`, or an error that names it.
+    pub fn expect(&self, name: &str, shape: &[usize]) -> Result<&HostTensor> {
+        let t = self.tensors.get(name).ok_or_else(|| Error::tensor(name, "missing from checkpoint"))?;
+        if t.shape != shape {
+            return Err(Error::tensor(name, format!("expected shape {shape:?}, found {:?}", t.shape)));
+        }
+        if let Some(i) = t.data.iter().position(|x| !x.is_finite()) {
+            return Err(Error::tensor(name, format!("non-finite value {} at flat index {i}", t.data[i])));
+        }
+        Ok(t)
+    }
+
+    /// `name` as a device tensor of the given shape.
+    pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D], device: &Device) -> Result<Tensor<D>> {
+        self.expect(name, &shape)?.to_device(name, device)
+    }
+
+    /// A `torch.nn.Linear` weight (stored `[out, in]`) as a `[in, out]` device tensor, ready for
+    /// `x.matmul(w)`.
+    pub fn linear_weight(&self, name: &str, d_in: usize, d_out: usize, device: &Device) -> Result<Tensor<2>> {
+        let t = self.expect(name, &[d_out, d_in])?;
+        Ok(Tensor::<2>::from_data(TensorData::new(transpose(&t.data, d_out, d_in), [d_in, d_out]), device))
+    }
+}
+
+/// Row-major transpose of a `rows x cols` matrix.
+pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = data[r * cols + c];
+        }
+    }
+    out
+}
+
+/// Checked product of dimensions: hostile headers must not overflow into a small allocation.
+pub(crate) fn checked_numel(name: &str, shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| Error::tensor(name, format!("shape {shape:?} overflows")))
+}
+
+/// Lower-case hex sha256 of bytes (model identities in adapters).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
