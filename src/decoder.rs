@@ -194,6 +194,57 @@ impl Decoder {
         .no_grad())
     }
 
+    /// A decoder of the given shape with random weights (N(0, 0.02²), norms 1): for speed
+    /// measurements where the real weights cannot travel.
+    pub fn random(cfg: &DecoderConfig, seed: u64, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let mut rng = crate::generate::Rng::new(seed);
+        let mut normal = |n: usize| -> Vec<f32> {
+            // Box–Muller from the crate's SplitMix64.
+            (0..n).map(|_| {
+                let u1 = (rng.next_f32() as f64).max(1e-12);
+                let u2 = rng.next_f32() as f64;
+                ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * 0.02) as f32
+            }).collect()
+        };
+        let (d, hd, h, kv, ff) = (cfg.hidden_size, cfg.head_dim(), cfg.num_attention_heads, cfg.kv_heads(), cfg.intermediate_size);
+        let mut w = TensorMap::new();
+        let mut put = |name: String, shape: Vec<usize>, data: Vec<f32>| w.insert(name, crate::weights::HostTensor { shape, data });
+        put("model.embed_tokens.weight".into(), vec![cfg.vocab_size, d], normal(cfg.vocab_size * d));
+        put("model.norm.weight".into(), vec![d], vec![1.0; d]);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            for (n, o, inp) in [("self_attn.q_proj", h * hd, d), ("self_attn.k_proj", kv * hd, d), ("self_attn.v_proj", kv * hd, d), ("self_attn.o_proj", d, h * hd), ("mlp.gate_proj", ff, d), ("mlp.up_proj", ff, d), ("mlp.down_proj", d, ff)] {
+                put(format!("{p}.{n}.weight"), vec![o, inp], normal(o * inp));
+                if cfg.qkv_bias() && n.starts_with("self_attn.") && n != "self_attn.o_proj" {
+                    put(format!("{p}.{n}.bias"), vec![o], vec![0.0; o]);
+                }
+            }
+            put(format!("{p}.input_layernorm.weight"), vec![d], vec![1.0; d]);
+            put(format!("{p}.post_attention_layernorm.weight"), vec![d], vec![1.0; d]);
+        }
+        Self::from_tensors(cfg, &w, device)
+    }
+
+    /// The shape of SmolLM2-135M (the default frozen model).
+    pub fn smollm2_135m_config() -> DecoderConfig {
+        DecoderConfig {
+            model_type: "llama".into(),
+            vocab_size: 49152,
+            hidden_size: 576,
+            intermediate_size: 1536,
+            num_hidden_layers: 30,
+            num_attention_heads: 9,
+            num_key_value_heads: Some(3),
+            head_dim: None,
+            rms_norm_eps: 1e-5,
+            rope_theta: 100000.0,
+            max_position_embeddings: 8192,
+            tie_word_embeddings: true,
+            attention_bias: Some(false),
+        }
+    }
+
     /// Embedding width d.
     pub fn hidden_size(&self) -> usize {
         self.embed_tokens.dims()[1]
@@ -201,6 +252,14 @@ impl Decoder {
     /// Vocabulary size.
     pub fn vocab_size(&self) -> usize {
         self.embed_tokens.dims()[0]
+    }
+
+    /// Standard deviation of the token-embedding table: the scale a soft prompt should start at.
+    pub fn embedding_std(&self) -> Result<f64> {
+        let v = crate::device::to_vec(self.embed_tokens.val())?;
+        let n = v.len() as f64;
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+        Ok((v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt())
     }
 
     /// Token embeddings E(x): `[b, s]` ids → `[b, s, d]`.
@@ -273,9 +332,7 @@ impl Decoder {
                 }
                 c.layers[li] = Some((k.clone(), v.clone()));
             }
-            let k = self.repeat_kv(k);
-            let v = self.repeat_kv(v);
-            let ctx = merge_heads(attention(q, k, v, bias.clone()));
+            let ctx = merge_heads(self.grouped_attention(q, k, v, bias.clone()));
             x = x + l.self_attn.o_proj.forward(ctx);
             let hn = l.post_attention_layernorm.forward(x.clone());
             let m = &l.mlp;
@@ -308,13 +365,17 @@ impl Decoder {
         Ok(self.logits(h.reshape([b * s, d])).reshape([b, s, self.vocab_size()]))
     }
 
-    fn repeat_kv(&self, x: Tensor<4>) -> Tensor<4> {
-        let groups = self.heads / self.kv_heads;
-        if groups == 1 {
-            return x;
+    /// Grouped-query attention without copying K/V per query head: the `g` query heads that share
+    /// a KV head are stacked along the sequence axis (`[b, kv, g·s, hd]`), so one matmul serves them.
+    fn grouped_attention(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
+        let g = self.heads / self.kv_heads;
+        if g == 1 {
+            return attention(q, k, v, bias);
         }
-        let [b, kv, t, hd] = x.dims();
-        x.unsqueeze_dim::<5>(2).expand([b, kv, groups, t, hd]).reshape([b, kv * groups, t, hd])
+        let [b, h, s, hd] = q.dims();
+        let q = q.reshape([b, self.kv_heads, g * s, hd]);
+        let bias = if bias.dims()[2] == 1 { bias } else { bias.repeat_dim(2, g) };
+        attention(q, k, v, bias).reshape([b, h, s, hd])
     }
 
     /// cos/sin `[b, 1, s, head_dim]` for rotate-half RoPE at the given positions (computed in f64).

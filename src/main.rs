@@ -68,6 +68,30 @@ enum Command {
     },
     /// Train a soft-prompt generator (LoPA, a variant, or a baseline) against the frozen model.
     Train(TrainArgs),
+    /// Measure training throughput (samples/s) with random weights of the default models' shapes.
+    BenchTrain {
+        /// auto, cpu, wgpu.
+        #[arg(long, default_value = "auto")]
+        backend: String,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Prompt tokens per example (the soft prompt adds m more).
+        #[arg(long, default_value_t = 256)]
+        seq_len: usize,
+        /// Decoder layers (SmolLM2-135M has 30).
+        #[arg(long, default_value_t = 30)]
+        layers: usize,
+        #[arg(long, default_value = "lopa")]
+        method: String,
+        /// Timed steps (after the warm-up steps).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Also time the model's largest matmul ([batch·(seq+m), 576] × [576, 1536]) alone.
+        #[arg(long)]
+        matmul: bool,
+    },
     /// Evaluate a saved adapter on a labelled file.
     Eval {
         #[command(flatten)]
@@ -121,9 +145,10 @@ struct TrainArgs {
     /// Hidden width H of the heads.
     #[arg(long, default_value_t = 256)]
     hidden: usize,
-    /// Std of Z_S at init (paper: 1.0).
-    #[arg(long, default_value_t = 1.0)]
-    prompt_init_std: f64,
+    /// Std of Z_S at init [default: the std of the frozen model's token embeddings; the paper's
+    /// N(0, 1) was in RoBERTa's embedding scale].
+    #[arg(long)]
+    prompt_init_std: Option<f64>,
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
     #[arg(long, default_value_t = 0.06)]
@@ -179,6 +204,9 @@ fn run(cli: Cli) -> lopa::Result<()> {
             println!("{}", serde_json::to_string(&v).expect("json"));
         }
         Command::Train(a) => train(a)?,
+        Command::BenchTrain { backend, batch_size, seq_len, layers, method, steps, warmup, matmul } => {
+            bench_train(&backend, batch_size, seq_len, layers, &method, steps, warmup, matmul)?
+        }
         Command::Eval { models, adapter, file, limit } => {
             let dev = select(models.backend.parse::<BackendChoice>()?)?;
             let (fm, enc, a, g) = load_adapter(&models, &adapter, &dev.device)?;
@@ -247,7 +275,7 @@ impl lopa::train::Progress for Bar {
         self.0.set_message(format!("epoch {epoch}/{} loss {loss:.4} {sps:.1} samples/s", self.1));
     }
     fn epoch(&mut self, m: &lopa::train::EpochMetrics) {
-        self.0.println(format!(
+        let line = format!(
             "epoch {}: train loss {:.4}, dev accuracy {:.4}{}, {:.1} samples/s, {:.0} s",
             m.epoch,
             m.train_loss,
@@ -255,8 +283,84 @@ impl lopa::train::Progress for Bar {
             m.dev_f1.map(|f| format!(", dev F1 {f:.4}")).unwrap_or_default(),
             m.samples_per_sec,
             m.seconds
-        ));
+        );
+        // A hidden bar (output not a terminal) prints nothing; logs still get the epoch line.
+        if self.0.is_hidden() { eprintln!("{line}") } else { self.0.println(line) }
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench_train(backend: &str, b: usize, s: usize, layers: usize, method: &str, steps: usize, warmup: usize, matmul: bool) -> lopa::Result<()> {
+    use burn::optim::{AdamWConfig, GradientsParams};
+    use lopa::generator::{GeneratorConfig, Method};
+    use lopa::train::Prepared;
+    let dev = select(backend.parse::<BackendChoice>()?)?;
+    let ad = dev.device.clone().autodiff();
+    let mut cfg = lopa::decoder::Decoder::smollm2_135m_config();
+    cfg.num_hidden_layers = layers;
+    let t0 = std::time::Instant::now();
+    let decoder = lopa::decoder::Decoder::random(&cfg, 1, &ad)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let mut g = GeneratorConfig::new(method.parse::<Method>()?, 576, 384).init(&ad)?;
+    let mut optim = AdamWConfig::new().init();
+    let mut rng = lopa::generate::Rng::new(3);
+    let data: Vec<Prepared> = (0..b)
+        .map(|i| Prepared {
+            ids: (0..s).map(|_| (rng.next_u64() % 49152) as u32).collect(),
+            features: (0..384).map(|_| rng.next_f32() - 0.5).collect(),
+            label: i % 2,
+        })
+        .collect();
+    let batch: Vec<&Prepared> = data.iter().collect();
+    let label_ids = [1000u32, 2000];
+    let mut times = vec![];
+    for step in 0..warmup + steps {
+        let t = std::time::Instant::now();
+        let logits = lopa::train::slot_logits(&decoder, &g, &batch, &ad)?;
+        let l = lopa::train::loss(logits, &batch, &label_ids, &ad);
+        let mut grads = l.backward();
+        let grads = GradientsParams::from_module(&mut grads, &g);
+        g = optim.step(1e-3, g, grads);
+        // Reading one parameter back forces the step to finish on asynchronous backends.
+        let _: f32 = g.task_prompt.as_ref().map(|z| z.val().sum().into_scalar()).unwrap_or(0.0);
+        let dt = t.elapsed().as_secs_f64();
+        eprintln!("step {step}: {dt:.3} s{}", if step < warmup { " (warm-up)" } else { "" });
+        if step >= warmup {
+            times.push(dt);
+        }
+    }
+    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+    let matmul_tflops = if matmul {
+        let rows = b * (s + 10);
+        let x = burn::tensor::Tensor::<2>::random([rows, 576], burn::tensor::Distribution::Normal(0.0, 1.0), &dev.device);
+        let w = burn::tensor::Tensor::<2>::random([576, 1536], burn::tensor::Distribution::Normal(0.0, 1.0), &dev.device);
+        // Warm up until autotuning and shader compilation for this shape are done.
+        for _ in 0..3 {
+            let mut acc = x.clone().matmul(w.clone());
+            for _ in 0..10 {
+                acc = acc + x.clone().matmul(w.clone());
+            }
+            let _: f32 = acc.sum().into_scalar();
+        }
+        let t = std::time::Instant::now();
+        let reps = 50;
+        let mut acc = burn::tensor::Tensor::<2>::zeros([rows, 1536], &dev.device);
+        for _ in 0..reps {
+            acc = acc + x.clone().matmul(w.clone());
+        }
+        let _: f32 = acc.sum().into_scalar();
+        let dt = t.elapsed().as_secs_f64();
+        Some(2.0 * rows as f64 * 576.0 * 1536.0 * reps as f64 / dt / 1e12)
+    } else {
+        None
+    };
+    println!("{}", serde_json::json!({
+        "matmul_tflops": matmul_tflops,
+        "backend": dev.name, "method": method, "batch_size": b, "seq_len": s, "layers": layers,
+        "virtual_tokens": g.config.prompt_len(), "step_seconds": mean, "samples_per_sec": b as f64 / mean,
+        "weights_init_seconds": load_s
+    }));
+    Ok(())
 }
 
 fn train(a: TrainArgs) -> lopa::Result<()> {
@@ -276,7 +380,10 @@ fn train(a: TrainArgs) -> lopa::Result<()> {
     generator.num_virtual_tokens = a.m;
     generator.rank = a.rank;
     generator.hidden_dim = a.hidden;
-    generator.task_prompt_init_std = a.prompt_init_std;
+    generator.task_prompt_init_std = match a.prompt_init_std {
+        Some(s) => s,
+        None => fm.decoder.embedding_std()?,
+    };
     let cfg = lopa::train::TrainConfig {
         task,
         train_file: a.train_file.unwrap_or_else(|| data.join("train.tsv")),

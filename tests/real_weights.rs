@@ -36,6 +36,8 @@ fn minilm_embeddings_match_reference() {
         assert!(diff <= 1e-4, "sentence {i}: max abs diff {diff}");
     }
     let cos = |a: usize, b: usize| (0..h).map(|k| e[a * h + k] * e[b * h + k]).sum::<f32>();
+    let worst = (0..sents.len()).map(|i| max_abs_diff(&e[i * h..(i + 1) * h], &floats(&want["embeddings"][i]))).fold(0.0, f32::max);
+    eprintln!("measured: MiniLM max abs diff {worst:.2e} over {} sentences; cos(guitar pair) {:.4}; cos(guitar, stock) {:.4}", sents.len(), cos(0, 1), cos(0, 2));
     assert!((cos(0, 1) - 0.72).abs() < 0.01, "guitar pair cosine {}", cos(0, 1));
     assert!(cos(0, 2).abs() < 0.1, "guitar vs stock market {}", cos(0, 2));
 }
@@ -48,6 +50,7 @@ fn smollm2_logits_and_tokenizer_match_reference() {
     assert_eq!(ids_, ids(&want["ids"]));
     let logits = lopa::device::to_vec(fm.decoder.forward(ids_tensor(&ids_), None).unwrap()).unwrap();
     let rel = logits_rel_diff(&logits, fm.decoder.vocab_size(), &want["logits"]);
+    eprintln!("measured: SmolLM2 logits max abs diff / logit scale = {rel:.2e}");
     assert!(rel <= 1e-3, "relative logit diff {rel}");
 }
 
@@ -59,6 +62,7 @@ fn smollm2_soft_prompt_forward_matches_reference_from_embeddings() {
     let z = Tensor::<3>::from_data(TensorData::new(floats(&want["soft_prompt"]), [1, m, 576]), &Device::flex());
     let logits = lopa::device::to_vec(fm.decoder.forward(ids_tensor(&ids(&want["ids"])), Some(z)).unwrap()).unwrap();
     let rel = logits_rel_diff(&logits, fm.decoder.vocab_size(), &want["logits_with_soft_prompt"]);
+    eprintln!("measured: SmolLM2 with 4-row soft prompt, logits max abs diff / logit scale = {rel:.2e}");
     assert!(rel <= 1e-3, "relative logit diff {rel}");
 }
 
@@ -82,6 +86,7 @@ fn smollm2_nll_paris_and_shuffled() {
     let s = mean_nll(fm, &shuffled);
     assert!((s - want["shuffled_nll"].as_f64().unwrap() as f32).abs() <= 0.02, "shuffled NLL {s}");
     assert!(s > nll + 4.0, "shuffled text must be far less likely: {s} vs {nll}");
+    eprintln!("measured: mean NLL Paris {nll:.4} (reference {:.4}); shuffled {s:.4} (reference {:.4})", want["paris_nll"], want["shuffled_nll"]);
 }
 
 #[test]
@@ -99,6 +104,7 @@ fn smollm2_greedy_fibonacci_is_valid_python_and_cache_equals_no_cache() {
         .status()
         .expect("python3 runs");
     assert!(ok.success(), "not valid Python:\n{text}");
+    eprintln!("measured: greedy completion\n{text}");
     let short = SamplingParams { max_tokens: 8, ..Default::default() };
     let uncached = generate(&fm.decoder, &[req], &short, false, &d).unwrap();
     assert_eq!(uncached[0].tokens[..], cached[0].tokens[..8]);

@@ -1,0 +1,177 @@
+//! Training on tiny random models: the frozen models stay bit-for-bit unchanged, only Z_S and
+//! the heads get gradients, the loss goes down and accuracy rises above chance, resume works, and
+//! bad data is refused before the first step.
+
+mod common;
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use common::fixture;
+use lopa::decoder::FoundationModel;
+use lopa::encoder::{Pooling, SentenceEncoder};
+use lopa::generator::{GeneratorConfig, Method};
+use lopa::tasks::{load_examples, TaskSpec};
+use lopa::train::{label_token_ids, loss, prepare, slot_logits, train, Prepared, Quiet, TrainConfig};
+use std::path::PathBuf;
+
+fn encoder(device: &Device) -> SentenceEncoder {
+    let dir = fixture("tiny-bert");
+    let r = |n: &str| std::fs::read(dir.join(n)).unwrap();
+    SentenceEncoder::from_bytes(&r("config.json"), &r("model.safetensors"), &r("tokenizer.json"), Pooling::Mean, true, device).unwrap()
+}
+
+/// A toy task the tiny models can learn: animal words → " t", greetings → " the".
+fn task() -> TaskSpec {
+    TaskSpec {
+        name: "toy".into(),
+        template: "{sentence}:".into(),
+        encoder_template: "{sentence}".into(),
+        label_column: "label".into(),
+        label_words: [("0".to_string(), " t".to_string()), ("1".to_string(), " the".to_string())].into(),
+        metric: "accuracy".into(),
+        positive_label: None,
+    }
+}
+
+fn data_file(dir: &std::path::Path) -> PathBuf {
+    let rows = ["the cat sat\t0", "a dog ran\t0", "the fox jumped\t0", "cats on the mat\t0", "hello world\t1", "hello hello\t1", "world hello\t1", "hello, world.\t1"];
+    let p = dir.join("toy.tsv");
+    std::fs::write(&p, format!("sentence\tlabel\n{}\n", rows.join("\n"))).unwrap();
+    p
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lopa-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn config(file: PathBuf, method: Method, epochs: usize) -> TrainConfig {
+    let mut g = GeneratorConfig::new(method, 64, 32);
+    g.num_virtual_tokens = 4;
+    g.rank = 2;
+    g.hidden_dim = 16;
+    g.task_prompt_init_std = 0.5;
+    TrainConfig {
+        task: task(),
+        train_file: file.clone(),
+        dev_file: file,
+        generator: g,
+        learning_rate: 3e-2,
+        warmup_ratio: 0.0,
+        weight_decay: 0.0,
+        epochs,
+        batch_size: 4,
+        max_length: 64,
+        seed: 7,
+        train_limit: 0,
+        dev_limit: 0,
+    }
+}
+
+fn host_params<M: Module>(m: &M) -> Vec<Vec<f32>> {
+    // Read every parameter back to the host (exact comparison; no GPU-side sums).
+    let mut out = vec![];
+    struct V<'a>(&'a mut Vec<Vec<f32>>);
+    impl burn::module::ModuleVisitor for V<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+            self.0.push(p.val().into_data().try_to_vec::<f32>().unwrap());
+        }
+    }
+    m.visit(&mut V(&mut out));
+    out
+}
+
+#[test]
+fn frozen_models_are_bit_for_bit_unchanged_and_only_the_generator_gets_gradients() {
+    let plain = Device::flex();
+    let ad = plain.clone().autodiff();
+    let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &ad).unwrap();
+    let enc = encoder(&plain);
+    let dir = tmpdir("frozen");
+    let cfg = config(data_file(&dir), Method::Lopa, 2);
+
+    // Gradients of one step: present for Z_S and the heads, absent for every frozen weight.
+    let g = cfg.generator.init(&ad).unwrap();
+    let ex = load_examples(&cfg.task, &cfg.train_file).unwrap();
+    let data = prepare(&ex, &cfg.train_file, &fm, Some(&enc), 64, &plain).unwrap();
+    let batch: Vec<&Prepared> = data.iter().take(4).collect();
+    let ids = label_token_ids(&cfg.task, &fm).unwrap();
+    let grads = loss(slot_logits(&fm.decoder, &g, &batch, &ad).unwrap(), &batch, &ids, &ad).backward();
+    assert!(g.task_prompt.as_ref().unwrap().val().grad(&grads).is_some(), "Z_S must get a gradient");
+    assert!(g.u_head.as_ref().unwrap().output.weight.val().grad(&grads).is_some());
+    assert!(g.v_head.as_ref().unwrap().hidden.weight.val().grad(&grads).is_some());
+    assert!(fm.decoder.embed_tokens.val().grad(&grads).is_none(), "frozen embeddings got a gradient");
+    assert!(fm.decoder.layers[0].self_attn.q_proj.weight.val().grad(&grads).is_none());
+    assert!(fm.decoder.layers[1].mlp.down_proj.weight.val().grad(&grads).is_none());
+    assert!(fm.decoder.norm.gamma.val().grad(&grads).is_none());
+
+    // A whole training run leaves every frozen parameter exactly as it was.
+    let before_fm = host_params(&fm.decoder);
+    let before_enc = host_params(&enc.bert);
+    let s = train(&cfg, &fm, Some(&enc), &plain, &ad, &dir.join("run"), false, &mut Quiet).unwrap();
+    assert_eq!(s.epochs.len(), 2);
+    assert!(before_fm == host_params(&fm.decoder), "decoder weights changed");
+    assert!(before_enc == host_params(&enc.bert), "encoder weights changed");
+}
+
+#[test]
+fn lopa_learns_a_toy_task_and_resume_continues() {
+    let plain = Device::flex();
+    let ad = plain.clone().autodiff();
+    let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &ad).unwrap();
+    let enc = encoder(&plain);
+    let dir = tmpdir("learn");
+    let run = dir.join("run");
+    let cfg = config(data_file(&dir), Method::Lopa, 12);
+    let first = TrainConfig { epochs: 6, ..cfg.clone() };
+    let s1 = train(&first, &fm, Some(&enc), &plain, &ad, &run, false, &mut Quiet).unwrap();
+    let s2 = train(&cfg, &fm, Some(&enc), &plain, &ad, &run, true, &mut Quiet).unwrap();
+    // Resume picks up after epoch 6 instead of starting over.
+    assert_eq!(s2.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(), (1..=12).collect::<Vec<_>>());
+    let first_loss = s1.epochs[0].train_loss;
+    let last_loss = s2.epochs.last().unwrap().train_loss;
+    assert!(last_loss < first_loss * 0.5, "loss {first_loss} -> {last_loss}");
+    // 8 examples, 2 balanced classes: chance is 0.5.
+    assert!(s2.best_dev_accuracy >= 0.875, "accuracy {}", s2.best_dev_accuracy);
+    for f in ["best/adapter.json", "best/adapter.safetensors", "last/checkpoint.json", "metrics.jsonl", "loss.svg"] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    let lines = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count();
+    assert_eq!(lines, 12);
+}
+
+#[test]
+fn too_long_inputs_are_refused_before_training_with_file_and_line() {
+    let plain = Device::flex();
+    let ad = plain.clone().autodiff();
+    let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &ad).unwrap();
+    let enc = encoder(&plain);
+    let dir = tmpdir("long");
+    let file = data_file(&dir);
+    let cfg = TrainConfig { max_length: 8, ..config(file.clone(), Method::Lopa, 1) };
+    let e = train(&cfg, &fm, Some(&enc), &plain, &ad, &dir.join("run"), false, &mut Quiet).unwrap_err().to_string();
+    assert!(e.starts_with(&format!("input: {}:", file.display())) && e.contains("longer than the maximum of 8"), "{e}");
+    assert!(!dir.join("run/metrics.jsonl").exists(), "training started anyway");
+    // A label word that is two tokens is refused too.
+    let mut t = task();
+    t.label_words.insert("1".into(), " hello".into());
+    let cfg = TrainConfig { task: t, ..config(file, Method::Lopa, 1) };
+    let e = train(&cfg, &fm, Some(&enc), &plain, &ad, &dir.join("run2"), false, &mut Quiet).unwrap_err().to_string();
+    assert!(e.contains("label word \" hello\" is"), "{e}");
+}
+
+#[test]
+fn every_method_trains_one_epoch() {
+    let plain = Device::flex();
+    let ad = plain.clone().autodiff();
+    let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &ad).unwrap();
+    let enc = encoder(&plain);
+    let dir = tmpdir("methods");
+    let file = data_file(&dir);
+    for m in Method::ALL {
+        let s = train(&config(file.clone(), m, 1), &fm, Some(&enc), &plain, &ad, &dir.join(m.name()), false, &mut Quiet).unwrap();
+        assert!(s.epochs[0].train_loss.is_finite(), "{m:?}");
+        assert_eq!(s.trainable_parameters, config(file.clone(), m, 1).generator.trainable_parameters());
+    }
+}
