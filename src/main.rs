@@ -121,7 +121,7 @@ enum Command {
 struct TrainArgs {
     #[command(flatten)]
     models: ModelArgs,
-    /// Built-in task: sst2, rte, mrpc.
+    /// Built-in task: sst2, rte, mrpc, cruxeval-o, cruxeval-i.
     #[arg(long, default_value = "sst2")]
     task: String,
     /// A task spec JSON (template, label words, columns) for any TSV/JSONL; overrides --task.
@@ -210,18 +210,18 @@ fn run(cli: Cli) -> lopa::Result<()> {
         Command::Eval { models, adapter, file, limit } => {
             let dev = select(models.backend.parse::<BackendChoice>()?)?;
             let (fm, enc, a, g) = load_adapter(&models, &adapter, &dev.device)?;
-            let file = file.unwrap_or_else(|| lopa::tasks::data_dir().join(&a.meta.task.name).join("dev.tsv"));
-            let mut ex = lopa::tasks::load_examples(&a.meta.task, &file)?;
+            let task = &a.meta.task;
+            let (file, rows) = match file {
+                Some(f) => (f, None),
+                None => (task.default_files(&lopa::tasks::data_dir()).1, task.dev_rows),
+            };
+            let mut ex = lopa::tasks::load_rows(task, &file, rows)?;
             if limit > 0 {
                 ex.truncate(limit);
             }
             let data = lopa::train::prepare(&ex, &file, &fm, enc.as_ref(), usize::MAX, &dev.device)?;
-            let label_ids = lopa::train::label_token_ids(&a.meta.task, &fm)?;
-            let preds = lopa::train::predict(&fm.decoder, &g, &data, &label_ids, 16, &dev.device)?;
-            let gold: Vec<usize> = data.iter().map(|p| p.label).collect();
-            let positive = a.meta.task.positive_label.as_ref().and_then(|p| a.meta.task.labels().iter().position(|l| l == p));
-            let (acc, f1) = lopa::tasks::scores(&preds, &gold, positive);
-            println!("{}", serde_json::json!({"file": file, "examples": data.len(), "accuracy": acc, "f1": f1}));
+            let (score, f1) = lopa::train::evaluate(task, &fm, &g, &data, 16, &dev.device)?;
+            println!("{}", serde_json::json!({"file": file, "examples": data.len(), "metric": task.metric, "score": score, "f1": f1}));
         }
         Command::Predict { models, adapter, fields } => {
             let dev = select(models.backend.parse::<BackendChoice>()?)?;
@@ -231,20 +231,27 @@ fn run(cli: Cli) -> lopa::Result<()> {
                 let (k, v) = f.split_once('=').ok_or_else(|| lopa::Error::Input(format!("`{f}` is not column=value")))?;
                 row.insert(k.to_string(), serde_json::Value::String(v.to_string()));
             }
-            let label = a.meta.task.labels()[0].to_string();
-            row.insert(a.meta.task.label_column.clone(), serde_json::Value::String(label));
+            // The label / answer column only has to be present; it is not used for prediction.
+            if let Some(label) = a.meta.task.labels().first() {
+                row.insert(a.meta.task.label_column.clone(), serde_json::Value::String(label.to_string()));
+            }
+            for col in a.meta.task.answer_template.iter().flat_map(|t| lopa::tasks::TaskSpec::placeholders(t)) {
+                row.entry(col).or_insert(serde_json::Value::String(String::new()));
+            }
             let tmp = std::env::temp_dir().join(format!("lopa-predict-{}.jsonl", std::process::id()));
             std::fs::write(&tmp, serde_json::to_string(&row).expect("json")).map_err(|e| lopa::Error::io(&tmp, e))?;
             let ex = lopa::tasks::load_examples(&a.meta.task, &tmp);
             let _ = std::fs::remove_file(&tmp);
             let data = lopa::train::prepare(&ex?, &tmp, &fm, enc.as_ref(), usize::MAX, &dev.device)?;
+            if a.meta.task.kind == lopa::tasks::TaskKind::Generation {
+                let answer = lopa::train::generate_answers(&fm, &g, &data, 64, 1, &dev.device)?;
+                println!("{}", serde_json::json!({"answer": answer[0]}));
+                return Ok(());
+            }
             let label_ids = lopa::train::label_token_ids(&a.meta.task, &fm)?;
-            let refs: Vec<&lopa::train::Prepared> = data.iter().collect();
-            let logits = lopa::device::to_vec(lopa::train::slot_logits(&fm.decoder, &g, &refs, &dev.device)?)?;
-            let picked: Vec<f32> = label_ids.iter().map(|&i| logits[i as usize]).collect();
-            let p = lopa::generate::log_softmax(&picked);
+            let p = lopa::train::label_probabilities(&fm.decoder, &g, &data, &label_ids, 1, &dev.device)?.remove(0);
             let labels = a.meta.task.labels();
-            let probs: serde_json::Map<String, serde_json::Value> = labels.iter().zip(&p).map(|(l, lp)| (l.to_string(), serde_json::json!(lp.exp()))).collect();
+            let probs: serde_json::Map<String, serde_json::Value> = labels.iter().zip(&p).map(|(l, pr)| (l.to_string(), serde_json::json!(pr))).collect();
             let best = (0..labels.len()).max_by(|&x, &y| p[x].total_cmp(&p[y])).unwrap_or(0);
             println!("{}", serde_json::json!({"label": labels[best], "label_word": a.meta.task.label_words[labels[best]], "probabilities": probs}));
         }
@@ -307,17 +314,18 @@ fn bench_train(backend: &str, b: usize, s: usize, layers: usize, method: &str, s
     let data: Vec<Prepared> = (0..b)
         .map(|i| Prepared {
             ids: (0..s).map(|_| (rng.next_u64() % 49152) as u32).collect(),
+            answer: vec![[1000u32, 2000][i % 2]],
             features: (0..384).map(|_| rng.next_f32() - 0.5).collect(),
             label: i % 2,
+            fields: Default::default(),
         })
         .collect();
     let batch: Vec<&Prepared> = data.iter().collect();
-    let label_ids = [1000u32, 2000];
     let mut times = vec![];
     for step in 0..warmup + steps {
         let t = std::time::Instant::now();
-        let logits = lopa::train::slot_logits(&decoder, &g, &batch, &ad)?;
-        let l = lopa::train::loss(logits, &batch, &label_ids, &ad);
+        let logits = lopa::train::answer_logits(&decoder, &g, &batch, &ad)?;
+        let l = lopa::train::loss(logits, &batch, &ad);
         let mut grads = l.backward();
         let grads = GradientsParams::from_module(&mut grads, &g);
         g = optim.step(1e-3, g, grads);
@@ -369,7 +377,7 @@ fn train(a: TrainArgs) -> lopa::Result<()> {
         Some(p) => serde_json::from_slice(&lopa::error::read_file(p)?).map_err(|e| lopa::Error::Config(format!("{}: {e}", p.display())))?,
         None => lopa::tasks::TaskSpec::builtin(&a.task)?,
     };
-    let data = lopa::tasks::data_dir().join(&task.name);
+    let (train_file, dev_file) = task.default_files(&lopa::tasks::data_dir());
     let method: Method = a.method.parse()?;
     let dev = select(a.models.backend.parse::<BackendChoice>()?)?;
     eprintln!("lopa: backend {}", dev.name);
@@ -386,8 +394,8 @@ fn train(a: TrainArgs) -> lopa::Result<()> {
     };
     let cfg = lopa::train::TrainConfig {
         task,
-        train_file: a.train_file.unwrap_or_else(|| data.join("train.tsv")),
-        dev_file: a.dev_file.unwrap_or_else(|| data.join("dev.tsv")),
+        train_file: a.train_file.unwrap_or(train_file),
+        dev_file: a.dev_file.unwrap_or(dev_file),
         generator,
         learning_rate: a.lr,
         warmup_ratio: a.warmup,

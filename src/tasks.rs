@@ -10,10 +10,23 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// How to turn a data row into a prompt and a label.
+/// What the frozen model is asked to produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// One label word after the template (a verbalizer).
+    #[default]
+    Classification,
+    /// Free text after the template; loss on the answer tokens only.
+    Generation,
+}
+
+/// How to turn a data row into a prompt and a label (or an answer).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskSpec {
     pub name: String,
+    #[serde(default)]
+    pub kind: TaskKind,
     /// Prompt for the frozen model; `{column}` is replaced by the row's value. The label word is
     /// the next token after it.
     pub template: String,
@@ -23,10 +36,21 @@ pub struct TaskSpec {
     pub label_column: String,
     /// Label value → label word (a single token of the frozen model, usually with a leading space).
     pub label_words: BTreeMap<String, String>,
-    /// `accuracy` or `f1` (binary, positive = `positive_label`).
+    /// `accuracy`, `f1` (binary, positive = `positive_label`), `exact_match` or `pass@1`.
     pub metric: String,
     #[serde(default)]
     pub positive_label: Option<String>,
+    /// Generation tasks: the answer text (teacher-forced in training, compared in evaluation).
+    #[serde(default)]
+    pub answer_template: Option<String>,
+    /// `pass@1`: Python that must run without error, with `{prediction}` for the model's answer.
+    #[serde(default)]
+    pub check_template: Option<String>,
+    /// Rows of one file used for training / evaluation, `[start, end)` (CruxEval: 0-399 / 400-799).
+    #[serde(default)]
+    pub train_rows: Option<[usize; 2]>,
+    #[serde(default)]
+    pub dev_rows: Option<[usize; 2]>,
 }
 
 impl TaskSpec {
@@ -42,7 +66,7 @@ impl TaskSpec {
                 label_column: "label".into(),
                 label_words: words(&[("0", " terrible"), ("1", " great")]),
                 metric: "accuracy".into(),
-                positive_label: None,
+                ..Self::classification()
             },
             // Paper: "S1 ? ___ , S2" with Yes / No; a causal model must see S2 before the slot.
             "rte" => TaskSpec {
@@ -52,7 +76,7 @@ impl TaskSpec {
                 label_column: "label".into(),
                 label_words: words(&[("entailment", " Yes"), ("not_entailment", " No")]),
                 metric: "accuracy".into(),
-                positive_label: None,
+                ..Self::classification()
             },
             "mrpc" => TaskSpec {
                 name: name.into(),
@@ -62,14 +86,73 @@ impl TaskSpec {
                 label_words: words(&[("1", " Yes"), ("0", " No")]),
                 metric: "f1".into(),
                 positive_label: Some("1".into()),
+                ..Self::classification()
             },
-            _ => return Err(Error::Config(format!("unknown task `{name}` (sst2, rte, mrpc, or a --task-spec JSON)"))),
+            // CruxEval-O: predict the output of a Python function for a given input.
+            "cruxeval-o" => TaskSpec {
+                name: name.into(),
+                kind: TaskKind::Generation,
+                template: "{code}\nassert f({input}) == ".into(),
+                encoder_template: "{code}\n{input}".into(),
+                answer_template: Some("{output}\n".into()),
+                check_template: Some("{code}\nassert f({input}) == {prediction}".into()),
+                metric: "pass@1".into(),
+                train_rows: Some([0, 400]),
+                dev_rows: Some([400, 800]),
+                ..Self::classification()
+            },
+            // CruxEval-I: predict an input for which the function returns the given output.
+            "cruxeval-i" => TaskSpec {
+                name: name.into(),
+                kind: TaskKind::Generation,
+                template: "{code}\nassert {output} == f(".into(),
+                encoder_template: "{code}\n{output}".into(),
+                answer_template: Some("{input})\n".into()),
+                check_template: Some("{code}\nassert {output} == f({prediction}".into()),
+                metric: "pass@1".into(),
+                train_rows: Some([0, 400]),
+                dev_rows: Some([400, 800]),
+                ..Self::classification()
+            },
+            _ => return Err(Error::Config(format!("unknown task `{name}` (sst2, rte, mrpc, cruxeval-o, cruxeval-i, or a --task-spec JSON)"))),
         })
+    }
+
+    fn classification() -> Self {
+        TaskSpec {
+            name: String::new(),
+            kind: TaskKind::Classification,
+            template: String::new(),
+            encoder_template: String::new(),
+            label_column: String::new(),
+            label_words: BTreeMap::new(),
+            metric: "accuracy".into(),
+            positive_label: None,
+            answer_template: None,
+            check_template: None,
+            train_rows: None,
+            dev_rows: None,
+        }
+    }
+
+    /// The data files of a built-in task under `data_dir`: (train, dev).
+    pub fn default_files(&self, data_dir: &Path) -> (PathBuf, PathBuf) {
+        if self.name.starts_with("cruxeval") {
+            let f = data_dir.join("cruxeval/cruxeval.jsonl");
+            return (f.clone(), f);
+        }
+        let d = data_dir.join(&self.name);
+        (d.join("train.tsv"), d.join("dev.tsv"))
     }
 
     /// Label values in a fixed order (class index = position).
     pub fn labels(&self) -> Vec<&str> {
         self.label_words.keys().map(String::as_str).collect()
+    }
+
+    /// The `{column}` placeholders of a template.
+    pub fn placeholders(template: &str) -> Vec<String> {
+        Self::columns(template)
     }
 
     fn columns(template: &str) -> Vec<String> {
@@ -91,8 +174,12 @@ pub struct Example {
     pub prompt: String,
     /// Text for the encoder.
     pub encoder_text: String,
-    /// Class index into [`TaskSpec::labels`].
+    /// Class index into [`TaskSpec::labels`] (0 for generation tasks).
     pub label: usize,
+    /// Generation tasks: the reference answer.
+    pub answer: String,
+    /// Generation tasks: the row's fields (for the pass@1 check).
+    pub fields: BTreeMap<String, String>,
     /// 1-based line in the source file (for error messages).
     pub line: usize,
 }
@@ -105,14 +192,52 @@ fn fill(template: &str, row: &BTreeMap<String, String>) -> String {
     s
 }
 
+/// Fill without trimming (code keeps its whitespace).
+pub fn fill_raw(template: &str, row: &BTreeMap<String, String>) -> String {
+    let mut s = template.to_string();
+    for (k, v) in row {
+        s = s.replace(&format!("{{{k}}}"), v);
+    }
+    s
+}
+
+/// Run a pass@1 check in a separate Python process: isolated mode (`-I`), CPU and memory limits,
+/// no stdin, killed after `timeout_s`. True when the program exits 0.
+pub fn python_check(program: &str, timeout_s: u32) -> bool {
+    let wrapper = "import resource,sys\nresource.setrlimit(resource.RLIMIT_CPU,(3,3))\nresource.setrlimit(resource.RLIMIT_AS,(1<<30,1<<30))\nresource.setrlimit(resource.RLIMIT_FSIZE,(0,0))\nexec(compile(sys.stdin.read(),'<check>','exec'),{'__name__':'__check__'})\n";
+    let child = std::process::Command::new("timeout")
+        .args(["-k", "1", &timeout_s.to_string(), "python3", "-I", "-c", wrapper])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else { return false };
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        let _ = stdin.write_all(program.as_bytes());
+    }
+    child.wait().map(|s| s.success()).unwrap_or(false)
+}
+
 /// Read examples from a `.tsv` (header row, tab-separated, no quoting) or `.jsonl` file.
 /// Every problem is reported with file and line before anything else happens.
 pub fn load_examples(spec: &TaskSpec, path: &Path) -> Result<Vec<Example>> {
+    load_rows(spec, path, None)
+}
+
+/// Like [`load_examples`], keeping only data rows `[start, end)` (0-based, header excluded).
+pub fn load_rows(spec: &TaskSpec, path: &Path, rows_range: Option<[usize; 2]>) -> Result<Vec<Example>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let at = |line: usize, msg: String| Error::Input(format!("{}:{line}: {msg}", path.display()));
     let mut needed = TaskSpec::columns(&spec.template);
     needed.extend(TaskSpec::columns(&spec.encoder_template));
-    needed.push(spec.label_column.clone());
+    let generation = spec.kind == TaskKind::Generation;
+    if generation {
+        let answer = spec.answer_template.as_deref().ok_or_else(|| Error::Config(format!("task `{}`: generation needs answer_template", spec.name)))?;
+        needed.extend(TaskSpec::columns(answer));
+    } else {
+        needed.push(spec.label_column.clone());
+    }
     needed.sort();
     needed.dedup();
     let labels = spec.labels();
@@ -153,6 +278,12 @@ pub fn load_examples(spec: &TaskSpec, path: &Path) -> Result<Vec<Example>> {
             rows.push((i + 1, header.iter().zip(fields).map(|(k, v)| (k.to_string(), v.to_string())).collect()));
         }
     }
+    if let Some([a, b]) = rows_range {
+        if a >= b || b > rows.len() {
+            return Err(Error::Input(format!("{}: rows {a}..{b} requested, the file has {}", path.display(), rows.len())));
+        }
+        rows = rows.drain(a..b).collect();
+    }
     let mut out = Vec::with_capacity(rows.len());
     for (line, row) in rows {
         for c in &needed {
@@ -160,12 +291,17 @@ pub fn load_examples(spec: &TaskSpec, path: &Path) -> Result<Vec<Example>> {
                 return Err(at(line, format!("missing field `{c}`")));
             }
         }
+        if generation {
+            let answer = fill_raw(spec.answer_template.as_deref().unwrap_or(""), &row);
+            out.push(Example { prompt: fill_raw(&spec.template, &row), encoder_text: fill_raw(&spec.encoder_template, &row), label: 0, answer, fields: row, line });
+            continue;
+        }
         let label = row[&spec.label_column].trim();
         let idx = labels
             .iter()
             .position(|l| *l == label)
             .ok_or_else(|| at(line, format!("unknown label `{label}` (expected one of: {})", labels.join(", "))))?;
-        out.push(Example { prompt: fill(&spec.template, &row), encoder_text: fill(&spec.encoder_template, &row), label: idx, line });
+        out.push(Example { prompt: fill(&spec.template, &row), encoder_text: fill(&spec.encoder_template, &row), label: idx, answer: String::new(), fields: BTreeMap::new(), line });
     }
     if out.is_empty() {
         return Err(Error::Input(format!("{}: no examples", path.display())));
@@ -230,6 +366,26 @@ mod tests {
         assert!(e("f.tsv", "sentence\tlabel\n").ends_with("f.tsv: no examples"));
         assert!(e("g.jsonl", "{\"sentence\": \"x\"}\n").ends_with("g.jsonl:1: missing field `label`"));
         assert!(e("h.jsonl", "{oops\n").contains("h.jsonl:1: invalid JSON"));
+    }
+
+    #[test]
+    fn cruxeval_rows_and_the_sandboxed_check() {
+        let spec = TaskSpec::builtin("cruxeval-o").unwrap();
+        let p = tmp("c.jsonl", "{\"code\": \"def f(x):\\n    return x * 2\", \"input\": \"3\", \"output\": \"6\", \"id\": \"a\"}\n{\"code\": \"def f(x):\\n    return x\", \"input\": \"1\", \"output\": \"1\", \"id\": \"b\"}\n");
+        let ex = load_rows(&spec, &p, Some([0, 1])).unwrap();
+        assert_eq!(ex.len(), 1);
+        assert_eq!(ex[0].prompt, "def f(x):\n    return x * 2\nassert f(3) == ");
+        assert_eq!(ex[0].answer, "6\n");
+        let check = |pred: &str| python_check(&fill_raw(&spec.check_template.clone().unwrap(), &{
+            let mut r = ex[0].fields.clone();
+            r.insert("prediction".into(), pred.into());
+            r
+        }), 5);
+        assert!(check("6"));
+        assert!(!check("7"));
+        assert!(!check("__import__('time').sleep(30) or 6"), "the timeout must stop a hanging check");
+        let e = load_rows(&spec, &p, Some([0, 5])).unwrap_err().to_string();
+        assert!(e.ends_with("c.jsonl: rows 0..5 requested, the file has 2"), "{e}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::decoder::{Decoder, FoundationModel};
 use crate::encoder::SentenceEncoder;
 use crate::error::{Error, Result};
 use crate::generator::{GeneratorConfig, PromptGenerator};
-use crate::tasks::{load_examples, scores, Example, TaskSpec};
+use crate::tasks::{load_rows, scores, Example, TaskKind, TaskSpec};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::activation::log_softmax;
@@ -39,12 +39,16 @@ pub struct TrainConfig {
     pub dev_limit: usize,
 }
 
-/// A prepared example: prompt token ids, f(x), label.
+/// A prepared example: prompt token ids, the answer tokens the model is trained to produce
+/// after them (the label word for classification), f(x), and the label.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub ids: Vec<u32>,
+    pub answer: Vec<u32>,
     pub features: Vec<f32>,
     pub label: usize,
+    /// Generation tasks: the source row (for the pass@1 check).
+    pub fields: std::collections::BTreeMap<String, String>,
 }
 
 /// Per-epoch record written to `metrics.jsonl`.
@@ -60,6 +64,9 @@ pub struct EpochMetrics {
 
 /// The label words' token ids; each must be a single token of the frozen model.
 pub fn label_token_ids(spec: &TaskSpec, fm: &FoundationModel) -> Result<Vec<u32>> {
+    if spec.kind == TaskKind::Generation {
+        return Ok(vec![]);
+    }
     spec.labels()
         .iter()
         .map(|l| {
@@ -79,10 +86,19 @@ pub fn prepare(examples: &[Example], file: &Path, fm: &FoundationModel, encoder:
     let mut out = Vec::with_capacity(examples.len());
     for ex in examples {
         let ids = fm.tokenizer.encode(&ex.prompt)?;
-        if ids.len() > limit {
-            return Err(Error::Input(format!("{}:{}: prompt is {} tokens, longer than the maximum of {limit}", file.display(), ex.line, ids.len())));
+        let answer = if ex.answer.is_empty() { vec![] } else { fm.tokenizer.encode(&ex.answer)? };
+        if ids.len() + answer.len() > limit {
+            return Err(Error::Input(format!(
+                "{}:{}: prompt is {} tokens, longer than the maximum of {limit}",
+                file.display(),
+                ex.line,
+                ids.len() + answer.len()
+            )));
         }
-        out.push(Prepared { ids, features: vec![], label: ex.label });
+        if ids.is_empty() {
+            return Err(Error::Input(format!("{}:{}: empty prompt", file.display(), ex.line)));
+        }
+        out.push(Prepared { ids, answer, features: vec![], label: ex.label, fields: ex.fields.clone() });
     }
     if let Some(enc) = encoder {
         for (chunk, prep) in examples.chunks(64).zip(out.chunks_mut(64)) {
@@ -97,60 +113,127 @@ pub fn prepare(examples: &[Example], file: &Path, fm: &FoundationModel, encoder:
     Ok(out)
 }
 
-/// Label-slot logits `[b, vocab]` for a batch: [Z ; E(prompt)] right-padded, read at each row's
-/// last prompt token.
-pub fn slot_logits(decoder: &Decoder, generator: &PromptGenerator, batch: &[&Prepared], device: &Device) -> Result<Tensor<2>> {
+/// Teacher-forced logits for every answer token: the batch is [Z ; E(prompt ++ answer[..n-1])],
+/// right-padded, read at the positions that predict answer tokens. Returns `[Σ answer lengths,
+/// vocab]`; an empty answer counts as one token (the slot after the prompt), which is what
+/// classification scores.
+pub fn answer_logits(decoder: &Decoder, generator: &PromptGenerator, batch: &[&Prepared], device: &Device) -> Result<Tensor<2>> {
     let b = batch.len();
     let h = generator.config.encoder_dim;
     let d = decoder.hidden_size();
     let feats: Vec<f32> = batch.iter().flat_map(|p| if p.features.is_empty() { vec![0.0; h] } else { p.features.clone() }).collect();
     let z = generator.forward(Tensor::<2>::from_data(TensorData::new(feats, [b, h]), device))?;
     let m = z.dims()[1];
-    let s = batch.iter().map(|p| p.ids.len()).max().unwrap_or(1).max(1);
+    let seq = |p: &Prepared| -> Vec<u32> { p.ids.iter().chain(p.answer.iter().take(p.answer.len().saturating_sub(1))).copied().collect() };
+    let s = batch.iter().map(|p| seq(p).len()).max().unwrap_or(1).max(1);
     let mut ids = vec![0i64; b * s];
     let mut mask = vec![0f32; b * (m + s)];
-    let mut positions = vec![0usize; b * (m + s)];
-    let mut slot = Vec::with_capacity(b);
+    let positions: Vec<usize> = (0..b).flat_map(|_| 0..m + s).collect();
+    let mut picks = Vec::new();
     for (r, p) in batch.iter().enumerate() {
-        for (c, &t) in p.ids.iter().enumerate() {
+        let row = seq(p);
+        for (c, &t) in row.iter().enumerate() {
             ids[r * s + c] = t as i64;
         }
-        for c in 0..m + p.ids.len() {
-            mask[r * (m + s) + c] = 1.0;
+        mask[r * (m + s)..r * (m + s) + m + row.len()].iter_mut().for_each(|x| *x = 1.0);
+        for j in 0..p.answer.len().max(1) {
+            picks.push((r * (m + s) + m + p.ids.len() - 1 + j) as i64);
         }
-        for c in 0..m + s {
-            positions[r * (m + s) + c] = c;
-        }
-        slot.push((r * (m + s) + m + p.ids.len() - 1) as i64);
     }
     let e = decoder.embed(Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), device));
     let hidden = decoder.forward_embeds(Tensor::cat(vec![z, e], 1), &positions, &mask, None)?;
-    let rows = hidden.reshape([b * (m + s), d]).select(0, Tensor::<1, Int>::from_data(TensorData::new(slot, [b]), device));
+    let n = picks.len();
+    let rows = hidden.reshape([b * (m + s), d]).select(0, Tensor::<1, Int>::from_data(TensorData::new(picks, [n]), device));
     Ok(decoder.logits(rows))
 }
 
-/// Mean cross-entropy of the label words over the full vocabulary.
-pub fn loss(logits: Tensor<2>, batch: &[&Prepared], label_ids: &[u32], device: &Device) -> Tensor<1> {
-    let b = batch.len();
-    let targets: Vec<i64> = batch.iter().map(|p| label_ids[p.label] as i64).collect();
-    let t = Tensor::<2, Int>::from_data(TensorData::new(targets, [b, 1]), device);
+/// Mean cross-entropy over all answer tokens of the batch, over the full vocabulary.
+pub fn loss(logits: Tensor<2>, batch: &[&Prepared], device: &Device) -> Tensor<1> {
+    let targets: Vec<i64> = batch.iter().flat_map(|p| p.answer.iter().map(|&t| t as i64)).collect();
+    let n = targets.len();
+    let t = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), device);
     log_softmax(logits, 1).gather(1, t).mean().neg()
 }
 
-/// Predictions (argmax over the label words only) for `data`, no gradients, no dropout.
+/// Classification predictions (argmax over the label words only) for `data`.
 pub fn predict(decoder: &Decoder, generator: &PromptGenerator, data: &[Prepared], label_ids: &[u32], batch_size: usize, device: &Device) -> Result<Vec<usize>> {
-    let mut preds = Vec::with_capacity(data.len());
+    Ok(label_probabilities(decoder, generator, data, label_ids, batch_size, device)?
+        .iter()
+        .map(|p| (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0))
+        .collect())
+}
+
+/// Probabilities of each label word at the slot, renormalised over the label words.
+pub fn label_probabilities(decoder: &Decoder, generator: &PromptGenerator, data: &[Prepared], label_ids: &[u32], batch_size: usize, device: &Device) -> Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(data.len());
+    let v = decoder.vocab_size();
     for chunk in data.chunks(batch_size.max(1)) {
-        let refs: Vec<&Prepared> = chunk.iter().collect();
-        let logits = crate::device::to_vec(slot_logits(decoder, generator, &refs, device)?)?;
-        let v = decoder.vocab_size();
+        // Only the slot after the prompt is scored.
+        let slots: Vec<Prepared> = chunk.iter().map(|p| Prepared { answer: vec![], ..p.clone() }).collect();
+        let refs: Vec<&Prepared> = slots.iter().collect();
+        let logits = crate::device::to_vec(answer_logits(decoder, generator, &refs, device)?)?;
         for r in 0..chunk.len() {
-            let row = &logits[r * v..(r + 1) * v];
-            let best = (0..label_ids.len()).max_by(|&a, &b| row[label_ids[a] as usize].total_cmp(&row[label_ids[b] as usize])).unwrap_or(0);
-            preds.push(best);
+            let picked: Vec<f32> = label_ids.iter().map(|&i| logits[r * v + i as usize]).collect();
+            out.push(crate::generate::log_softmax(&picked).iter().map(|x| x.exp()).collect());
         }
     }
-    Ok(preds)
+    Ok(out)
+}
+
+/// Greedy answers for a generation task, cut at the first newline.
+pub fn generate_answers(fm: &FoundationModel, generator: &PromptGenerator, data: &[Prepared], max_tokens: usize, batch_size: usize, device: &Device) -> Result<Vec<String>> {
+    use crate::generate::{generate, GenerationRequest, SamplingParams};
+    let h = generator.config.encoder_dim;
+    let d = fm.decoder.hidden_size();
+    let params = SamplingParams { max_tokens, stop_token_ids: fm.tokenizer.eos_token_ids.clone(), ..Default::default() };
+    let mut out = Vec::with_capacity(data.len());
+    for chunk in data.chunks(batch_size.max(1)) {
+        let b = chunk.len();
+        let feats: Vec<f32> = chunk.iter().flat_map(|p| if p.features.is_empty() { vec![0.0; h] } else { p.features.clone() }).collect();
+        let z = generator.forward(Tensor::<2>::from_data(TensorData::new(feats, [b, h]), device))?;
+        let m = z.dims()[1];
+        let z = crate::device::to_vec(z)?;
+        let reqs: Vec<GenerationRequest> = chunk
+            .iter()
+            .enumerate()
+            .map(|(r, p)| GenerationRequest { prompt_ids: p.ids.clone(), soft_prompt: Some((z[r * m * d..(r + 1) * m * d].to_vec(), m)) })
+            .collect();
+        for g in generate(&fm.decoder, &reqs, &params, true, device)? {
+            let text = fm.tokenizer.decode(&g.tokens)?;
+            out.push(text.split('\n').next().unwrap_or("").to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// The task's dev score: (accuracy or pass@1 / exact match, F1 if the task has one).
+pub fn evaluate(task: &TaskSpec, fm: &FoundationModel, generator: &PromptGenerator, data: &[Prepared], batch_size: usize, device: &Device) -> Result<(f64, Option<f64>)> {
+    match task.kind {
+        TaskKind::Classification => {
+            let label_ids = label_token_ids(task, fm)?;
+            let preds = predict(&fm.decoder, generator, data, &label_ids, batch_size, device)?;
+            let gold: Vec<usize> = data.iter().map(|p| p.label).collect();
+            let positive = task.positive_label.as_ref().and_then(|p| task.labels().iter().position(|l| l == p));
+            Ok(scores(&preds, &gold, positive))
+        }
+        TaskKind::Generation => {
+            let max_tokens = data.iter().map(|p| p.answer.len()).max().unwrap_or(16) + 8;
+            let answers = generate_answers(fm, generator, data, max_tokens, batch_size, device)?;
+            let mut ok = 0usize;
+            for (p, a) in data.iter().zip(&answers) {
+                let pass = match (&task.check_template, task.metric.as_str()) {
+                    (Some(check), "pass@1") => {
+                        let mut row = p.fields.clone();
+                        row.insert("prediction".into(), a.clone());
+                        crate::tasks::python_check(&crate::tasks::fill_raw(check, &row), 5)
+                    }
+                    _ => fm.tokenizer.decode(&p.answer)?.trim() == a.trim(),
+                };
+                ok += pass as usize;
+            }
+            Ok((ok as f64 / data.len().max(1) as f64, None))
+        }
+    }
 }
 
 /// Deterministic shuffle (Fisher–Yates with the crate's SplitMix64).
@@ -228,8 +311,8 @@ pub fn train(
     }
     // Validate everything before the first step.
     let label_ids = label_token_ids(&cfg.task, fm)?;
-    let mut train_ex = load_examples(&cfg.task, &cfg.train_file)?;
-    let mut dev_ex = load_examples(&cfg.task, &cfg.dev_file)?;
+    let mut train_ex = load_rows(&cfg.task, &cfg.train_file, cfg.task.train_rows)?;
+    let mut dev_ex = load_rows(&cfg.task, &cfg.dev_file, cfg.task.dev_rows)?;
     shuffle(&mut train_ex, cfg.seed);
     if cfg.train_limit > 0 {
         train_ex.truncate(cfg.train_limit);
@@ -238,8 +321,12 @@ pub fn train(
         dev_ex.truncate(cfg.dev_limit);
     }
     let enc = if cfg.generator.method.uses_encoder() { encoder } else { None };
-    let train_data = prepare(&train_ex, &cfg.train_file, fm, enc, cfg.max_length, enc_device)?;
+    let mut train_data = prepare(&train_ex, &cfg.train_file, fm, enc, cfg.max_length, enc_device)?;
     let dev_data = prepare(&dev_ex, &cfg.dev_file, fm, enc, cfg.max_length, enc_device)?;
+    if cfg.task.kind == TaskKind::Classification {
+        // The answer to train on is the label word.
+        train_data.iter_mut().for_each(|p| p.answer = vec![label_ids[p.label]]);
+    }
     std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
     std::fs::write(run_dir.join("config.json"), serde_json::to_vec_pretty(cfg).expect("json")).map_err(|e| Error::io(run_dir, e))?;
 
@@ -259,7 +346,6 @@ pub fn train(
     let steps_per_epoch = train_data.len().div_ceil(cfg.batch_size);
     let total_steps = steps_per_epoch * cfg.epochs;
     let warmup = ((total_steps as f64) * cfg.warmup_ratio).ceil().max(1.0) as usize;
-    let positive = cfg.task.positive_label.as_ref().and_then(|p| cfg.task.labels().iter().position(|l| l == p));
     let mut seen = 0usize;
     let mut train_secs = 0.0f64;
     for epoch in ck.epoch + 1..=cfg.epochs {
@@ -269,8 +355,8 @@ pub fn train(
         let mut loss_sum = 0.0;
         for (i, idx) in order.chunks(cfg.batch_size).enumerate() {
             let batch: Vec<&Prepared> = idx.iter().map(|&j| &train_data[j]).collect();
-            let logits = slot_logits(&fm.decoder, &generator, &batch, device)?;
-            let l = loss(logits, &batch, &label_ids, device);
+            let logits = answer_logits(&fm.decoder, &generator, &batch, device)?;
+            let l = loss(logits, &batch, device);
             let lv: f32 = l.clone().into_scalar();
             if !lv.is_finite() {
                 return Err(Error::Backend(format!("loss became {lv} at epoch {epoch} step {}", i + 1)));
@@ -286,9 +372,8 @@ pub fn train(
             progress.step(epoch, i + 1, steps_per_epoch, lv as f64, sps);
         }
         train_secs += t0.elapsed().as_secs_f64();
-        let preds = predict(&fm.decoder.valid(), &generator.valid(), &dev_data, &label_ids, cfg.batch_size.max(16), &device.clone().inner())?;
-        let gold: Vec<usize> = dev_data.iter().map(|p| p.label).collect();
-        let (acc, f1) = scores(&preds, &gold, positive);
+        let plain_fm = FoundationModel { decoder: fm.decoder.valid(), ..fm.clone() };
+        let (acc, f1) = evaluate(&cfg.task, &plain_fm, &generator.valid(), &dev_data, cfg.batch_size.max(16), &device.clone().inner())?;
         let m = EpochMetrics {
             epoch,
             train_loss: loss_sum / steps_per_epoch as f64,
@@ -330,7 +415,10 @@ pub fn train(
 /// Zero-shot accuracy of the frozen model with no soft prompt at all.
 pub fn zero_shot(task: &TaskSpec, dev_file: &Path, dev_limit: usize, fm: &FoundationModel, device: &Device) -> Result<(f64, Option<f64>)> {
     let label_ids = label_token_ids(task, fm)?;
-    let mut ex = load_examples(task, dev_file)?;
+    if task.kind != TaskKind::Classification {
+        return Err(Error::Config("zero-shot scoring is implemented for classification tasks".into()));
+    }
+    let mut ex = load_rows(task, dev_file, task.dev_rows)?;
     if dev_limit > 0 {
         ex.truncate(dev_limit);
     }

@@ -10,7 +10,7 @@ use lopa::decoder::FoundationModel;
 use lopa::encoder::{Pooling, SentenceEncoder};
 use lopa::generator::{GeneratorConfig, Method};
 use lopa::tasks::{load_examples, TaskSpec};
-use lopa::train::{label_token_ids, loss, prepare, slot_logits, train, Prepared, Quiet, TrainConfig};
+use lopa::train::{answer_logits, label_token_ids, loss, prepare, train, Prepared, Quiet, TrainConfig};
 use std::path::PathBuf;
 
 fn encoder(device: &Device) -> SentenceEncoder {
@@ -29,6 +29,11 @@ fn task() -> TaskSpec {
         label_words: [("0".to_string(), " t".to_string()), ("1".to_string(), " the".to_string())].into(),
         metric: "accuracy".into(),
         positive_label: None,
+        kind: Default::default(),
+        answer_template: None,
+        check_template: None,
+        train_rows: None,
+        dev_rows: None,
     }
 }
 
@@ -37,6 +42,21 @@ fn data_file(dir: &std::path::Path) -> PathBuf {
     let p = dir.join("toy.tsv");
     std::fs::write(&p, format!("sentence\tlabel\n{}\n", rows.join("\n"))).unwrap();
     p
+}
+
+struct Setup {
+    plain: Device,
+    ad: Device,
+    fm: FoundationModel,
+    enc: SentenceEncoder,
+}
+
+/// The tiny llama (on the autodiff device, frozen) and the tiny BERT (plain device).
+fn setup() -> Setup {
+    let plain = Device::flex();
+    let ad = plain.clone().autodiff();
+    let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &ad).unwrap();
+    Setup { enc: encoder(&plain), plain, ad, fm }
 }
 
 fn tmpdir(name: &str) -> PathBuf {
@@ -84,20 +104,18 @@ fn host_params<M: Module>(m: &M) -> Vec<Vec<f32>> {
 
 #[test]
 fn frozen_models_are_bit_for_bit_unchanged_and_only_the_generator_gets_gradients() {
-    let plain = Device::flex();
-    let ad = plain.clone().autodiff();
-    let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &ad).unwrap();
-    let enc = encoder(&plain);
+    let Setup { plain, ad, fm, enc } = setup();
     let dir = tmpdir("frozen");
     let cfg = config(data_file(&dir), Method::Lopa, 2);
 
     // Gradients of one step: present for Z_S and the heads, absent for every frozen weight.
     let g = cfg.generator.init(&ad).unwrap();
     let ex = load_examples(&cfg.task, &cfg.train_file).unwrap();
-    let data = prepare(&ex, &cfg.train_file, &fm, Some(&enc), 64, &plain).unwrap();
-    let batch: Vec<&Prepared> = data.iter().take(4).collect();
+    let mut data = prepare(&ex, &cfg.train_file, &fm, Some(&enc), 64, &plain).unwrap();
     let ids = label_token_ids(&cfg.task, &fm).unwrap();
-    let grads = loss(slot_logits(&fm.decoder, &g, &batch, &ad).unwrap(), &batch, &ids, &ad).backward();
+    data.iter_mut().for_each(|p| p.answer = vec![ids[p.label]]);
+    let batch: Vec<&Prepared> = data.iter().take(4).collect();
+    let grads = loss(answer_logits(&fm.decoder, &g, &batch, &ad).unwrap(), &batch, &ad).backward();
     assert!(g.task_prompt.as_ref().unwrap().val().grad(&grads).is_some(), "Z_S must get a gradient");
     assert!(g.u_head.as_ref().unwrap().output.weight.val().grad(&grads).is_some());
     assert!(g.v_head.as_ref().unwrap().hidden.weight.val().grad(&grads).is_some());
@@ -117,10 +135,7 @@ fn frozen_models_are_bit_for_bit_unchanged_and_only_the_generator_gets_gradients
 
 #[test]
 fn lopa_learns_a_toy_task_and_resume_continues() {
-    let plain = Device::flex();
-    let ad = plain.clone().autodiff();
-    let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &ad).unwrap();
-    let enc = encoder(&plain);
+    let Setup { plain, ad, fm, enc } = setup();
     let dir = tmpdir("learn");
     let run = dir.join("run");
     let cfg = config(data_file(&dir), Method::Lopa, 12);
@@ -139,14 +154,31 @@ fn lopa_learns_a_toy_task_and_resume_continues() {
     }
     let lines = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count();
     assert_eq!(lines, 12);
+    // The best adapter reloads, reproduces its dev accuracy, and exports Z_S for PEFT.
+    let a = lopa::adapter::Adapter::load(&run.join("best")).unwrap();
+    a.meta.check_compatible(&fm, Some(&enc)).unwrap();
+    let g = lopa::generator::PromptGenerator::from_tensors(&a.meta.generator, &a.weights, &plain).unwrap();
+    let ex = load_examples(&cfg.task, &cfg.dev_file).unwrap();
+    let fm_plain = FoundationModel::load(fixture("tiny-llama.gguf"), &plain).unwrap();
+    let data = prepare(&ex, &cfg.dev_file, &fm_plain, Some(&enc), 64, &plain).unwrap();
+    let ids = label_token_ids(&cfg.task, &fm_plain).unwrap();
+    let preds = lopa::train::predict(&fm_plain.decoder, &g, &data, &ids, 8, &plain).unwrap();
+    let acc = preds.iter().zip(&data).filter(|(p, d)| **p == d.label).count() as f64 / data.len() as f64;
+    assert_eq!(acc, s2.best_dev_accuracy);
+    a.export_peft(&run.join("peft"), &fm_plain).unwrap();
+    let peft: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("peft/adapter_config.json")).unwrap()).unwrap();
+    assert_eq!((peft["peft_type"].as_str(), peft["num_virtual_tokens"].as_u64(), peft["token_dim"].as_u64()), (Some("PROMPT_TUNING"), Some(4), Some(64)));
+    let st = lopa::weights::safetensors::parse(&std::fs::read(run.join("peft/adapter_model.safetensors")).unwrap()).unwrap();
+    assert_eq!(st.tensors.get("prompt_embeddings").unwrap(), a.weights.get("task_prompt").unwrap());
+    // An adapter is refused by a different frozen model.
+    let other = FoundationModel::load(fixture("tiny-qwen2"), &plain).unwrap();
+    let e = a.meta.check_compatible(&other, Some(&enc)).unwrap_err().to_string();
+    assert!(e.starts_with("config: adapter was trained with foundation model tiny-llama.gguf (sha256 "), "{e}");
 }
 
 #[test]
 fn too_long_inputs_are_refused_before_training_with_file_and_line() {
-    let plain = Device::flex();
-    let ad = plain.clone().autodiff();
-    let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &ad).unwrap();
-    let enc = encoder(&plain);
+    let Setup { plain, ad, fm, enc } = setup();
     let dir = tmpdir("long");
     let file = data_file(&dir);
     let cfg = TrainConfig { max_length: 8, ..config(file.clone(), Method::Lopa, 1) };
@@ -163,10 +195,7 @@ fn too_long_inputs_are_refused_before_training_with_file_and_line() {
 
 #[test]
 fn every_method_trains_one_epoch() {
-    let plain = Device::flex();
-    let ad = plain.clone().autodiff();
-    let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &ad).unwrap();
-    let enc = encoder(&plain);
+    let Setup { plain, ad, fm, enc } = setup();
     let dir = tmpdir("methods");
     let file = data_file(&dir);
     for m in Method::ALL {
@@ -174,4 +203,33 @@ fn every_method_trains_one_epoch() {
         assert!(s.epochs[0].train_loss.is_finite(), "{m:?}");
         assert_eq!(s.trainable_parameters, config(file.clone(), m, 1).generator.trainable_parameters());
     }
+}
+
+#[test]
+fn generation_task_learns_its_answer_tokens() {
+    let Setup { plain, ad, fm, enc } = setup();
+    let dir = tmpdir("gen");
+    let file = data_file(&dir);
+    let mut cfg = config(file, Method::Lopa, 15);
+    cfg.task = TaskSpec {
+        name: "toy-gen".into(),
+        kind: lopa::tasks::TaskKind::Generation,
+        template: "{sentence}:".into(),
+        encoder_template: "{sentence}".into(),
+        label_column: String::new(),
+        label_words: Default::default(),
+        metric: "exact_match".into(),
+        positive_label: None,
+        answer_template: Some(" the\n".into()),
+        check_template: None,
+        // Evaluated on its own rows: this checks that greedy generation behind the trained soft
+        // prompt reproduces the teacher-forced answer (a random tiny model does not generalise).
+        train_rows: Some([0, 6]),
+        dev_rows: Some([0, 6]),
+    };
+    let s = train(&cfg, &fm, Some(&enc), &plain, &ad, &dir.join("run"), false, &mut Quiet).unwrap();
+    assert!(s.epochs.last().unwrap().train_loss < s.epochs[0].train_loss * 0.5, "{:?}", s.epochs.iter().map(|e| e.train_loss).collect::<Vec<_>>());
+    assert_eq!(s.train_examples, 6);
+    assert_eq!(s.dev_examples, 6);
+    assert_eq!(s.best_dev_accuracy, 1.0, "the generated answer must be exactly ` the`");
 }
