@@ -283,9 +283,10 @@ impl lopa::train::Progress for Bar {
     }
     fn epoch(&mut self, m: &lopa::train::EpochMetrics) {
         let line = format!(
-            "epoch {}: train loss {:.4}, dev accuracy {:.4}{}, {:.1} samples/s, {:.0} s",
+            "epoch {}: train loss {:.4}, dev {} {:.4}{}, {:.1} samples/s, {:.0} s",
             m.epoch,
             m.train_loss,
+            if m.metric == "pass@1" || m.metric == "exact_match" { m.metric.as_str() } else { "accuracy" },
             m.dev_accuracy,
             m.dev_f1.map(|f| format!(", dev F1 {f:.4}")).unwrap_or_default(),
             m.samples_per_sec,

@@ -55,7 +55,11 @@ pub struct Prepared {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochMetrics {
     pub epoch: usize,
+    /// Name of the dev score (`accuracy`, `f1`, `pass@1`, `exact_match`).
+    #[serde(default)]
+    pub metric: String,
     pub train_loss: f64,
+    /// Accuracy for classification, pass@1 or exact match for generation.
     pub dev_accuracy: f64,
     pub dev_f1: Option<f64>,
     pub samples_per_sec: f64,
@@ -376,6 +380,7 @@ pub fn train(
         let (acc, f1) = evaluate(&cfg.task, &plain_fm, &generator.valid(), &dev_data, cfg.batch_size.max(16), &device.clone().inner())?;
         let m = EpochMetrics {
             epoch,
+            metric: cfg.task.metric.clone(),
             train_loss: loss_sum / steps_per_epoch as f64,
             dev_accuracy: acc,
             dev_f1: f1,
