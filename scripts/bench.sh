@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lopa/target}"
 scripts/fetch-weights.sh >/dev/null
-cargo bench --locked --all-features --profile dev --bench lopa -- "$@"
+cargo bench --locked --features full --profile dev --bench lopa -- "$@"

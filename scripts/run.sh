@@ -8,6 +8,6 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lopa/target}"
 scripts/fetch-weights.sh >/dev/null
 # The dev profile compiles dependencies at opt-level 3 and shares the test build's cache, so the
 # main job and the tests cost one burn build, not two.
-cargo build --locked --all-features --bin lopa
+cargo build --locked --features full --bin lopa
 exec "$CARGO_TARGET_DIR/debug/lopa" train --task sst2 --method lopa --train-limit 2000 --dev-limit 872 \
   --epochs 2 --batch-size 16 --lr 1e-3 --zero-shot --run-dir runs/sst2-lopa "$@"

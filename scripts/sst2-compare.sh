@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lopa/target}"
 LIMIT="${LIMIT:-2000}" EPOCHS="${EPOCHS:-2}" BACKEND="${BACKEND:-cpu}"
 scripts/fetch-weights.sh >/dev/null
-cargo build --locked --all-features --bin lopa
+cargo build --locked --features full --bin lopa
 LOPA="$CARGO_TARGET_DIR/debug/lopa"
 common=(--task sst2 --train-limit "$LIMIT" --epochs "$EPOCHS" --batch-size 16 --lr 1e-3 --seed 42 --backend "$BACKEND")
 for method in lopa pt; do

@@ -17,4 +17,4 @@ if [ "${LOPA_SKIP_WGPU:-0}" != 1 ] && ! ls /usr/share/vulkan/icd.d/lvp_icd*.json
   fi
 fi
 scripts/fetch-weights.sh >/dev/null
-cargo test --locked --all-features "$@" 2>&1
+cargo test --locked --features full "$@" 2>&1

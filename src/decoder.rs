@@ -522,22 +522,60 @@ impl FoundationModel {
 
     /// Load Hugging Face files held in memory: `config.json`, `model.safetensors`, `tokenizer.json`.
     pub fn from_hf_bytes(config: &[u8], weights: &[u8], tokenizer: &[u8], id: &str, device: &Device) -> Result<Self> {
+        Self::from_hf_shards(config, &[weights], tokenizer, id, device)
+    }
+
+    /// Like [`Self::from_hf_bytes`] for a checkpoint split into several safetensors shards.
+    pub fn from_hf_shards(config: &[u8], shards: &[&[u8]], tokenizer: &[u8], id: &str, device: &Device) -> Result<Self> {
         let config = DecoderConfig::from_json(config)?;
-        let w = safetensors::parse(weights)?.tensors;
+        let mut w = TensorMap::new();
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        for shard in shards {
+            sha2::Digest::update(&mut hasher, shard);
+            let part = safetensors::parse(shard)?.tensors;
+            for name in part.names().map(str::to_string).collect::<Vec<_>>() {
+                if w.contains(&name) {
+                    return Err(Error::tensor(&name, "appears in two shards"));
+                }
+                let t = part.get(&name).expect("listed").clone();
+                w.insert(name, t);
+            }
+        }
+        let weights_sha: String = sha2::Digest::finalize(hasher).iter().map(|b| format!("{b:02x}")).collect();
         let decoder = Decoder::from_tensors(&config, &w, device)?;
         let mut tokenizer = Tokenizer::from_json_bytes(tokenizer, config.max_position_embeddings)?;
         // HF keeps stop tokens in generation_config.json; these names cover llama/qwen2/SmolLM.
         tokenizer.eos_token_ids = ["<|endoftext|>", "<|im_end|>", "</s>"].iter().filter_map(|t| tokenizer.token_to_id(t)).collect();
-        Ok(Self { decoder, tokenizer, config, id: id.to_string(), sha256: crate::weights::sha256_hex(weights) })
+        Ok(Self { decoder, tokenizer, config, id: id.to_string(), sha256: weights_sha })
     }
 
-    /// Load a `.gguf` file or a Hugging Face directory.
+    /// Load a `.gguf` file or a Hugging Face directory (`model.safetensors`, or the shards listed
+    /// in `model.safetensors.index.json`).
     pub fn load(path: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
         let path = path.as_ref();
         let id = path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
         if path.is_dir() {
             let read = |n: &str| crate::error::read_file(path.join(n));
-            Self::from_hf_bytes(&read("config.json")?, &read("model.safetensors")?, &read("tokenizer.json")?, &id, device)
+            let shards: Vec<Vec<u8>> = if path.join("model.safetensors").exists() {
+                vec![read("model.safetensors")?]
+            } else {
+                let index: serde_json::Value = serde_json::from_slice(&read("model.safetensors.index.json")?)
+                    .map_err(|e| Error::Config(format!("model.safetensors.index.json: {e}")))?;
+                let mut files: Vec<String> = index["weight_map"]
+                    .as_object()
+                    .ok_or_else(|| Error::Config("model.safetensors.index.json has no weight_map".into()))?
+                    .values()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
+                files.sort();
+                files.dedup();
+                if files.iter().any(|f| f.contains('/') || f.contains("..")) {
+                    return Err(Error::Config("model.safetensors.index.json names a file outside the model folder".into()));
+                }
+                files.iter().map(|f| read(f)).collect::<Result<_>>()?
+            };
+            let refs: Vec<&[u8]> = shards.iter().map(Vec::as_slice).collect();
+            Self::from_hf_shards(&read("config.json")?, &refs, &read("tokenizer.json")?, &id, device)
         } else {
             Self::from_gguf_bytes(&crate::error::read_file(path)?, &id, device)
         }

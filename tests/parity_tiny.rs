@@ -189,3 +189,33 @@ fn nan_weights_are_refused() {
     let e = PromptGenerator::from_tensors(&cfg, &w, &d).unwrap_err().to_string();
     assert_eq!(e, "tensor `task_prompt`: non-finite value NaN at flat index 5");
 }
+
+#[test]
+fn sharded_checkpoint_loads_like_the_single_file() {
+    let d = dev();
+    let src = fixture("tiny-qwen2");
+    let all = safetensors::parse(&std::fs::read(src.join("model.safetensors")).unwrap()).unwrap().tensors;
+    let dir = std::env::temp_dir().join(format!("lopa-shards-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let names: Vec<&str> = all.names().collect();
+    let (a, b) = names.split_at(names.len() / 2);
+    let mut map = serde_json::Map::new();
+    for (file, part) in [("model-00001-of-00002.safetensors", a), ("model-00002-of-00002.safetensors", b)] {
+        let bytes = safetensors::write(part.iter().map(|n| (*n, all.get(n).unwrap())), &Default::default(), safetensors::StoreAs::F32);
+        std::fs::write(dir.join(file), bytes).unwrap();
+        part.iter().for_each(|n| drop(map.insert(n.to_string(), serde_json::json!(file))));
+    }
+    std::fs::write(dir.join("model.safetensors.index.json"), serde_json::to_vec(&serde_json::json!({"weight_map": map})).unwrap()).unwrap();
+    let one = FoundationModel::load(&src, &d).unwrap();
+    let two = FoundationModel::load(&dir, &d).unwrap();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 2, 3, 4], [1, 4]), &d);
+    assert_eq!(to_vec(one.decoder.forward(ids.clone(), None).unwrap()), to_vec(two.decoder.forward(ids, None).unwrap()));
+    // An index that points outside the folder is refused.
+    std::fs::write(dir.join("model.safetensors.index.json"), br#"{"weight_map": {"x": "../evil.safetensors"}}"#).unwrap();
+    let e = FoundationModel::load(&dir, &d).unwrap_err().to_string();
+    assert_eq!(e, "config: model.safetensors.index.json names a file outside the model folder");
+}

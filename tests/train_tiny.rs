@@ -210,7 +210,7 @@ fn generation_task_learns_its_answer_tokens() {
     let Setup { plain, ad, fm, enc } = setup();
     let dir = tmpdir("gen");
     let file = data_file(&dir);
-    let mut cfg = config(file, Method::Lopa, 15);
+    let mut cfg = config(file, Method::Lopa, 40);
     cfg.task = TaskSpec {
         name: "toy-gen".into(),
         kind: lopa::tasks::TaskKind::Generation,
