@@ -27,6 +27,8 @@ pub mod paths;
 #[cfg(feature = "train")]
 pub mod plot;
 pub mod tasks;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod tokenizer;
 #[cfg(feature = "train")]
 pub mod train;

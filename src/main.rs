@@ -92,6 +92,34 @@ enum Command {
         #[arg(long)]
         matmul: bool,
     },
+    /// Serve the frozen model over HTTP (OpenAI-style /v1/completions with a `soft_prompt` field).
+    #[cfg(feature = "server")]
+    Serve {
+        #[command(flatten)]
+        models: ModelArgs,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// Most requests per forward pass (1 = one at a time).
+        #[arg(long, default_value_t = 16)]
+        max_batch: usize,
+        /// Milliseconds to wait for more requests after the first.
+        #[arg(long, default_value_t = 5)]
+        batch_window_ms: u64,
+        /// Waiting requests beyond this get 429.
+        #[arg(long, default_value_t = 64)]
+        queue: usize,
+        /// Allowed CORS origin (repeatable), e.g. http://127.0.0.1:8000.
+        #[arg(long)]
+        cors_origin: Vec<String>,
+        #[arg(long, default_value_t = 4 << 20)]
+        max_body_bytes: usize,
+        #[arg(long, default_value_t = 512)]
+        max_tokens_limit: usize,
+        #[arg(long, default_value_t = 64)]
+        max_soft_prompt_rows: usize,
+        #[arg(long, default_value_t = 120)]
+        timeout_s: u64,
+    },
     /// Evaluate a saved adapter on a labelled file.
     Eval {
         #[command(flatten)]
@@ -204,6 +232,30 @@ fn run(cli: Cli) -> lopa::Result<()> {
             println!("{}", serde_json::to_string(&v).expect("json"));
         }
         Command::Train(a) => train(a)?,
+        #[cfg(feature = "server")]
+        Command::Serve { models, addr, max_batch, batch_window_ms, queue, cors_origin, max_body_bytes, max_tokens_limit, max_soft_prompt_rows, timeout_s } => {
+            use std::time::Duration;
+            let dev = select(models.backend.parse::<BackendChoice>()?)?;
+            let fm = FoundationModel::load(models.model_path(), &dev.device)?;
+            let cfg = lopa::server::ServeConfig {
+                engine: lopa::server::EngineConfig { max_batch, batch_window: Duration::from_millis(batch_window_ms), queue },
+                max_soft_prompt_rows,
+                max_body_bytes,
+                max_tokens_limit,
+                request_timeout: Duration::from_secs(timeout_s),
+                cors_origins: cors_origin,
+            };
+            let id = fm.id.clone();
+            let rt = tokio::runtime::Runtime::new().map_err(|e| lopa::Error::Backend(e.to_string()))?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| lopa::Error::Backend(format!("bind {addr}: {e}")))?;
+                eprintln!("lopa: serving {id} on http://{} ({})", listener.local_addr().map(|a| a.to_string()).unwrap_or(addr), dev.name);
+                let app = lopa::server::router(fm, dev.device, cfg);
+                lopa::server::serve(listener, app, async { let _ = tokio::signal::ctrl_c().await; })
+                    .await
+                    .map_err(|e| lopa::Error::Backend(e.to_string()))
+            })?;
+        }
         Command::BenchTrain { backend, batch_size, seq_len, layers, method, steps, warmup, matmul } => {
             bench_train(&backend, batch_size, seq_len, layers, &method, steps, warmup, matmul)?
         }

@@ -1,0 +1,232 @@
+//! The wire format of `lopa serve`: OpenAI-style completion requests with one extra field,
+//! `soft_prompt`, and its strict validation. Every tensor that arrives from a client is checked
+//! before it touches the model (vLLM's CVE-2025-62164 was a crafted prompt tensor): base64 must be
+//! canonical, the dtype known, the byte length exact, the shape `[m, d]` with `d` the model width
+//! and `m` within the server's limit, and every value finite.
+
+use base64::Engine as _;
+use half::f16;
+use serde::{Deserialize, Serialize};
+
+/// A soft prompt as it travels: `data` is base64 of little-endian `dtype` values, row-major.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireSoftPrompt {
+    pub shape: Vec<u64>,
+    pub dtype: String,
+    pub data: String,
+}
+
+/// Why a client tensor was refused. `code()` is the stable name sent back to clients.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TensorRule {
+    #[error("soft_prompt.dtype `{0}` is not supported (f32, f16)")]
+    Dtype(String),
+    #[error("soft_prompt.shape must be [m, d], got {0:?}")]
+    Rank(Vec<u64>),
+    #[error("soft_prompt.shape [m, {got}]: d must equal the model width {want}")]
+    Width { got: u64, want: usize },
+    #[error("soft_prompt.shape [{got}, d]: m must be between 1 and {max}")]
+    Rows { got: u64, max: usize },
+    #[error("soft_prompt.data is not valid base64: {0}")]
+    Base64(String),
+    #[error("soft_prompt.data holds {got} bytes, shape and dtype need exactly {want}")]
+    ByteLength { got: usize, want: usize },
+    #[error("soft_prompt.data is encoded as {encoded} base64 characters, more than a [{m}, {d}] tensor needs")]
+    TooLong { encoded: usize, m: usize, d: usize },
+    #[error("soft_prompt value at flat index {0} is not finite")]
+    NonFinite(usize),
+}
+
+impl TensorRule {
+    /// A stable machine-readable name for the rule.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TensorRule::Dtype(_) => "soft_prompt_dtype",
+            TensorRule::Rank(_) => "soft_prompt_rank",
+            TensorRule::Width { .. } => "soft_prompt_width",
+            TensorRule::Rows { .. } => "soft_prompt_rows",
+            TensorRule::Base64(_) => "soft_prompt_base64",
+            TensorRule::ByteLength { .. } => "soft_prompt_byte_length",
+            TensorRule::TooLong { .. } => "soft_prompt_too_long",
+            TensorRule::NonFinite(_) => "soft_prompt_non_finite",
+        }
+    }
+}
+
+/// A validated soft prompt: `m` rows of width `d`, row-major f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoftPrompt {
+    pub rows: usize,
+    pub values: Vec<f32>,
+}
+
+impl WireSoftPrompt {
+    /// Encode `values` (`[rows, d]`) for the wire.
+    pub fn encode(values: &[f32], rows: usize, dtype_f16: bool) -> Self {
+        let d = if rows == 0 { 0 } else { values.len() / rows };
+        let bytes: Vec<u8> = if dtype_f16 {
+            values.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect()
+        } else {
+            values.iter().flat_map(|v| v.to_le_bytes()).collect()
+        };
+        WireSoftPrompt {
+            shape: vec![rows as u64, d as u64],
+            dtype: if dtype_f16 { "f16" } else { "f32" }.into(),
+            data: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
+
+    /// Check every rule, in an order that never decodes or allocates more than the shape allows.
+    pub fn decode(&self, width: usize, max_rows: usize) -> Result<SoftPrompt, TensorRule> {
+        let size = match self.dtype.as_str() {
+            "f32" | "float32" => 4,
+            "f16" | "float16" => 2,
+            other => return Err(TensorRule::Dtype(other.chars().take(32).collect())),
+        };
+        let [m, d] = self.shape[..] else {
+            return Err(TensorRule::Rank(self.shape.iter().take(8).copied().collect()));
+        };
+        if d != width as u64 {
+            return Err(TensorRule::Width { got: d, want: width });
+        }
+        if m == 0 || m > max_rows as u64 {
+            return Err(TensorRule::Rows { got: m, max: max_rows });
+        }
+        let (m, d) = (m as usize, d as usize);
+        let want = m * d * size;
+        // Refuse oversized payloads before decoding them.
+        let max_encoded = want.div_ceil(3) * 4;
+        if self.data.len() > max_encoded {
+            return Err(TensorRule::TooLong { encoded: self.data.len(), m, d });
+        }
+        let bytes = base64::engine::general_purpose::STANDARD.decode(self.data.as_bytes()).map_err(|e| TensorRule::Base64(e.to_string()))?;
+        if bytes.len() != want {
+            return Err(TensorRule::ByteLength { got: bytes.len(), want });
+        }
+        let values: Vec<f32> = if size == 4 {
+            bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        } else {
+            bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+        };
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(TensorRule::NonFinite(i));
+        }
+        Ok(SoftPrompt { rows: m, values })
+    }
+}
+
+/// `POST /v1/completions` body (OpenAI fields lopa honours, plus `soft_prompt`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionRequest {
+    #[serde(default)]
+    pub model: Option<String>,
+    pub prompt: String,
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub stop: Option<StopField>,
+    #[serde(default)]
+    pub logprobs: Option<u32>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub soft_prompt: Option<WireSoftPrompt>,
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+fn default_max_tokens() -> usize {
+    16
+}
+
+/// OpenAI's `stop`: one string or a list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StopField {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StopField {
+    /// The stop strings.
+    pub fn strings(&self) -> Vec<String> {
+        match self {
+            StopField::One(s) => vec![s.clone()],
+            StopField::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(shape: Vec<u64>, dtype: &str, data: String) -> WireSoftPrompt {
+        WireSoftPrompt { shape, dtype: dtype.into(), data }
+    }
+
+    #[test]
+    fn f32_and_f16_round_trip() {
+        let v: Vec<f32> = (0..12).map(|i| i as f32 * 0.25 - 1.0).collect();
+        assert_eq!(WireSoftPrompt::encode(&v, 3, false).decode(4, 64).unwrap(), SoftPrompt { rows: 3, values: v.clone() });
+        // These values are exact in f16.
+        assert_eq!(WireSoftPrompt::encode(&v, 3, true).decode(4, 64).unwrap().values, v);
+    }
+
+    #[test]
+    fn every_rule_has_its_error() {
+        let ok = WireSoftPrompt::encode(&[0.5; 8], 2, false);
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let cases: Vec<(WireSoftPrompt, &str, &str)> = vec![
+            (wire(vec![2, 4], "bf16", ok.data.clone()), "soft_prompt_dtype", "soft_prompt.dtype `bf16` is not supported (f32, f16)"),
+            (wire(vec![8], "f32", ok.data.clone()), "soft_prompt_rank", "soft_prompt.shape must be [m, d], got [8]"),
+            (wire(vec![2, 5], "f32", ok.data.clone()), "soft_prompt_width", "soft_prompt.shape [m, 5]: d must equal the model width 4"),
+            (wire(vec![0, 4], "f32", String::new()), "soft_prompt_rows", "soft_prompt.shape [0, d]: m must be between 1 and 64"),
+            (wire(vec![u64::MAX, 4], "f32", String::new()), "soft_prompt_rows", "soft_prompt.shape [18446744073709551615, d]: m must be between 1 and 64"),
+            (wire(vec![2, 4], "f32", "@@@@".into()), "soft_prompt_base64", ""),
+            (wire(vec![2, 4], "f32", b64(&[0u8; 28])), "soft_prompt_byte_length", "soft_prompt.data holds 28 bytes, shape and dtype need exactly 32"),
+            (wire(vec![2, 4], "f32", "A".repeat(1000)), "soft_prompt_too_long", "soft_prompt.data is encoded as 1000 base64 characters, more than a [2, 4] tensor needs"),
+            (WireSoftPrompt::encode(&[0.5, 1.0, f32::NAN, 0.0, 0.0, 0.0, 0.0, 0.0], 2, false), "soft_prompt_non_finite", "soft_prompt value at flat index 2 is not finite"),
+            (WireSoftPrompt::encode(&[0.5, 1.0, 1e6, 0.0, 0.0, 0.0, 0.0, 0.0], 2, true), "soft_prompt_non_finite", "soft_prompt value at flat index 2 is not finite"),
+        ];
+        for (w, code, msg) in cases {
+            let e = w.decode(4, 64).unwrap_err();
+            assert_eq!(e.code(), code, "{e}");
+            if !msg.is_empty() {
+                assert_eq!(e.to_string(), msg);
+            }
+        }
+    }
+
+    #[test]
+    fn random_and_truncated_inputs_never_panic() {
+        // A property test without a framework: thousands of random shapes, dtypes and payloads.
+        let mut rng = crate::generate::Rng::new(99);
+        let ok = WireSoftPrompt::encode(&(0..40).map(|i| i as f32).collect::<Vec<_>>(), 10, false);
+        for i in 0..5000 {
+            let r = rng.next_u64();
+            let shape: Vec<u64> = (0..(r % 4)).map(|_| match rng.next_u64() % 4 { 0 => 4, 1 => 10, 2 => rng.next_u64(), _ => rng.next_u64() % 100 }).collect();
+            let data = match i % 3 {
+                0 => ok.data[..(rng.next_u64() as usize % (ok.data.len() + 1))].to_string(),
+                1 => (0..(rng.next_u64() % 200)).map(|_| (32 + (rng.next_u64() % 95) as u8) as char).collect(),
+                _ => base64::engine::general_purpose::STANDARD.encode((0..(rng.next_u64() % 200)).map(|_| rng.next_u64() as u8).collect::<Vec<_>>()),
+            };
+            let dtype = ["f32", "f16", "x", ""][(r >> 8) as usize % 4];
+            let _ = wire(shape, dtype, data).decode(4, 64);
+        }
+        // Request bodies: random bytes and truncated JSON are errors, not panics.
+        let body = br#"{"prompt":"hi","max_tokens":4,"soft_prompt":{"shape":[10,4],"dtype":"f32","data":"AAAA"}}"#;
+        for n in 0..body.len() {
+            let _ = serde_json::from_slice::<CompletionRequest>(&body[..n]);
+        }
+        assert!(serde_json::from_slice::<CompletionRequest>(body).is_ok());
+        assert!(serde_json::from_slice::<CompletionRequest>(br#"{"prompt":"hi","adapter":{}}"#).is_err(), "unknown fields are refused");
+    }
+}

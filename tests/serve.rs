@@ -1,0 +1,155 @@
+//! `lopa serve` end to end on loopback with the tiny llama: completions equal the library's
+//! direct generation (alone and batched with other clients' soft prompts), f32 and f16 soft
+//! prompts give the same tokens, and every bad-input rule answers its 4xx.
+#![cfg(feature = "server")]
+
+mod common;
+use burn::tensor::Device;
+use common::fixture;
+use lopa::decoder::FoundationModel;
+use lopa::generate::{generate, GenerationRequest, SamplingParams};
+use lopa::server::wire::WireSoftPrompt;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+fn start(max_batch: usize) -> SocketAddr {
+    let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &Device::flex()).unwrap();
+    let mut cfg = lopa::server::ServeConfig::default();
+    cfg.engine.max_batch = max_batch;
+    cfg.engine.batch_window = Duration::from_millis(50);
+    cfg.max_body_bytes = 64 * 1024;
+    cfg.max_soft_prompt_rows = 8;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let app = lopa::server::router(fm, Device::flex(), cfg);
+            lopa::server::serve(listener, app, std::future::pending()).await.unwrap();
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(30)).unwrap()
+}
+
+/// Minimal HTTP/1.1 client: (status, JSON body).
+fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status: u16 = text.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn post(addr: SocketAddr, v: &Value) -> (u16, Value) {
+    http(addr, "POST", "/v1/completions", &serde_json::to_vec(v).unwrap())
+}
+
+/// A soft prompt exactly representable in f16 (multiples of 1/64 in [-1, 1]).
+fn soft(seed: usize, rows: usize) -> Vec<f32> {
+    (0..rows * 64).map(|i| (((i * 37 + seed * 11) % 129) as f32 - 64.0) / 64.0).collect()
+}
+
+fn direct(prompt: &str, z: &[f32], rows: usize, max_tokens: usize) -> Vec<u32> {
+    let d = Device::flex();
+    let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &d).unwrap();
+    let req = GenerationRequest { prompt_ids: fm.tokenizer.encode(prompt).unwrap(), soft_prompt: Some((z.to_vec(), rows)) };
+    let p = SamplingParams { max_tokens, stop_token_ids: fm.tokenizer.eos_token_ids.clone(), ..Default::default() };
+    generate(&fm.decoder, &[req], &p, true, &d).unwrap().remove(0).tokens
+}
+
+fn tokens(v: &Value) -> Vec<u32> {
+    v["choices"][0]["logprobs"]["token_ids"].as_array().unwrap_or_else(|| panic!("{v}")).iter().map(|t| t.as_u64().unwrap() as u32).collect()
+}
+
+#[test]
+fn completions_match_the_library_in_f32_and_f16() {
+    let addr = start(16);
+    let (st, h) = http(addr, "GET", "/health", b"");
+    assert_eq!((st, h["status"].as_str()), (200, Some("ok")));
+    let (_, m) = http(addr, "GET", "/v1/models", b"");
+    assert_eq!(m["data"][0]["hidden_size"], 64);
+    let z = soft(1, 3);
+    let want = direct("the theme", &z, 3, 6);
+    for f16 in [false, true] {
+        let w = WireSoftPrompt::encode(&z, 3, f16);
+        let (st, v) = post(addr, &json!({"prompt": "the theme", "max_tokens": 6, "temperature": 0, "logprobs": 1, "soft_prompt": w}));
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(tokens(&v), want, "f16 = {f16}");
+    }
+}
+
+#[test]
+fn concurrent_clients_are_batched_and_each_gets_its_own_answer() {
+    let addr = start(8);
+    let handles: Vec<_> = (0..6)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let z = soft(i, 2);
+                let prompt = ["the", "a theme", "the 42", "x", "he", "tests"][i];
+                let (st, v) = post(addr, &json!({"prompt": prompt, "max_tokens": 5, "temperature": 0, "logprobs": 1, "soft_prompt": WireSoftPrompt::encode(&z, 2, false)}));
+                assert_eq!(st, 200, "{v}");
+                (tokens(&v), direct(prompt, &z, 2, 5))
+            })
+        })
+        .collect();
+    for h in handles {
+        let (got, want) = h.join().unwrap();
+        assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn every_bad_input_gets_its_4xx() {
+    let addr = start(4);
+    let ok = WireSoftPrompt::encode(&soft(0, 2), 2, false);
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut v = json!({"prompt": "the", "max_tokens": 2, "soft_prompt": ok.clone()});
+        f(&mut v);
+        post(addr, &v)
+    };
+    let cases: Vec<(Box<dyn Fn(&mut Value)>, u16, &str)> = vec![
+        (Box::new(|v| v["soft_prompt"]["dtype"] = json!("int8")), 400, "soft_prompt_dtype"),
+        (Box::new(|v| v["soft_prompt"]["shape"] = json!([128])), 400, "soft_prompt_rank"),
+        (Box::new(|v| v["soft_prompt"]["shape"] = json!([2, 63])), 400, "soft_prompt_width"),
+        (Box::new(|v| v["soft_prompt"]["shape"] = json!([9, 64])), 400, "soft_prompt_rows"),
+        (Box::new(|v| v["soft_prompt"]["data"] = json!("not base64!")), 400, "soft_prompt_base64"),
+        (Box::new(|v| v["soft_prompt"]["shape"] = json!([1, 64])), 400, "soft_prompt_too_long"),
+        (Box::new(|v| v["soft_prompt"] = serde_json::to_value(WireSoftPrompt::encode(&[f32::INFINITY; 128], 2, false)).unwrap()), 400, "soft_prompt_non_finite"),
+        (Box::new(|v| v["max_tokens"] = json!(0)), 400, "max_tokens"),
+        (Box::new(|v| v["temperature"] = json!(7)), 400, "temperature"),
+        (Box::new(|v| v["top_p"] = json!(0)), 400, "top_p"),
+        (Box::new(|v| v["adapter"] = json!({"task_prompt": [1, 2]})), 400, "invalid_request"),
+        (Box::new(|v| v["max_tokens"] = json!(300)), 400, "context_length"),
+    ];
+    for (f, status, code) in cases {
+        let (st, v) = with(&*f);
+        assert_eq!((st, v["error"]["code"].as_str()), (status, Some(code)), "{v}");
+    }
+    // Truncated soft-prompt bytes (valid base64, 8 bytes short).
+    let mut short = ok.clone();
+    short.data = lopa_b64(&vec![0u8; 2 * 64 * 4 - 8]);
+    let (st, v) = post(addr, &json!({"prompt": "the", "soft_prompt": short}));
+    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("soft_prompt_byte_length")));
+    // Malformed JSON and an oversized body.
+    let (st, v) = http(addr, "POST", "/v1/completions", b"{\"prompt\": ");
+    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("invalid_request")));
+    let (st, _) = http(addr, "POST", "/v1/completions", &vec![b' '; 100 * 1024]);
+    assert_eq!(st, 413);
+    // The server is still serving after all of that.
+    let (st, v) = post(addr, &json!({"prompt": "the", "max_tokens": 2, "soft_prompt": ok}));
+    assert_eq!(st, 200, "{v}");
+}
+
+fn lopa_b64(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
