@@ -246,3 +246,59 @@ mod tests {
         assert!((lp[2] - (-0.407_605_9)).abs() < 1e-6);
     }
 }
+
+/// Log-probability of each candidate continuation after `[soft prompt ; prompt]`, summed over the
+/// candidate's tokens (teacher forcing, one batched forward with a row per candidate). This is
+/// how a classifier reads label words through the frozen model.
+pub fn score_continuations(decoder: &Decoder, prompt_ids: &[u32], soft_prompt: Option<(&[f32], usize)>, candidates: &[Vec<u32>], device: &Device) -> Result<Vec<f32>> {
+    let d = decoder.hidden_size();
+    let vocab = decoder.vocab_size();
+    if candidates.is_empty() || candidates.iter().any(Vec::is_empty) {
+        return Err(Error::Input("every candidate needs at least one token".into()));
+    }
+    if prompt_ids.is_empty() && soft_prompt.is_none() {
+        return Err(Error::Input("empty prompt".into()));
+    }
+    if let Some(&bad) = prompt_ids.iter().chain(candidates.iter().flatten()).find(|&&t| t as usize >= vocab) {
+        return Err(Error::Input(format!("token id {bad} is outside the vocabulary ({vocab})")));
+    }
+    let m = soft_prompt.map_or(0, |z| z.1);
+    if let Some((z, rows)) = soft_prompt {
+        if z.len() != rows * d {
+            return Err(Error::Input(format!("soft prompt has {} values, [{rows}, {d}] needs {}", z.len(), rows * d)));
+        }
+    }
+    let k = candidates.len();
+    let p = prompt_ids.len();
+    let s = p + candidates.iter().map(|c| c.len() - 1).max().unwrap_or(0);
+    let mut ids = vec![0i64; k * s];
+    let mut mask = vec![0f32; k * (m + s)];
+    let positions: Vec<usize> = (0..k).flat_map(|_| 0..m + s).collect();
+    let mut picks = vec![];
+    let mut targets = vec![];
+    for (r, c) in candidates.iter().enumerate() {
+        for (j, &t) in prompt_ids.iter().chain(&c[..c.len() - 1]).enumerate() {
+            ids[r * s + j] = t as i64;
+        }
+        mask[r * (m + s)..r * (m + s) + m + p + c.len() - 1].iter_mut().for_each(|x| *x = 1.0);
+        for (j, &t) in c.iter().enumerate() {
+            // The slot before candidate token j: the last prompt slot (or soft-prompt row) + j.
+            picks.push((r * (m + s) + m + p + j - 1) as i64);
+            targets.push((r, t));
+        }
+    }
+    let mut embeds = decoder.embed(Tensor::<2, Int>::from_data(TensorData::new(ids, [k, s]), device));
+    if let Some((z, rows)) = soft_prompt {
+        let zt = Tensor::<2>::from_data(TensorData::new(z.to_vec(), [rows, d]), device).unsqueeze_dim::<3>(0).repeat_dim(0, k);
+        embeds = Tensor::cat(vec![zt, embeds], 1);
+    }
+    let hidden = decoder.forward_embeds(embeds, &positions, &mask, None)?;
+    let n = picks.len();
+    let rows = hidden.reshape([k * (m + s), d]).select(0, Tensor::<1, Int>::from_data(TensorData::new(picks, [n]), device));
+    let logits = decoder.logits(rows).into_data().try_to_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?;
+    let mut out = vec![0f32; k];
+    for (i, (r, t)) in targets.into_iter().enumerate() {
+        out[r] += log_softmax(&logits[i * vocab..(i + 1) * vocab])[t as usize];
+    }
+    Ok(out)
+}

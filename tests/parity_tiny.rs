@@ -219,3 +219,26 @@ fn sharded_checkpoint_loads_like_the_single_file() {
     let e = FoundationModel::load(&dir, &d).unwrap_err().to_string();
     assert_eq!(e, "config: model.safetensors.index.json names a file outside the model folder");
 }
+
+#[test]
+fn scoring_continuations_equals_summed_logprobs_of_a_full_forward() {
+    let d = dev();
+    let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &d).unwrap();
+    let hd = fm.decoder.hidden_size();
+    let z: Vec<f32> = (0..2 * hd).map(|i| ((i as f32) * 0.13).cos() * 0.5).collect();
+    let prompt = fm.tokenizer.encode("the theme").unwrap();
+    let cands = vec![fm.tokenizer.encode(" the").unwrap(), fm.tokenizer.encode(" of 42 tests").unwrap(), vec![7]];
+    let got = lopa::generate::score_continuations(&fm.decoder, &prompt, Some((&z, 2)), &cands, &d).unwrap();
+    for (c, g) in cands.iter().zip(&got) {
+        let ids: Vec<i64> = prompt.iter().chain(c).map(|&t| t as i64).collect();
+        let n = ids.len();
+        let zt = Tensor::<3>::from_data(TensorData::new(z.clone(), [1, 2, hd]), &d);
+        let logits = to_vec(fm.decoder.forward(Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &d), Some(zt)).unwrap());
+        let v = fm.decoder.vocab_size();
+        let want: f32 = c.iter().enumerate().map(|(j, &t)| {
+            let row = 2 + prompt.len() - 1 + j;
+            lopa::generate::log_softmax(&logits[row * v..(row + 1) * v])[t as usize]
+        }).sum();
+        assert!((g - want).abs() < 1e-4, "{g} vs {want}");
+    }
+}

@@ -153,3 +153,23 @@ fn lopa_b64(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+#[test]
+fn score_endpoint_ranks_label_words_like_the_library() {
+    let addr = start(4);
+    let z = soft(3, 2);
+    let w = WireSoftPrompt::encode(&z, 2, true);
+    let (st, v) = http(addr, "POST", "/v1/score", &serde_json::to_vec(&json!({"prompt": "the theme", "candidates": [" the", " of"], "soft_prompt": w})).unwrap());
+    assert_eq!(st, 200, "{v}");
+    let d = Device::flex();
+    let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &d).unwrap();
+    let cands: Vec<Vec<u32>> = [" the", " of"].iter().map(|c| fm.tokenizer.encode(c).unwrap()).collect();
+    let want = lopa::generate::score_continuations(&fm.decoder, &fm.tokenizer.encode("the theme").unwrap(), Some((&z, 2)), &cands, &d).unwrap();
+    for (i, s) in v["scores"].as_array().unwrap().iter().enumerate() {
+        assert!((s["logprob"].as_f64().unwrap() as f32 - want[i]).abs() < 1e-4);
+    }
+    let p: f64 = v["scores"].as_array().unwrap().iter().map(|s| s["probability"].as_f64().unwrap()).sum();
+    assert!((p - 1.0).abs() < 1e-5);
+    let (st, v) = http(addr, "POST", "/v1/score", br#"{"prompt": "x", "candidates": []}"#);
+    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("candidates")));
+}

@@ -5,7 +5,7 @@
 
 use crate::decoder::FoundationModel;
 use crate::error::{Error, Result};
-use crate::generate::{generate, Generation, GenerationRequest, SamplingParams};
+use crate::generate::{generate, score_continuations, Generation, GenerationRequest, SamplingParams};
 use burn::tensor::Device;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -14,6 +14,18 @@ struct Job {
     request: GenerationRequest,
     params: SamplingParams,
     reply: oneshot::Sender<Result<Generation>>,
+}
+
+/// Candidate continuations to score after one prompt.
+struct ScoreJob {
+    request: GenerationRequest,
+    candidates: Vec<Vec<u32>>,
+    reply: oneshot::Sender<Result<Vec<f32>>>,
+}
+
+enum Work {
+    Generate(Job),
+    Score(ScoreJob),
 }
 
 /// Batching settings.
@@ -30,7 +42,7 @@ pub struct EngineConfig {
 /// Handle to the worker; cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Work>,
 }
 
 /// Why a submission failed before reaching the model.
@@ -45,7 +57,7 @@ pub enum Submit {
 impl Engine {
     /// Start the worker thread.
     pub fn start(fm: FoundationModel, device: Device, cfg: EngineConfig) -> Self {
-        let (tx, rx) = mpsc::channel::<Job>(cfg.queue.max(1));
+        let (tx, rx) = mpsc::channel::<Work>(cfg.queue.max(1));
         std::thread::Builder::new()
             .name("lopa-engine".into())
             .spawn(move || worker(fm, device, cfg, rx))
@@ -56,23 +68,54 @@ impl Engine {
     /// Queue a request; the receiver yields its generation.
     pub fn submit(&self, request: GenerationRequest, params: SamplingParams) -> std::result::Result<oneshot::Receiver<Result<Generation>>, Submit> {
         let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Job { request, params, reply }) {
-            Ok(()) => Ok(rx),
+        self.send(Work::Generate(Job { request, params, reply }))?;
+        Ok(rx)
+    }
+
+    /// Queue a scoring request: the summed log-probability of each candidate continuation.
+    pub fn submit_score(&self, request: GenerationRequest, candidates: Vec<Vec<u32>>) -> std::result::Result<oneshot::Receiver<Result<Vec<f32>>>, Submit> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Work::Score(ScoreJob { request, candidates, reply }))?;
+        Ok(rx)
+    }
+
+    fn send(&self, w: Work) -> std::result::Result<(), Submit> {
+        match self.tx.try_send(w) {
+            Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => Err(Submit::QueueFull),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Submit::Stopped),
         }
     }
 }
 
-fn worker(fm: FoundationModel, device: Device, cfg: EngineConfig, mut rx: mpsc::Receiver<Job>) {
+/// Run `f`, turning a panic inside the model into an error so the worker keeps serving.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(|e| Error::Backend(e.to_string())),
+        Err(_) => Err(Error::Backend("the model failed on this request".into())),
+    }
+}
+
+fn worker(fm: FoundationModel, device: Device, cfg: EngineConfig, mut rx: mpsc::Receiver<Work>) {
     while let Some(first) = rx.blocking_recv() {
-        let mut jobs = vec![first];
+        let mut work = vec![first];
         let deadline = Instant::now() + cfg.batch_window;
-        while jobs.len() < cfg.max_batch.max(1) {
+        while work.len() < cfg.max_batch.max(1) {
             match rx.try_recv() {
-                Ok(j) => jobs.push(j),
+                Ok(j) => work.push(j),
                 Err(mpsc::error::TryRecvError::Empty) if Instant::now() < deadline => std::thread::sleep(Duration::from_micros(200)),
                 Err(_) => break,
+            }
+        }
+        let mut jobs = vec![];
+        for w in work {
+            match w {
+                Work::Generate(j) => jobs.push(j),
+                Work::Score(j) => {
+                    let soft = j.request.soft_prompt.as_ref().map(|(z, m)| (z.as_slice(), *m));
+                    let r = guarded(|| score_continuations(&fm.decoder, &j.request.prompt_ids, soft, &j.candidates, &device));
+                    let _ = j.reply.send(r);
+                }
             }
         }
         // Rows in one forward pass must share sampling settings.
@@ -81,22 +124,15 @@ fn worker(fm: FoundationModel, device: Device, cfg: EngineConfig, mut rx: mpsc::
             let (same, rest): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.params == params);
             jobs = rest;
             let requests: Vec<GenerationRequest> = same.iter().map(|j| j.request.clone()).collect();
-            // A panic inside the model must not take the server down: report it and go on.
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| generate(&fm.decoder, &requests, &params, true, &device)));
-            match result {
-                Ok(Ok(gens)) => {
+            match guarded(|| generate(&fm.decoder, &requests, &params, true, &device)) {
+                Ok(gens) => {
                     for (j, g) in same.into_iter().zip(gens) {
                         let _ = j.reply.send(Ok(g));
                     }
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     for j in same {
                         let _ = j.reply.send(Err(Error::Backend(e.to_string())));
-                    }
-                }
-                Err(_) => {
-                    for j in same {
-                        let _ = j.reply.send(Err(Error::Backend("the model failed on this batch".into())));
                     }
                 }
             }

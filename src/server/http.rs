@@ -2,7 +2,7 @@
 //! `{"error": {"code", "message"}}` with a 4xx status for anything the client sent wrong.
 
 use super::engine::{Engine, EngineConfig, Submit};
-use super::wire::{CompletionRequest, TensorRule};
+use super::wire::{CompletionRequest, ScoreRequest, TensorRule};
 use crate::decoder::FoundationModel;
 use crate::generate::{GenerationRequest, SamplingParams};
 use crate::tokenizer::Tokenizer;
@@ -99,6 +99,7 @@ pub fn router(fm: FoundationModel, device: Device, cfg: ServeConfig) -> Router {
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/v1/models", get(models))
         .route("/v1/completions", post(completions))
+        .route("/v1/score", post(score))
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(cfg.max_body_bytes));
     if !cfg.cors_origins.is_empty() {
@@ -190,6 +191,53 @@ async fn completions(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Json
         "usage": {"prompt_tokens": n_prompt + soft_rows, "completion_tokens": generation.tokens.len(),
                   "total_tokens": n_prompt + soft_rows + generation.tokens.len()}
     })))
+}
+
+/// Most candidates per score request.
+const MAX_CANDIDATES: usize = 64;
+
+async fn score(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+    let req: ScoreRequest = serde_json::from_slice(&body).map_err(|e| ApiError::bad("invalid_request", format!("request body: {e}")))?;
+    if req.candidates.is_empty() || req.candidates.len() > MAX_CANDIDATES {
+        return Err(ApiError::bad("candidates", format!("candidates must hold 1 to {MAX_CANDIDATES} strings")));
+    }
+    let soft = req.soft_prompt.as_ref().map(|w| w.decode(s.width, s.cfg.max_soft_prompt_rows)).transpose()?;
+    let prompt_ids = s.tokenizer.encode(&req.prompt).map_err(|e| ApiError::bad("prompt", e.to_string()))?;
+    if prompt_ids.is_empty() && soft.is_none() {
+        return Err(ApiError::bad("prompt", "the prompt is empty and there is no soft prompt"));
+    }
+    let mut candidates = Vec::with_capacity(req.candidates.len());
+    for c in &req.candidates {
+        let ids = s.tokenizer.encode(c).map_err(|e| ApiError::bad("candidates", e.to_string()))?;
+        if ids.is_empty() {
+            return Err(ApiError::bad("candidates", "a candidate is empty"));
+        }
+        candidates.push(ids);
+    }
+    let longest = candidates.iter().map(Vec::len).max().unwrap_or(0);
+    let soft_rows = soft.as_ref().map_or(0, |p| p.rows);
+    if soft_rows + prompt_ids.len() + longest > s.max_context {
+        return Err(ApiError::bad("context_length", format!("the prompt and candidates exceed the context of {}", s.max_context)));
+    }
+    let request = GenerationRequest { prompt_ids, soft_prompt: soft.map(|p| (p.values, p.rows)) };
+    let rx = s.engine.submit_score(request, candidates).map_err(|e| match e {
+        Submit::QueueFull => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", "the server is busy; retry later"),
+        Submit::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopped", "the model worker has stopped"),
+    })?;
+    let logprobs = match tokio::time::timeout(s.cfg.request_timeout, rx).await {
+        Err(_) => return Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", "the request timed out")),
+        Ok(Err(_)) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopped", "the model worker has stopped")),
+        Ok(Ok(Err(e))) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "model_error", e.to_string())),
+        Ok(Ok(Ok(l))) => l,
+    };
+    let probs = crate::generate::log_softmax(&logprobs);
+    let scores: Vec<serde_json::Value> = req
+        .candidates
+        .iter()
+        .zip(logprobs.iter().zip(&probs))
+        .map(|(c, (lp, p))| json!({"text": c, "logprob": lp, "probability": p.exp()}))
+        .collect();
+    Ok(Json(json!({"object": "score", "model": s.model_id, "scores": scores})))
 }
 
 /// Serve on a bound listener until `shutdown` resolves.

@@ -146,6 +146,19 @@ fn default_max_tokens() -> usize {
     16
 }
 
+/// `POST /v1/score` body: which continuation of `prompt` is most likely behind the soft prompt.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreRequest {
+    #[serde(default)]
+    pub model: Option<String>,
+    pub prompt: String,
+    /// Continuations to compare, e.g. label words `[" great", " terrible"]`.
+    pub candidates: Vec<String>,
+    #[serde(default)]
+    pub soft_prompt: Option<WireSoftPrompt>,
+}
+
 /// OpenAI's `stop`: one string or a list.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
