@@ -106,6 +106,18 @@ pub fn sample(logits: &[f32], p: &SamplingParams, rng: &mut Rng) -> u32 {
 /// Complete a batch of requests. With `use_cache = false` every step re-runs the whole sequence
 /// (slow; kept to check the cache).
 pub fn generate(decoder: &Decoder, requests: &[GenerationRequest], params: &SamplingParams, use_cache: bool, device: &Device) -> Result<Vec<Generation>> {
+    generate_with(decoder, requests, params, use_cache, device, &mut |_, _, _| {})
+}
+
+/// [`generate`], calling `on_token(row, token, logprob)` as each new token is chosen (streaming).
+pub fn generate_with(
+    decoder: &Decoder,
+    requests: &[GenerationRequest],
+    params: &SamplingParams,
+    use_cache: bool,
+    device: &Device,
+    on_token: &mut dyn FnMut(usize, u32, f32),
+) -> Result<Vec<Generation>> {
     let b = requests.len();
     if b == 0 {
         return Ok(vec![]);
@@ -185,6 +197,7 @@ pub fn generate(decoder: &Decoder, requests: &[GenerationRequest], params: &Samp
             let lp = log_softmax(row)[tok as usize];
             out[r].tokens.push(tok);
             out[r].logprobs.push(lp);
+            on_token(r, tok, lp);
             next[r] = tok as i64;
         }
         if done.iter().all(|&x| x) || out.iter().all(|g| g.tokens.len() >= params.max_tokens) {

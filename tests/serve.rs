@@ -173,3 +173,28 @@ fn score_endpoint_ranks_label_words_like_the_library() {
     let (st, v) = http(addr, "POST", "/v1/score", br#"{"prompt": "x", "candidates": []}"#);
     assert_eq!((st, v["error"]["code"].as_str()), (400, Some("candidates")));
 }
+
+#[test]
+fn streamed_text_equals_the_plain_completion() {
+    let addr = start(4);
+    let z = soft(5, 2);
+    let req = json!({"prompt": "the theme", "max_tokens": 6, "temperature": 0, "soft_prompt": WireSoftPrompt::encode(&z, 2, false)});
+    let (_, plain) = post(addr, &req);
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let body = serde_json::to_vec(&sreq).unwrap();
+    let head = format!("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body).unwrap();
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    assert!(raw.contains("text/event-stream"), "{raw}");
+    let events: Vec<&str> = raw.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+    assert_eq!(events.last(), Some(&"[DONE]"));
+    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    let text: String = chunks.iter().map(|c| c["choices"][0]["text"].as_str().unwrap().to_string()).collect();
+    assert_eq!(text, plain["choices"][0]["text"].as_str().unwrap());
+    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], plain["choices"][0]["finish_reason"]);
+}

@@ -5,7 +5,7 @@
 
 use crate::decoder::FoundationModel;
 use crate::error::{Error, Result};
-use crate::generate::{generate, score_continuations, Generation, GenerationRequest, SamplingParams};
+use crate::generate::{generate_with, score_continuations, Generation, GenerationRequest, SamplingParams};
 use burn::tensor::Device;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -14,6 +14,8 @@ struct Job {
     request: GenerationRequest,
     params: SamplingParams,
     reply: oneshot::Sender<Result<Generation>>,
+    /// Streaming requests get each token as it is chosen.
+    tokens: Option<mpsc::UnboundedSender<u32>>,
 }
 
 /// Candidate continuations to score after one prompt.
@@ -68,7 +70,14 @@ impl Engine {
     /// Queue a request; the receiver yields its generation.
     pub fn submit(&self, request: GenerationRequest, params: SamplingParams) -> std::result::Result<oneshot::Receiver<Result<Generation>>, Submit> {
         let (reply, rx) = oneshot::channel();
-        self.send(Work::Generate(Job { request, params, reply }))?;
+        self.send(Work::Generate(Job { request, params, reply, tokens: None }))?;
+        Ok(rx)
+    }
+
+    /// Like [`Self::submit`], also sending each new token on `tokens` as it is generated.
+    pub fn submit_streaming(&self, request: GenerationRequest, params: SamplingParams, tokens: mpsc::UnboundedSender<u32>) -> std::result::Result<oneshot::Receiver<Result<Generation>>, Submit> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Work::Generate(Job { request, params, reply, tokens: Some(tokens) }))?;
         Ok(rx)
     }
 
@@ -124,7 +133,13 @@ fn worker(fm: FoundationModel, device: Device, cfg: EngineConfig, mut rx: mpsc::
             let (same, rest): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.params == params);
             jobs = rest;
             let requests: Vec<GenerationRequest> = same.iter().map(|j| j.request.clone()).collect();
-            match guarded(|| generate(&fm.decoder, &requests, &params, true, &device)) {
+            let streams: Vec<Option<mpsc::UnboundedSender<u32>>> = same.iter().map(|j| j.tokens.clone()).collect();
+            let mut on_token = |r: usize, t: u32, _lp: f32| {
+                if let Some(Some(tx)) = streams.get(r) {
+                    let _ = tx.send(t);
+                }
+            };
+            match guarded(|| generate_with(&fm.decoder, &requests, &params, true, &device, &mut on_token)) {
                 Ok(gens) => {
                     for (j, g) in same.into_iter().zip(gens) {
                         let _ = j.reply.send(Ok(g));

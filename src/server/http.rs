@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use burn::tensor::Device;
 use serde_json::json;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,11 +123,8 @@ async fn models(State(s): State<Arc<AppState>>) -> Json<serde_json::Value> {
     }]}))
 }
 
-async fn completions(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+async fn completions(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: CompletionRequest = serde_json::from_slice(&body).map_err(|e| ApiError::bad("invalid_request", format!("request body: {e}")))?;
-    if req.stream {
-        return Err(ApiError::bad("stream_unsupported", "stream=true is not supported yet"));
-    }
     if req.max_tokens == 0 || req.max_tokens > s.cfg.max_tokens_limit {
         return Err(ApiError::bad("max_tokens", format!("max_tokens must be between 1 and {}", s.cfg.max_tokens_limit)));
     }
@@ -159,10 +157,17 @@ async fn completions(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Json
     };
     let n_prompt = prompt_ids.len();
     let request = GenerationRequest { prompt_ids, soft_prompt: soft.map(|p| (p.values, p.rows)) };
-    let rx = s.engine.submit(request, params).map_err(|e| match e {
+    let busy = |e| match e {
         Submit::QueueFull => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", "the server is busy; retry later"),
         Submit::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopped", "the model worker has stopped"),
-    })?;
+    };
+    if req.stream {
+        let (ttx, trx) = tokio::sync::mpsc::unbounded_channel();
+        let done = s.engine.submit_streaming(request, params, ttx).map_err(busy)?;
+        let stops: Vec<String> = req.stop.iter().flat_map(|x| x.strings()).filter(|x| !x.is_empty()).collect();
+        return Ok(stream_response(s.clone(), trx, done, stops).into_response());
+    }
+    let rx = s.engine.submit(request, params).map_err(busy)?;
     let generation = match tokio::time::timeout(s.cfg.request_timeout, rx).await {
         Err(_) => return Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", "the request timed out")),
         Ok(Err(_)) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopped", "the model worker has stopped")),
@@ -181,7 +186,7 @@ async fn completions(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Json
         let tokens: Vec<String> = generation.tokens.iter().map(|t| s.tokenizer.decode(&[*t]).unwrap_or_default()).collect();
         json!({"tokens": tokens, "token_ids": generation.tokens, "token_logprobs": generation.logprobs})
     });
-    let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let created = now();
     Ok(Json(json!({
         "id": format!("cmpl-{created}-{}", generation.tokens.len()),
         "object": "text_completion",
@@ -190,7 +195,99 @@ async fn completions(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Json
         "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}],
         "usage": {"prompt_tokens": n_prompt + soft_rows, "completion_tokens": generation.tokens.len(),
                   "total_tokens": n_prompt + soft_rows + generation.tokens.len()}
-    })))
+    }))
+    .into_response())
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Where a streamed completion stands (a `Stream` of SSE events).
+pub struct StreamState {
+    app: Arc<AppState>,
+    tokens_rx: tokio::sync::mpsc::UnboundedReceiver<u32>,
+    done: Option<tokio::sync::oneshot::Receiver<crate::Result<crate::generate::Generation>>>,
+    tokens: Vec<u32>,
+    sent: usize,
+    stops: Vec<String>,
+    /// 0 streaming, 1 final chunk sent, 2 `[DONE]` sent.
+    phase: u8,
+    finish: &'static str,
+    id: String,
+}
+
+fn chunk(st: &StreamState, text: &str, finish: Option<&str>) -> axum::response::sse::Event {
+    axum::response::sse::Event::default().data(
+        json!({"id": st.id, "object": "text_completion", "created": now(), "model": st.app.model_id,
+               "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}]})
+        .to_string(),
+    )
+}
+
+/// Server-sent events in OpenAI's format: one chunk per new piece of text, a final chunk with
+/// `finish_reason`, then `data: [DONE]`.
+fn stream_response(
+    app: Arc<AppState>,
+    tokens_rx: tokio::sync::mpsc::UnboundedReceiver<u32>,
+    done: tokio::sync::oneshot::Receiver<crate::Result<crate::generate::Generation>>,
+    stops: Vec<String>,
+) -> axum::response::sse::Sse<StreamState> {
+    axum::response::sse::Sse::new(StreamState { app, tokens_rx, done: Some(done), tokens: vec![], sent: 0, stops, phase: 0, finish: "length", id: format!("cmpl-{}", now()) })
+}
+
+impl futures_core::Stream for StreamState {
+    type Item = Result<axum::response::sse::Event, std::convert::Infallible>;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        use axum::response::sse::Event;
+        use std::task::Poll;
+        let st = self.get_mut();
+        match st.phase {
+            0 => match st.tokens_rx.poll_recv(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(t)) => {
+                    st.tokens.push(t);
+                    let text = st.app.tokenizer.decode(&st.tokens).unwrap_or_default();
+                    // Hold back a piece that ends inside a multi-byte character.
+                    if text.ends_with('\u{FFFD}') || text.len() < st.sent || !text.is_char_boundary(st.sent) {
+                        return Poll::Ready(Some(Ok(Event::default().comment(""))));
+                    }
+                    if let Some(cut) = st.stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+                        let piece = text[st.sent.min(cut)..cut].to_string();
+                        st.finish = "stop";
+                        st.phase = 1;
+                        return Poll::Ready(Some(Ok(chunk(st, &piece, Some("stop")))));
+                    }
+                    let piece = text[st.sent..].to_string();
+                    st.sent = text.len();
+                    Poll::Ready(Some(Ok(chunk(st, &piece, None))))
+                }
+                Poll::Ready(None) => {
+                    // All tokens are in; the generation's own result carries the finish reason.
+                    if let Some(done) = st.done.as_mut() {
+                        match std::pin::Pin::new(done).poll(cx) {
+                            Poll::Pending => return Poll::Pending,
+                            Poll::Ready(r) => {
+                                if let Ok(Ok(g)) = r {
+                                    st.finish = g.finish_reason;
+                                }
+                                st.done = None;
+                            }
+                        }
+                    }
+                    st.phase = 1;
+                    let finish = st.finish;
+                    Poll::Ready(Some(Ok(chunk(st, "", Some(finish)))))
+                }
+            },
+            1 => {
+                st.phase = 2;
+                Poll::Ready(Some(Ok(Event::default().data("[DONE]"))))
+            }
+            _ => Poll::Ready(None),
+        }
+    }
 }
 
 /// Most candidates per score request.
