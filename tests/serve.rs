@@ -198,3 +198,36 @@ fn streamed_text_equals_the_plain_completion() {
     assert_eq!(text, plain["choices"][0]["text"].as_str().unwrap());
     assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], plain["choices"][0]["finish_reason"]);
 }
+
+#[test]
+fn vllm_prompt_embeds_give_the_same_tokens_as_soft_prompt() {
+    let addr = start(4);
+    let pe = common::json("prompt_embeds.json");
+    let z = common::floats(&pe["values"]);
+    assert_eq!(z, soft(1, 3), "fixture and test soft prompt agree");
+    let (st, want) = post(addr, &json!({"prompt": "", "max_tokens": 5, "temperature": 0, "logprobs": 1, "soft_prompt": WireSoftPrompt::encode(&z, 3, false)}));
+    assert_eq!(st, 200, "{want}");
+    assert_eq!(tokens(&want), direct("", &z, 3, 5));
+    for dtype in ["f32", "f16"] {
+        let (st, v) = post(addr, &json!({"max_tokens": 5, "temperature": 0, "logprobs": 1, "prompt_embeds": pe[dtype]}));
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(tokens(&v), tokens(&want), "prompt_embeds {dtype}");
+    }
+    // Corrupted archives are 400s that name the problem, and never take the server down.
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD.decode(pe["f32"].as_str().unwrap()).unwrap();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    for cut in [0, 10, raw.len() / 2, raw.len() - 23] {
+        let (st, v) = post(addr, &json!({"max_tokens": 1, "prompt_embeds": b64(&raw[..cut])}));
+        assert_eq!((st, v["error"]["code"].as_str()), (400, Some("prompt_embeds_format")), "cut {cut}: {v}");
+    }
+    let evil = raw.windows(12).position(|w| w == b"_rebuild_ten").unwrap();
+    let mut patched = raw.clone();
+    patched[evil..evil + 12].copy_from_slice(b"system\nxxxxx");
+    let (st, v) = post(addr, &json!({"max_tokens": 1, "prompt_embeds": b64(&patched)}));
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = post(addr, &json!({"max_tokens": 1, "prompt_embeds": pe["f32"], "soft_prompt": WireSoftPrompt::encode(&z, 3, false)}));
+    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("invalid_request")));
+    let (st, _) = post(addr, &json!({"prompt": "the", "max_tokens": 1}));
+    assert_eq!(st, 200);
+}

@@ -136,7 +136,12 @@ async fn completions(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Resp
     if !(top_p > 0.0 && top_p <= 1.0) {
         return Err(ApiError::bad("top_p", "top_p must be in (0, 1]"));
     }
-    let soft = req.soft_prompt.as_ref().map(|w| w.decode(s.width, s.cfg.max_soft_prompt_rows)).transpose()?;
+    let soft = match (&req.soft_prompt, &req.prompt_embeds) {
+        (Some(_), Some(_)) => return Err(ApiError::bad("invalid_request", "send soft_prompt or prompt_embeds, not both")),
+        (Some(w), None) => Some(w.decode(s.width, s.cfg.max_soft_prompt_rows)?),
+        (None, Some(b64)) => Some(super::wire::decode_prompt_embeds(b64, s.width, s.cfg.max_soft_prompt_rows)?),
+        (None, None) => None,
+    };
     let prompt_ids = s.tokenizer.encode(&req.prompt).map_err(|e| ApiError::bad("prompt", e.to_string()))?;
     let soft_rows = soft.as_ref().map_or(0, |p| p.rows);
     if prompt_ids.is_empty() && soft.is_none() {

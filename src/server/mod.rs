@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod http;
+pub mod torch_tensor;
 pub mod wire;
 
 pub use engine::EngineConfig;

@@ -35,6 +35,8 @@ pub enum TensorRule {
     TooLong { encoded: usize, m: usize, d: usize },
     #[error("soft_prompt value at flat index {0} is not finite")]
     NonFinite(usize),
+    #[error("{0}")]
+    Torch(String),
 }
 
 impl TensorRule {
@@ -49,6 +51,7 @@ impl TensorRule {
             TensorRule::ByteLength { .. } => "soft_prompt_byte_length",
             TensorRule::TooLong { .. } => "soft_prompt_too_long",
             TensorRule::NonFinite(_) => "soft_prompt_non_finite",
+            TensorRule::Torch(_) => "prompt_embeds_format",
         }
     }
 }
@@ -58,6 +61,30 @@ impl TensorRule {
 pub struct SoftPrompt {
     pub rows: usize,
     pub values: Vec<f32>,
+}
+
+/// Decode vLLM's `prompt_embeds` and apply the same rules as to `soft_prompt`.
+pub fn decode_prompt_embeds(b64: &str, width: usize, max_rows: usize) -> Result<SoftPrompt, TensorRule> {
+    // A [max_rows, width] f64 tensor plus a few KiB of archive is the most a valid payload needs.
+    let limit = (max_rows * width * 8 + 64 * 1024).div_ceil(3) * 4;
+    if b64.len() > limit {
+        return Err(TensorRule::TooLong { encoded: b64.len(), m: max_rows, d: width });
+    }
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64.as_bytes()).map_err(|e| TensorRule::Base64(e.to_string()))?;
+    let (shape, values) = super::torch_tensor::load_tensor(&bytes).map_err(|e| TensorRule::Torch(e.0))?;
+    let [m, d] = shape[..] else {
+        return Err(TensorRule::Rank(shape.iter().map(|&x| x as u64).collect()));
+    };
+    if d != width {
+        return Err(TensorRule::Width { got: d as u64, want: width });
+    }
+    if m == 0 || m > max_rows {
+        return Err(TensorRule::Rows { got: m as u64, max: max_rows });
+    }
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(TensorRule::NonFinite(i));
+    }
+    Ok(SoftPrompt { rows: m, values })
 }
 
 impl WireSoftPrompt {
@@ -121,7 +148,12 @@ impl WireSoftPrompt {
 pub struct CompletionRequest {
     #[serde(default)]
     pub model: Option<String>,
+    /// Text after the soft prompt (may be empty when a soft prompt or `prompt_embeds` is given).
+    #[serde(default)]
     pub prompt: String,
+    /// vLLM's field: base64 of `torch.save(tensor)` bytes, shape `[m, d]`, fp32/fp16/bf16.
+    #[serde(default)]
+    pub prompt_embeds: Option<String>,
     #[serde(default = "default_max_tokens")]
     pub max_tokens: usize,
     #[serde(default)]
