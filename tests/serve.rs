@@ -15,9 +15,15 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 fn start(max_batch: usize) -> SocketAddr {
+    start_with(max_batch, 64, vec![])
+}
+
+fn start_with(max_batch: usize, queue: usize, cors: Vec<String>) -> SocketAddr {
     let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &Device::flex()).unwrap();
     let mut cfg = lopa::server::ServeConfig::default();
     cfg.engine.max_batch = max_batch;
+    cfg.engine.queue = queue;
+    cfg.cors_origins = cors;
     cfg.engine.batch_window = Duration::from_millis(50);
     cfg.max_body_bytes = 64 * 1024;
     cfg.max_soft_prompt_rows = 8;
@@ -230,4 +236,28 @@ fn vllm_prompt_embeds_give_the_same_tokens_as_soft_prompt() {
     assert_eq!((st, v["error"]["code"].as_str()), (400, Some("invalid_request")));
     let (st, _) = post(addr, &json!({"prompt": "the", "max_tokens": 1}));
     assert_eq!(st, 200);
+}
+
+#[test]
+fn a_full_queue_answers_429_and_cors_allows_only_the_configured_origin() {
+    let addr = start_with(1, 1, vec!["http://127.0.0.1:8000".into()]);
+    let handles: Vec<_> = (0..24)
+        .map(|_| std::thread::spawn(move || post(addr, &json!({"prompt": "the", "max_tokens": 250, "temperature": 0})).0))
+        .collect();
+    let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    assert!(statuses.contains(&429), "a queue of 1 under 24 concurrent clients must refuse some: {statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+    // CORS preflight from the configured origin, and from another one.
+    let preflight = |origin: &str| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let req = format!("OPTIONS /v1/completions HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.to_ascii_lowercase()
+    };
+    assert!(preflight("http://127.0.0.1:8000").contains("access-control-allow-origin: http://127.0.0.1:8000"));
+    assert!(!preflight("http://evil.example").contains("access-control-allow-origin"));
 }
