@@ -11,6 +11,8 @@ use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(name = "lopa", version, about = "Low-Rank Prompt Adaptation: private soft prompts for one frozen model")]
+// A later flag overrides an earlier one, so scripts/run.sh "$@" can change its defaults.
+#[command(args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
