@@ -181,7 +181,7 @@ pub fn generate_with(
         };
         let s = hidden.dims()[1];
         let last = hidden.narrow(1, s - 1, 1).reshape([b, d]);
-        let logits = decoder.logits(last).into_data().try_to_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?;
+        let logits = crate::device::to_vec(decoder.logits(last))?;
         let mut next = vec![0i64; b];
         for r in 0..b {
             if done[r] {
@@ -260,6 +260,42 @@ mod tests {
     }
 }
 
+/// Teacher-forced logits: row r is `[prefix_r ; prompt_r ++ answer_r[..n-1]]`, right-padded, and
+/// the rows returned are the positions that predict each answer token (`[Σ max(n_r, 1), vocab]`;
+/// an empty answer yields the one slot after the prompt). `prefix` is `[b, m, d]` or none. This is
+/// the one mechanism behind training losses, classification and continuation scoring.
+pub fn teacher_forced_logits(decoder: &Decoder, prefix: Option<Tensor<3>>, rows: &[(&[u32], &[u32])], device: &Device) -> Result<Tensor<2>> {
+    let b = rows.len();
+    let d = decoder.hidden_size();
+    let m = prefix.as_ref().map_or(0, |z| z.dims()[1]);
+    if rows.iter().any(|(prompt, _)| prompt.is_empty() && m == 0) {
+        return Err(Error::Input("empty prompt".into()));
+    }
+    let input = |(prompt, answer): &(&[u32], &[u32])| prompt.len() + answer.len().saturating_sub(1);
+    let s = rows.iter().map(input).max().unwrap_or(1).max(1);
+    let mut ids = vec![0i64; b * s];
+    let mut mask = vec![0f32; b * (m + s)];
+    let positions: Vec<usize> = (0..b).flat_map(|_| 0..m + s).collect();
+    let mut picks = Vec::new();
+    for (r, row @ (prompt, answer)) in rows.iter().enumerate() {
+        for (c, &t) in prompt.iter().chain(answer.iter().take(answer.len().saturating_sub(1))).enumerate() {
+            ids[r * s + c] = t as i64;
+        }
+        mask[r * (m + s)..r * (m + s) + m + input(row)].iter_mut().for_each(|x| *x = 1.0);
+        for j in 0..answer.len().max(1) {
+            picks.push((r * (m + s) + m + prompt.len() - 1 + j) as i64);
+        }
+    }
+    let mut embeds = decoder.embed(Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), device));
+    if let Some(z) = prefix {
+        embeds = Tensor::cat(vec![z, embeds], 1);
+    }
+    let hidden = decoder.forward_embeds(embeds, &positions, &mask, None)?;
+    let n = picks.len();
+    let picked = hidden.reshape([b * (m + s), d]).select(0, Tensor::<1, Int>::from_data(TensorData::new(picks, [n]), device));
+    Ok(decoder.logits(picked))
+}
+
 /// Log-probability of each candidate continuation after `[soft prompt ; prompt]`, summed over the
 /// candidate's tokens (teacher forcing, one batched forward with a row per candidate). This is
 /// how a classifier reads label words through the frozen model.
@@ -269,48 +305,22 @@ pub fn score_continuations(decoder: &Decoder, prompt_ids: &[u32], soft_prompt: O
     if candidates.is_empty() || candidates.iter().any(Vec::is_empty) {
         return Err(Error::Input("every candidate needs at least one token".into()));
     }
-    if prompt_ids.is_empty() && soft_prompt.is_none() {
-        return Err(Error::Input("empty prompt".into()));
-    }
     if let Some(&bad) = prompt_ids.iter().chain(candidates.iter().flatten()).find(|&&t| t as usize >= vocab) {
         return Err(Error::Input(format!("token id {bad} is outside the vocabulary ({vocab})")));
     }
-    let m = soft_prompt.map_or(0, |z| z.1);
-    if let Some((z, rows)) = soft_prompt {
-        if z.len() != rows * d {
+    let k = candidates.len();
+    let prefix = match soft_prompt {
+        Some((z, rows)) if z.len() != rows * d => {
             return Err(Error::Input(format!("soft prompt has {} values, [{rows}, {d}] needs {}", z.len(), rows * d)));
         }
-    }
-    let k = candidates.len();
-    let p = prompt_ids.len();
-    let s = p + candidates.iter().map(|c| c.len() - 1).max().unwrap_or(0);
-    let mut ids = vec![0i64; k * s];
-    let mut mask = vec![0f32; k * (m + s)];
-    let positions: Vec<usize> = (0..k).flat_map(|_| 0..m + s).collect();
-    let mut picks = vec![];
-    let mut targets = vec![];
-    for (r, c) in candidates.iter().enumerate() {
-        for (j, &t) in prompt_ids.iter().chain(&c[..c.len() - 1]).enumerate() {
-            ids[r * s + j] = t as i64;
-        }
-        mask[r * (m + s)..r * (m + s) + m + p + c.len() - 1].iter_mut().for_each(|x| *x = 1.0);
-        for (j, &t) in c.iter().enumerate() {
-            // The slot before candidate token j: the last prompt slot (or soft-prompt row) + j.
-            picks.push((r * (m + s) + m + p + j - 1) as i64);
-            targets.push((r, t));
-        }
-    }
-    let mut embeds = decoder.embed(Tensor::<2, Int>::from_data(TensorData::new(ids, [k, s]), device));
-    if let Some((z, rows)) = soft_prompt {
-        let zt = Tensor::<2>::from_data(TensorData::new(z.to_vec(), [rows, d]), device).unsqueeze_dim::<3>(0).repeat_dim(0, k);
-        embeds = Tensor::cat(vec![zt, embeds], 1);
-    }
-    let hidden = decoder.forward_embeds(embeds, &positions, &mask, None)?;
-    let n = picks.len();
-    let rows = hidden.reshape([k * (m + s), d]).select(0, Tensor::<1, Int>::from_data(TensorData::new(picks, [n]), device));
-    let logits = decoder.logits(rows).into_data().try_to_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?;
+        Some((z, rows)) => Some(Tensor::<2>::from_data(TensorData::new(z.to_vec(), [rows, d]), device).unsqueeze_dim::<3>(0).repeat_dim(0, k)),
+        None => None,
+    };
+    let rows: Vec<(&[u32], &[u32])> = candidates.iter().map(|c| (prompt_ids, c.as_slice())).collect();
+    let logits = crate::device::to_vec(teacher_forced_logits(decoder, prefix, &rows, device)?)?;
     let mut out = vec![0f32; k];
-    for (i, (r, t)) in targets.into_iter().enumerate() {
+    let targets = candidates.iter().enumerate().flat_map(|(r, c)| c.iter().map(move |&t| (r, t)));
+    for (i, (r, t)) in targets.enumerate() {
         out[r] += log_softmax(&logits[i * vocab..(i + 1) * vocab])[t as usize];
     }
     Ok(out)

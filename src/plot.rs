@@ -1,6 +1,6 @@
 //! A dependency-free SVG of the training curve (train loss and dev accuracy per epoch).
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::train::EpochMetrics;
 use std::fmt::Write;
 use std::path::Path;
@@ -24,8 +24,5 @@ pub fn loss_curve_svg(epochs: &[EpochMetrics], path: &Path) -> Result<()> {
         let _ = write!(s, r##"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"##, x(i), h - pad + 16.0, e.epoch);
     }
     s.push_str("</svg>\n");
-    crate::adapter::write_atomic(path, s.as_bytes()).map_err(|e| match e {
-        Error::Io { path, source } => Error::Io { path, source },
-        other => other,
-    })
+    crate::adapter::write_atomic(path, s.as_bytes())
 }

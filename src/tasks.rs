@@ -152,10 +152,6 @@ impl TaskSpec {
 
     /// The `{column}` placeholders of a template.
     pub fn placeholders(template: &str) -> Vec<String> {
-        Self::columns(template)
-    }
-
-    fn columns(template: &str) -> Vec<String> {
         let mut out = vec![];
         let mut rest = template;
         while let Some(i) = rest.find('{') {
@@ -184,21 +180,18 @@ pub struct Example {
     pub line: usize,
 }
 
+/// Replace `{column}` by the row's values, trimmed (TSV text fields).
 fn fill(template: &str, row: &BTreeMap<String, String>) -> String {
-    let mut s = template.to_string();
-    for (k, v) in row {
-        s = s.replace(&format!("{{{k}}}"), v.trim());
-    }
-    s
+    fill_with(template, row, str::trim)
 }
 
 /// Fill without trimming (code keeps its whitespace).
 pub fn fill_raw(template: &str, row: &BTreeMap<String, String>) -> String {
-    let mut s = template.to_string();
-    for (k, v) in row {
-        s = s.replace(&format!("{{{k}}}"), v);
-    }
-    s
+    fill_with(template, row, |v| v)
+}
+
+fn fill_with(template: &str, row: &BTreeMap<String, String>, value: fn(&str) -> &str) -> String {
+    row.iter().fold(template.to_string(), |s, (k, v)| s.replace(&format!("{{{k}}}"), value(v)))
 }
 
 /// Run a pass@1 check in a separate Python process: isolated mode (`-I`), CPU and memory limits,
@@ -229,12 +222,12 @@ pub fn load_examples(spec: &TaskSpec, path: &Path) -> Result<Vec<Example>> {
 pub fn load_rows(spec: &TaskSpec, path: &Path, rows_range: Option<[usize; 2]>) -> Result<Vec<Example>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let at = |line: usize, msg: String| Error::Input(format!("{}:{line}: {msg}", path.display()));
-    let mut needed = TaskSpec::columns(&spec.template);
-    needed.extend(TaskSpec::columns(&spec.encoder_template));
+    let mut needed = TaskSpec::placeholders(&spec.template);
+    needed.extend(TaskSpec::placeholders(&spec.encoder_template));
     let generation = spec.kind == TaskKind::Generation;
     if generation {
         let answer = spec.answer_template.as_deref().ok_or_else(|| Error::Config(format!("task `{}`: generation needs answer_template", spec.name)))?;
-        needed.extend(TaskSpec::columns(answer));
+        needed.extend(TaskSpec::placeholders(answer));
     } else {
         needed.push(spec.label_column.clone());
     }

@@ -117,38 +117,21 @@ pub fn prepare(examples: &[Example], file: &Path, fm: &FoundationModel, encoder:
     Ok(out)
 }
 
-/// Teacher-forced logits for every answer token: the batch is [Z ; E(prompt ++ answer[..n-1])],
-/// right-padded, read at the positions that predict answer tokens. Returns `[Σ answer lengths,
-/// vocab]`; an empty answer counts as one token (the slot after the prompt), which is what
-/// classification scores.
-pub fn answer_logits(decoder: &Decoder, generator: &PromptGenerator, batch: &[&Prepared], device: &Device) -> Result<Tensor<2>> {
-    let b = batch.len();
+/// Soft prompts `[b, m, d]` for a batch: f(x) of each example (zeros for methods without an
+/// encoder) through the generator.
+fn soft_prompts(generator: &PromptGenerator, batch: &[&Prepared], device: &Device) -> Result<Tensor<3>> {
     let h = generator.config.encoder_dim;
-    let d = decoder.hidden_size();
     let feats: Vec<f32> = batch.iter().flat_map(|p| if p.features.is_empty() { vec![0.0; h] } else { p.features.clone() }).collect();
-    let z = generator.forward(Tensor::<2>::from_data(TensorData::new(feats, [b, h]), device))?;
-    let m = z.dims()[1];
-    let seq = |p: &Prepared| -> Vec<u32> { p.ids.iter().chain(p.answer.iter().take(p.answer.len().saturating_sub(1))).copied().collect() };
-    let s = batch.iter().map(|p| seq(p).len()).max().unwrap_or(1).max(1);
-    let mut ids = vec![0i64; b * s];
-    let mut mask = vec![0f32; b * (m + s)];
-    let positions: Vec<usize> = (0..b).flat_map(|_| 0..m + s).collect();
-    let mut picks = Vec::new();
-    for (r, p) in batch.iter().enumerate() {
-        let row = seq(p);
-        for (c, &t) in row.iter().enumerate() {
-            ids[r * s + c] = t as i64;
-        }
-        mask[r * (m + s)..r * (m + s) + m + row.len()].iter_mut().for_each(|x| *x = 1.0);
-        for j in 0..p.answer.len().max(1) {
-            picks.push((r * (m + s) + m + p.ids.len() - 1 + j) as i64);
-        }
-    }
-    let e = decoder.embed(Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), device));
-    let hidden = decoder.forward_embeds(Tensor::cat(vec![z, e], 1), &positions, &mask, None)?;
-    let n = picks.len();
-    let rows = hidden.reshape([b * (m + s), d]).select(0, Tensor::<1, Int>::from_data(TensorData::new(picks, [n]), device));
-    Ok(decoder.logits(rows))
+    generator.forward(Tensor::<2>::from_data(TensorData::new(feats, [batch.len(), h]), device))
+}
+
+/// Teacher-forced logits for every answer token behind each example's soft prompt
+/// (`[Σ answer lengths, vocab]`; an empty answer counts as the one slot after the prompt, which
+/// is what classification scores). See [`crate::generate::teacher_forced_logits`].
+pub fn answer_logits(decoder: &Decoder, generator: &PromptGenerator, batch: &[&Prepared], device: &Device) -> Result<Tensor<2>> {
+    let z = soft_prompts(generator, batch, device)?;
+    let rows: Vec<(&[u32], &[u32])> = batch.iter().map(|p| (p.ids.as_slice(), p.answer.as_slice())).collect();
+    crate::generate::teacher_forced_logits(decoder, Some(z), &rows, device)
 }
 
 /// Mean cross-entropy over all answer tokens of the batch, over the full vocabulary.
@@ -187,14 +170,12 @@ pub fn label_probabilities(decoder: &Decoder, generator: &PromptGenerator, data:
 /// Greedy answers for a generation task, cut at the first newline.
 pub fn generate_answers(fm: &FoundationModel, generator: &PromptGenerator, data: &[Prepared], max_tokens: usize, batch_size: usize, device: &Device) -> Result<Vec<String>> {
     use crate::generate::{generate, GenerationRequest, SamplingParams};
-    let h = generator.config.encoder_dim;
     let d = fm.decoder.hidden_size();
     let params = SamplingParams { max_tokens, stop_token_ids: fm.tokenizer.eos_token_ids.clone(), ..Default::default() };
     let mut out = Vec::with_capacity(data.len());
     for chunk in data.chunks(batch_size.max(1)) {
-        let b = chunk.len();
-        let feats: Vec<f32> = chunk.iter().flat_map(|p| if p.features.is_empty() { vec![0.0; h] } else { p.features.clone() }).collect();
-        let z = generator.forward(Tensor::<2>::from_data(TensorData::new(feats, [b, h]), device))?;
+        let refs: Vec<&Prepared> = chunk.iter().collect();
+        let z = soft_prompts(generator, &refs, device)?;
         let m = z.dims()[1];
         let z = crate::device::to_vec(z)?;
         let reqs: Vec<GenerationRequest> = chunk

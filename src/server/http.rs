@@ -85,6 +85,25 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<Submit> for ApiError {
+    fn from(e: Submit) -> Self {
+        match e {
+            Submit::QueueFull => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", "the server is busy; retry later"),
+            Submit::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopped", "the model worker has stopped"),
+        }
+    }
+}
+
+/// Wait for the engine's answer within the request timeout.
+async fn await_reply<T>(rx: tokio::sync::oneshot::Receiver<crate::Result<T>>, timeout: Duration) -> Result<T, ApiError> {
+    match tokio::time::timeout(timeout, rx).await {
+        Err(_) => Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", "the request timed out")),
+        Ok(Err(_)) => Err(Submit::Stopped.into()),
+        Ok(Ok(Err(e))) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "model_error", e.to_string())),
+        Ok(Ok(Ok(v))) => Ok(v),
+    }
+}
+
 /// The router for a loaded model; the engine thread starts here.
 pub fn router(fm: FoundationModel, device: Device, cfg: ServeConfig) -> Router {
     let state = Arc::new(AppState {
@@ -162,23 +181,13 @@ async fn completions(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Resp
     };
     let n_prompt = prompt_ids.len();
     let request = GenerationRequest { prompt_ids, soft_prompt: soft.map(|p| (p.values, p.rows)) };
-    let busy = |e| match e {
-        Submit::QueueFull => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", "the server is busy; retry later"),
-        Submit::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopped", "the model worker has stopped"),
-    };
     if req.stream {
         let (ttx, trx) = tokio::sync::mpsc::unbounded_channel();
-        let done = s.engine.submit_streaming(request, params, ttx).map_err(busy)?;
+        let done = s.engine.submit_streaming(request, params, ttx)?;
         let stops: Vec<String> = req.stop.iter().flat_map(|x| x.strings()).filter(|x| !x.is_empty()).collect();
         return Ok(stream_response(s.clone(), trx, done, stops).into_response());
     }
-    let rx = s.engine.submit(request, params).map_err(busy)?;
-    let generation = match tokio::time::timeout(s.cfg.request_timeout, rx).await {
-        Err(_) => return Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", "the request timed out")),
-        Ok(Err(_)) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopped", "the model worker has stopped")),
-        Ok(Ok(Err(e))) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "model_error", e.to_string())),
-        Ok(Ok(Ok(g))) => g,
-    };
+    let generation = await_reply(s.engine.submit(request, params)?, s.cfg.request_timeout).await?;
     let mut text = s.tokenizer.decode(&generation.tokens).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "decode", e.to_string()))?;
     let mut finish = generation.finish_reason;
     for stop in req.stop.iter().flat_map(|s| s.strings()) {
@@ -322,16 +331,7 @@ async fn score(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Json<serde
         return Err(ApiError::bad("context_length", format!("the prompt and candidates exceed the context of {}", s.max_context)));
     }
     let request = GenerationRequest { prompt_ids, soft_prompt: soft.map(|p| (p.values, p.rows)) };
-    let rx = s.engine.submit_score(request, candidates).map_err(|e| match e {
-        Submit::QueueFull => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", "the server is busy; retry later"),
-        Submit::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopped", "the model worker has stopped"),
-    })?;
-    let logprobs = match tokio::time::timeout(s.cfg.request_timeout, rx).await {
-        Err(_) => return Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", "the request timed out")),
-        Ok(Err(_)) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopped", "the model worker has stopped")),
-        Ok(Ok(Err(e))) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "model_error", e.to_string())),
-        Ok(Ok(Ok(l))) => l,
-    };
+    let logprobs = await_reply(s.engine.submit_score(request, candidates)?, s.cfg.request_timeout).await?;
     let probs = crate::generate::log_softmax(&logprobs);
     let scores: Vec<serde_json::Value> = req
         .candidates

@@ -63,6 +63,28 @@ pub struct SoftPrompt {
     pub values: Vec<f32>,
 }
 
+/// The rules every client tensor shares: `[m, d]` with `d` the model width and `1 ≤ m ≤ max_rows`.
+fn check_shape(shape: &[u64], width: usize, max_rows: usize) -> Result<(usize, usize), TensorRule> {
+    let [m, d] = shape[..] else {
+        return Err(TensorRule::Rank(shape.iter().take(8).copied().collect()));
+    };
+    if d != width as u64 {
+        return Err(TensorRule::Width { got: d, want: width });
+    }
+    if m == 0 || m > max_rows as u64 {
+        return Err(TensorRule::Rows { got: m, max: max_rows });
+    }
+    Ok((m as usize, d as usize))
+}
+
+/// Finite values only.
+fn check_finite(rows: usize, values: Vec<f32>) -> Result<SoftPrompt, TensorRule> {
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(TensorRule::NonFinite(i)),
+        None => Ok(SoftPrompt { rows, values }),
+    }
+}
+
 /// Decode vLLM's `prompt_embeds` and apply the same rules as to `soft_prompt`.
 pub fn decode_prompt_embeds(b64: &str, width: usize, max_rows: usize) -> Result<SoftPrompt, TensorRule> {
     // A [max_rows, width] f64 tensor plus a few KiB of archive is the most a valid payload needs.
@@ -72,19 +94,9 @@ pub fn decode_prompt_embeds(b64: &str, width: usize, max_rows: usize) -> Result<
     }
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64.as_bytes()).map_err(|e| TensorRule::Base64(e.to_string()))?;
     let (shape, values) = super::torch_tensor::load_tensor(&bytes).map_err(|e| TensorRule::Torch(e.0))?;
-    let [m, d] = shape[..] else {
-        return Err(TensorRule::Rank(shape.iter().map(|&x| x as u64).collect()));
-    };
-    if d != width {
-        return Err(TensorRule::Width { got: d as u64, want: width });
-    }
-    if m == 0 || m > max_rows {
-        return Err(TensorRule::Rows { got: m as u64, max: max_rows });
-    }
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(TensorRule::NonFinite(i));
-    }
-    Ok(SoftPrompt { rows: m, values })
+    let shape: Vec<u64> = shape.iter().map(|&x| x as u64).collect();
+    let (m, _) = check_shape(&shape, width, max_rows)?;
+    check_finite(m, values)
 }
 
 impl WireSoftPrompt {
@@ -110,16 +122,7 @@ impl WireSoftPrompt {
             "f16" | "float16" => 2,
             other => return Err(TensorRule::Dtype(other.chars().take(32).collect())),
         };
-        let [m, d] = self.shape[..] else {
-            return Err(TensorRule::Rank(self.shape.iter().take(8).copied().collect()));
-        };
-        if d != width as u64 {
-            return Err(TensorRule::Width { got: d, want: width });
-        }
-        if m == 0 || m > max_rows as u64 {
-            return Err(TensorRule::Rows { got: m, max: max_rows });
-        }
-        let (m, d) = (m as usize, d as usize);
+        let (m, d) = check_shape(&self.shape, width, max_rows)?;
         let want = m * d * size;
         // Refuse oversized payloads before decoding them.
         let max_encoded = want.div_ceil(3) * 4;
@@ -135,10 +138,7 @@ impl WireSoftPrompt {
         } else {
             bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
         };
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(TensorRule::NonFinite(i));
-        }
-        Ok(SoftPrompt { rows: m, values })
+        check_finite(m, values)
     }
 }
 
