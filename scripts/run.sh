@@ -1,13 +1,37 @@
 #!/usr/bin/env bash
-# The main job on embedded defaults: fetch the weights, build, train LoPA on SST-2 (a subsample
-# that fits a 2-core CPU in about half an hour) with SmolLM2-135M-Instruct frozen and MiniLM as
-# the encoder, and print the summary. Pass extra `lopa train` flags to change anything.
+# The main job: everything on a fresh machine, then the demo. Fetches the weights, builds the
+# `lopa` binary and the browser package (pkg/), trains the SST-2 adapter if none is cached
+# (scripts/train-sst2.sh, ~25 min on 2 cores), exports the browser's weight files, starts
+# `lopa serve` (the frozen model only) with CORS for the page, serves www/, and prints the URL.
+# Ctrl-C stops everything. Ports: LOPA_PORT (page, 8000), LOPA_API_PORT (server, 8080).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lopa/target}"
+for tool in cargo python3 node; do
+  command -v $tool >/dev/null || { echo "lopa: $tool is required (cargo: https://rustup.rs, node: Node.js 18+)" >&2; exit 1; }
+done
 scripts/fetch-weights.sh >/dev/null
-# The dev profile compiles dependencies at opt-level 3 and shares the test build's cache, so the
-# main job and the tests cost one burn build, not two.
 cargo build --locked --features full --bin lopa
-exec "$CARGO_TARGET_DIR/debug/lopa" train --task sst2 --method lopa --train-limit 2000 --dev-limit 872 \
-  --epochs 2 --batch-size 16 --lr 1e-3 --zero-shot --run-dir runs/sst2-lopa "$@"
+scripts/build-wasm.sh
+web="$(scripts/web-models.sh demo | tail -1)"
+port="${LOPA_PORT:-8000}"
+api="${LOPA_API_PORT:-8080}"
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  [ ${#pids[@]} -eq 0 ] || kill -INT "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  echo "lopa: stopped" >&2
+}
+trap stop INT TERM EXIT
+"$CARGO_TARGET_DIR/debug/lopa" serve --backend cpu --addr "127.0.0.1:$api" --cors-origin "http://127.0.0.1:$port" --cors-origin "http://localhost:$port" &
+pids+=($!)
+node scripts/static-server.mjs "$port" /www/=www /pkg/=pkg /models/="$web" &
+pids+=($!)
+for _ in $(seq 1 120); do
+  curl -sf "http://127.0.0.1:$api/health" >/dev/null 2>&1 && break
+  sleep 1
+done
+echo
+echo "lopa demo: http://127.0.0.1:$port/www/?endpoint=http://127.0.0.1:$api   (Ctrl-C stops)"
+wait

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: sets up what is missing on a fresh machine, fetches the real weights into
-# the cache, then runs every test. CI (.ci/run) calls exactly this.
+# the cache, runs every Rust test, then the browser tests (scripts/browser-test.sh). CI (.ci/run) calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lopa/target}"
@@ -18,3 +18,7 @@ if [ "${LOPA_SKIP_WGPU:-0}" != 1 ] && ! ls /usr/share/vulkan/icd.d/lvp_icd*.json
 fi
 scripts/fetch-weights.sh >/dev/null
 cargo test --locked --features full "$@" 2>&1
+# The browser package and the demo in headless Chromium (skip with LOPA_SKIP_BROWSER=1).
+if [ "${LOPA_SKIP_BROWSER:-0}" != 1 ]; then
+  scripts/browser-test.sh
+fi

@@ -16,6 +16,8 @@
 //! ```
 
 pub mod adapter;
+pub mod bundle;
+pub mod client;
 pub mod decoder;
 pub mod device;
 pub mod encoder;
@@ -33,5 +35,8 @@ pub mod tokenizer;
 #[cfg(feature = "train")]
 pub mod train;
 pub mod weights;
+pub mod wire;
+#[cfg(feature = "browser")]
+pub mod wasm;
 
 pub use error::{Error, Result};

@@ -135,6 +135,39 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         limit: usize,
     },
+    /// Write the browser's weight files into one folder: encoder.safetensors (the encoder as a
+    /// single-file bundle), tokenizer.json, adapters/NAME.safetensors for each adapter, and
+    /// adapters.json listing them. f16 by default.
+    ExportWeb {
+        /// Sentence encoder: a Hugging Face BERT directory [default: cached all-MiniLM-L6-v2].
+        #[arg(long)]
+        encoder: Option<PathBuf>,
+        /// NAME=DIR: an adapter directory (adapter.json + adapter.safetensors) to add (repeatable).
+        #[arg(long)]
+        adapter: Vec<String>,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// f16 or f32.
+        #[arg(long, default_value = "f16")]
+        dtype: String,
+    },
+    /// Print the soft prompts of inputs (JSON), computed from the browser files as the browser
+    /// package does: the native reference for its parity test.
+    SoftPrompt {
+        /// Folder written by `lopa export-web`.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Which adapter of the folder [default: the only one].
+        #[arg(long)]
+        adapter: Option<String>,
+        /// cpu or wgpu.
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// Inputs: plain texts, or JSON objects of the task's fields.
+        #[arg(required = true)]
+        inputs: Vec<String>,
+    },
     /// Classify one input with a saved adapter.
     Predict {
         #[command(flatten)]
@@ -277,6 +310,32 @@ fn run(cli: Cli) -> lopa::Result<()> {
             let (score, f1) = lopa::train::evaluate(task, &fm, &g, &data, 16, &dev.device)?;
             println!("{}", serde_json::json!({"file": file, "examples": data.len(), "metric": task.metric, "score": score, "f1": f1}));
         }
+        Command::ExportWeb { encoder, adapter, out, dtype } => export_web(encoder, &adapter, &out, &dtype)?,
+        Command::SoftPrompt { bundle, adapter, backend, inputs } => {
+            let dev = select(backend.parse::<BackendChoice>()?)?;
+            let read = |n: &str| lopa::error::read_file(bundle.join(n));
+            let name = match adapter {
+                Some(n) => n,
+                None => {
+                    let list: Vec<serde_json::Value> = serde_json::from_slice(&read("adapters.json")?).map_err(|e| lopa::Error::Config(format!("adapters.json: {e}")))?;
+                    match &list[..] {
+                        [one] => one["name"].as_str().unwrap_or_default().to_string(),
+                        _ => return Err(lopa::Error::Config(format!("{} holds {} adapters: pick one with --adapter", bundle.display(), list.len()))),
+                    }
+                }
+            };
+            let client = lopa::client::Client::from_bundles(&read("encoder.safetensors")?, &read("tokenizer.json")?, &read(&format!("adapters/{name}.safetensors"))?, &dev.device)?;
+            let mut out = vec![];
+            for text in &inputs {
+                let input = match serde_json::from_str::<std::collections::BTreeMap<String, String>>(text) {
+                    Ok(fields) => lopa::client::Input::Fields(fields),
+                    Err(_) => lopa::client::Input::Text(text.clone()),
+                };
+                let sp = client.soft_prompt(&input)?;
+                out.push(serde_json::json!({"input": input, "prompt": sp.prompt, "shape": [sp.rows, sp.width], "values": sp.values}));
+            }
+            println!("{}", serde_json::Value::Array(out));
+        }
         Command::Predict { models, adapter, fields } => {
             let dev = select(models.backend.parse::<BackendChoice>()?)?;
             let (fm, enc, a, g) = load_adapter(&models, &adapter, &dev.device)?;
@@ -309,6 +368,48 @@ fn run(cli: Cli) -> lopa::Result<()> {
             let best = (0..labels.len()).max_by(|&x, &y| p[x].total_cmp(&p[y])).unwrap_or(0);
             println!("{}", serde_json::json!({"label": labels[best], "label_word": a.meta.task.label_words[labels[best]], "probabilities": probs}));
         }
+    }
+    Ok(())
+}
+
+/// `lopa export-web`: the encoder bundle, its tokenizer and one bundle per adapter, each file
+/// written atomically, plus `adapters.json` for pages that offer a choice.
+fn export_web(encoder: Option<PathBuf>, adapters: &[String], out: &std::path::Path, dtype: &str) -> lopa::Result<()> {
+    use lopa::weights::safetensors::StoreAs;
+    let store_as = match dtype {
+        "f16" => StoreAs::F16,
+        "f32" => StoreAs::F32,
+        other => return Err(lopa::Error::Config(format!("--dtype `{other}` (f16, f32)"))),
+    };
+    let dir = encoder.unwrap_or_else(lopa::paths::default_encoder);
+    let enc = SentenceEncoder::from_dir(&dir, &burn::tensor::Device::flex())?;
+    let weights = lopa::error::read_file(dir.join("model.safetensors"))?;
+    let mut files = vec![
+        ("encoder.safetensors".to_string(), lopa::bundle::encoder_bundle(&enc, &weights, store_as)?),
+        ("tokenizer.json".to_string(), lopa::error::read_file(dir.join("tokenizer.json"))?),
+    ];
+    let mut list = vec![];
+    for spec in adapters {
+        let (name, path) = spec.split_once('=').ok_or_else(|| lopa::Error::Input(format!("--adapter `{spec}` is not NAME=DIR")))?;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(lopa::Error::Input(format!("adapter name `{name}`: use letters, digits, - and _")));
+        }
+        let a = lopa::adapter::Adapter::load(std::path::Path::new(path))?;
+        // Refuse a mismatch here rather than in the browser.
+        if let Some(want) = &a.meta.encoder {
+            lopa::adapter::check_identity("encoder", want, &enc.id, &enc.sha256)?;
+        }
+        let bytes = a.bundle(store_as);
+        let file = format!("adapters/{name}.safetensors");
+        list.push(serde_json::json!({"name": name, "file": file, "bytes": bytes.len(), "task": a.meta.task.name, "kind": a.meta.task.kind,
+            "method": a.meta.generator.method.name(), "trainable_parameters": a.meta.generator.trainable_parameters()}));
+        files.push((file, bytes));
+    }
+    files.push(("adapters.json".to_string(), serde_json::to_vec_pretty(&list).expect("json")));
+    std::fs::create_dir_all(out.join("adapters")).map_err(|e| lopa::Error::io(out, e))?;
+    for (name, bytes) in &files {
+        lopa::adapter::write_atomic(&out.join(name), bytes)?;
+        eprintln!("lopa: {} {:.2} MB", out.join(name).display(), bytes.len() as f64 / 1e6);
     }
     Ok(())
 }

@@ -150,6 +150,13 @@ impl TaskSpec {
         self.label_words.keys().map(String::as_str).collect()
     }
 
+    /// The frozen model's prompt and the encoder's text for one row. Classification fields are
+    /// trimmed (TSV text); generation fields keep their whitespace (code).
+    pub fn render(&self, row: &BTreeMap<String, String>) -> (String, String) {
+        let fill = if self.kind == TaskKind::Generation { fill_raw } else { fill };
+        (fill(&self.template, row), fill(&self.encoder_template, row))
+    }
+
     /// The `{column}` placeholders of a template.
     pub fn placeholders(template: &str) -> Vec<String> {
         let mut out = vec![];
@@ -286,7 +293,8 @@ pub fn load_rows(spec: &TaskSpec, path: &Path, rows_range: Option<[usize; 2]>) -
         }
         if generation {
             let answer = fill_raw(spec.answer_template.as_deref().unwrap_or(""), &row);
-            out.push(Example { prompt: fill_raw(&spec.template, &row), encoder_text: fill_raw(&spec.encoder_template, &row), label: 0, answer, fields: row, line });
+            let (prompt, encoder_text) = spec.render(&row);
+            out.push(Example { prompt, encoder_text, label: 0, answer, fields: row, line });
             continue;
         }
         let label = row[&spec.label_column].trim();
@@ -294,7 +302,8 @@ pub fn load_rows(spec: &TaskSpec, path: &Path, rows_range: Option<[usize; 2]>) -
             .iter()
             .position(|l| *l == label)
             .ok_or_else(|| at(line, format!("unknown label `{label}` (expected one of: {})", labels.join(", "))))?;
-        out.push(Example { prompt: fill(&spec.template, &row), encoder_text: fill(&spec.encoder_template, &row), label: idx, answer: String::new(), fields: BTreeMap::new(), line });
+        let (prompt, encoder_text) = spec.render(&row);
+        out.push(Example { prompt, encoder_text, label: idx, answer: String::new(), fields: BTreeMap::new(), line });
     }
     if out.is_empty() {
         return Err(Error::Input(format!("{}: no examples", path.display())));

@@ -4,7 +4,7 @@
 pub mod engine;
 pub mod http;
 pub mod torch_tensor;
-pub mod wire;
+pub use crate::wire;
 
 pub use engine::EngineConfig;
 pub use http::{router, serve, ServeConfig};

@@ -231,14 +231,10 @@ pub fn load_tensor(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), TorchError> {
     if size.len() != stride.len() || size.is_empty() || size.len() > 4 {
         return err(format!("tensor rank {} is not accepted", size.len()));
     }
-    // Row-major contiguous only.
-    let mut expect = 1usize;
-    for (s, st) in size.iter().zip(&stride).rev() {
-        if *st != expect && *s > 1 {
-            return err("only contiguous tensors are accepted");
-        }
-        expect = expect.checked_mul(*s).ok_or_else(|| TorchError("size overflows".into()))?;
-    }
+    // Any strided view, as torch.load accepts: the last element it reaches must lie inside the
+    // storage. Elements are gathered in row-major order.
+    let numel_out = size.iter().try_fold(1usize, |n, s| n.checked_mul(*s)).ok_or_else(|| TorchError("size overflows".into()))?;
+    let reach = size.iter().zip(&stride).try_fold(0usize, |r, (s, st)| s.saturating_sub(1).checked_mul(*st).and_then(|x| r.checked_add(x)));
     let elem = match storage.as_str() {
         "FloatStorage" => 4,
         "HalfStorage" | "BFloat16Storage" => 2,
@@ -250,16 +246,36 @@ pub fn load_tensor(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), TorchError> {
         return err(format!("storage holds {} bytes, {numel} elements of {elem} bytes expected", raw.len()));
     }
     let offset = usize::try_from(*offset).map_err(|_| TorchError("negative storage offset".into()))?;
-    if offset.checked_add(expect).is_none_or(|end| end > *numel as usize) {
+    // Bounded by the bytes received: a view never holds more elements than its storage here
+    // (zero strides could otherwise ask for any amount of memory).
+    if numel_out > *numel as usize {
+        return err(format!("the tensor has {numel_out} elements, more than its storage's {numel}"));
+    }
+    if numel_out > 0 && reach.and_then(|r| r.checked_add(offset)).is_none_or(|last| last >= *numel as usize) {
         return err("the tensor runs past its storage");
     }
-    let raw = &raw[offset * elem..(offset + expect) * elem];
-    let values: Vec<f32> = match storage.as_str() {
-        "FloatStorage" => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        "HalfStorage" => raw.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        "BFloat16Storage" => raw.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        _ => raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+    let read = |i: usize| -> f32 {
+        let c = &raw[i * elem..(i + 1) * elem];
+        match elem {
+            4 => f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+            8 => f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
+            _ if storage == "HalfStorage" => f16::from_le_bytes([c[0], c[1]]).to_f32(),
+            _ => bf16::from_le_bytes([c[0], c[1]]).to_f32(),
+        }
     };
+    let mut values = Vec::with_capacity(numel_out);
+    let mut index = vec![0usize; size.len()];
+    for _ in 0..numel_out {
+        values.push(read(offset + index.iter().zip(&stride).map(|(i, st)| i * st).sum::<usize>()));
+        // Advance the row-major multi-index.
+        for d in (0..size.len()).rev() {
+            index[d] += 1;
+            if index[d] < size[d] {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
     Ok((size, values))
 }
 

@@ -1,4 +1,4 @@
-//! The wire format of `lopa serve`: OpenAI-style completion requests with one extra field,
+//! The wire format of `lopa serve` (shared by the server and the browser client): OpenAI-style completion requests with one extra field,
 //! `soft_prompt`, and its strict validation. Every tensor that arrives from a client is checked
 //! before it touches the model (vLLM's CVE-2025-62164 was a crafted prompt tensor): base64 must be
 //! canonical, the dtype known, the byte length exact, the shape `[m, d]` with `d` the model width
@@ -86,6 +86,7 @@ fn check_finite(rows: usize, values: Vec<f32>) -> Result<SoftPrompt, TensorRule>
 }
 
 /// Decode vLLM's `prompt_embeds` and apply the same rules as to `soft_prompt`.
+#[cfg(feature = "server")]
 pub fn decode_prompt_embeds(b64: &str, width: usize, max_rows: usize) -> Result<SoftPrompt, TensorRule> {
     // A [max_rows, width] f64 tensor plus a few KiB of archive is the most a valid payload needs.
     let limit = (max_rows * width * 8 + 64 * 1024).div_ceil(3) * 4;
@@ -93,7 +94,7 @@ pub fn decode_prompt_embeds(b64: &str, width: usize, max_rows: usize) -> Result<
         return Err(TensorRule::TooLong { encoded: b64.len(), m: max_rows, d: width });
     }
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64.as_bytes()).map_err(|e| TensorRule::Base64(e.to_string()))?;
-    let (shape, values) = super::torch_tensor::load_tensor(&bytes).map_err(|e| TensorRule::Torch(e.0))?;
+    let (shape, values) = crate::server::torch_tensor::load_tensor(&bytes).map_err(|e| TensorRule::Torch(e.0))?;
     let shape: Vec<u64> = shape.iter().map(|&x| x as u64).collect();
     let (m, _) = check_shape(&shape, width, max_rows)?;
     check_finite(m, values)

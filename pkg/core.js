@@ -1,0 +1,138 @@
+// The model side of the package: downloads (progress, Cache API) and the wasm client. Runs on
+// the page or inside the Web Worker (worker.js); index.js is the public API over either.
+import init, { WasmClient } from './wasm/lopa.js';
+
+const CACHE = 'lopa-weights-v1';
+const BACKENDS = ['auto', 'webgpu', 'cpu'];
+const REQUEST_OPTIONS = ['dtype', 'maxTokens', 'temperature', 'topP', 'seed', 'stop', 'stream'];
+
+let wasmReady = null;
+
+/** Initialise the wasm module once per context. */
+export function initWasm(wasm) {
+  wasmReady ??= init({ module_or_path: wasm ?? new URL('./wasm/lopa_bg.wasm', import.meta.url) });
+  return wasmReady;
+}
+
+/** A wasm call whose failure becomes an Error with lopa's message. */
+async function call(what, f) {
+  try {
+    return await f();
+  } catch (e) {
+    if (e instanceof WebAssembly.RuntimeError) {
+      throw new Error(`lopa: ${what}: internal error in the wasm module (${e.message}); reload the page`);
+    }
+    throw new Error(`lopa: ${what}: ${e && e.message ? e.message : e}`);
+  }
+}
+
+/**
+ * Bytes of a source: a URL (string or URL) fetched with progress and kept in the Cache API, or
+ * bytes given directly (Uint8Array / ArrayBuffer).
+ */
+export async function fetchBytes(name, source, onProgress, useCache = true) {
+  const report = (loaded, total, cached) => onProgress && onProgress({ file: name, loaded, total, cached });
+  if (source instanceof Uint8Array || source instanceof ArrayBuffer) {
+    const bytes = new Uint8Array(source);
+    report(bytes.length, bytes.length, false);
+    return bytes;
+  }
+  if (typeof source !== 'string' && !(source instanceof URL)) {
+    throw new Error(`lopa: ${name}: expected a URL or bytes, got ${source === undefined ? 'nothing' : typeof source}`);
+  }
+  let url;
+  try {
+    url = new URL(source, globalThis.location ? globalThis.location.href : undefined).href;
+  } catch (e) {
+    throw new Error(`lopa: ${name}: \`${source}\` is not a valid URL`);
+  }
+  const cache = useCache && globalThis.caches ? await caches.open(CACHE).catch(() => null) : null;
+  const hit = cache ? await cache.match(url) : undefined;
+  if (hit) {
+    const bytes = new Uint8Array(await hit.arrayBuffer());
+    report(bytes.length, bytes.length, true);
+    return bytes;
+  }
+  let response;
+  try {
+    response = await fetch(url);
+  } catch (e) {
+    throw new Error(`lopa: ${name}: could not fetch ${url} (${e.message})`);
+  }
+  if (!response.ok) throw new Error(`lopa: ${name}: GET ${url} returned HTTP ${response.status}`);
+  const total = Number(response.headers.get('content-length')) || null;
+  const chunks = [];
+  let loaded = 0;
+  const reader = response.body.getReader();
+  report(0, total, false);
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.length;
+    report(loaded, total, false);
+  }
+  const bytes = new Uint8Array(loaded);
+  let at = 0;
+  for (const c of chunks) {
+    bytes.set(c, at);
+    at += c.length;
+  }
+  if (total !== null && loaded !== total) throw new Error(`lopa: ${name}: ${url} ended after ${loaded} of ${total} bytes`);
+  if (cache) await cache.put(url, new Response(bytes, { headers: { 'content-length': String(loaded) } })).catch(() => {});
+  return bytes;
+}
+
+/** Encoder + generator in this context. */
+export class Core {
+  constructor(inner, fallbackReason) {
+    this.inner = inner;
+    this.fallbackReason = fallbackReason;
+  }
+
+  static async load({ encoder, adapter, tokenizer, backend = 'auto', onProgress, cache = true, wasm } = {}) {
+    if (!BACKENDS.includes(backend)) throw new Error(`lopa: unknown backend \`${backend}\` (auto, webgpu, cpu)`);
+    await initWasm(wasm);
+    const [enc, tok, ad] = await Promise.all([
+      fetchBytes('encoder', encoder, onProgress, cache),
+      fetchBytes('tokenizer', tokenizer, onProgress, cache),
+      fetchBytes('adapter', adapter, onProgress, cache),
+    ]);
+    let chosen = backend;
+    let reason = null;
+    const hasGpu = !!(globalThis.navigator && navigator.gpu);
+    if (backend === 'webgpu' && !hasGpu) throw new Error('lopa: WebGPU is not available here (navigator.gpu is missing)');
+    if (backend === 'auto' && !hasGpu) {
+      chosen = 'cpu';
+      reason = 'navigator.gpu is missing';
+    }
+    const inner = await call('load', () => WasmClient.load(enc, tok, ad, chosen));
+    return new Core(inner, reason ?? inner.fallbackReason ?? null);
+  }
+
+  info() {
+    return {
+      backend: this.inner.backend,
+      fallbackReason: this.fallbackReason,
+      shape: Array.from(this.inner.shape),
+      adapter: JSON.parse(this.inner.adapterJson),
+    };
+  }
+
+  async softPrompt(input) {
+    const data = await call('softPrompt', () => this.inner.softPrompt(JSON.stringify(input)));
+    return { data, shape: Array.from(this.inner.shape) };
+  }
+
+  async encodeRequest(input, options = {}) {
+    const opts = {};
+    for (const k of REQUEST_OPTIONS) if (options[k] !== undefined) opts[k] = options[k];
+    const r = JSON.parse(await call('encodeRequest', () => this.inner.encodeRequest(JSON.stringify(input), JSON.stringify(opts))));
+    return { path: r.path, body: new TextEncoder().encode(r.body), prompt: r.prompt };
+  }
+
+  dispose() {
+    if (this.inner) this.inner.free();
+    this.inner = null;
+  }
+}

@@ -1,0 +1,95 @@
+/** A weight source: a URL (fetched with progress, kept in the Cache API) or the bytes themselves. */
+export type Source = string | URL | Uint8Array | ArrayBuffer;
+
+/** Download progress of one file. `total` is null when the server sends no Content-Length. */
+export interface Progress {
+  file: 'encoder' | 'tokenizer' | 'adapter';
+  loaded: number;
+  total: number | null;
+  /** True when the bytes came from the Cache API (no download). */
+  cached: boolean;
+}
+
+export interface LoadOptions {
+  /** Encoder bundle written by `lopa export-web` (encoder.safetensors). */
+  encoder: Source;
+  /** The encoder's tokenizer.json. */
+  tokenizer: Source;
+  /** Adapter bundle written by `lopa export-web --adapter` (adapter.safetensors). */
+  adapter: Source;
+  /** 'auto' (default): WebGPU when it works, else the CPU. */
+  backend?: 'auto' | 'webgpu' | 'cpu';
+  onProgress?: (p: Progress) => void;
+  /** Run the model in a Web Worker so the page never blocks. */
+  worker?: boolean;
+  /** Keep downloads in the Cache API (default true). */
+  cache?: boolean;
+  /** URL of lopa_bg.wasm (default: next to this module). */
+  wasm?: string | URL;
+}
+
+export interface SoftPrompt {
+  /** Row-major [m, d]. */
+  data: Float32Array;
+  shape: [number, number];
+}
+
+/** A text, or an object of the task's template fields (e.g. {sentence1, sentence2}). */
+export type Input = string | Record<string, string>;
+
+export interface RequestOptions {
+  /** Soft-prompt encoding on the wire: 'f16' (default) or 'f32'. */
+  dtype?: 'f16' | 'f32';
+  maxTokens?: number;
+  temperature?: number;
+  topP?: number;
+  seed?: number;
+  stop?: string[];
+  stream?: boolean;
+}
+
+export interface EncodedRequest {
+  /** '/v1/score' (classification) or '/v1/completions' (generation). */
+  path: string;
+  /** The exact bytes of the JSON body that leave the browser. */
+  body: Uint8Array;
+  /** The task template filled with the input: the query text the server sees. */
+  prompt: string;
+}
+
+export interface CompleteOptions extends RequestOptions {
+  /** Stream a generation, one text piece at a time. */
+  onToken?: (piece: string) => void;
+  signal?: AbortSignal;
+}
+
+export type Completion =
+  | { kind: 'classification'; label: string; labelWord: string; probabilities: Record<string, number>; request: { path: string; bytes: number } }
+  | { kind: 'generation'; text: string; finishReason: string | null; request: { path: string; bytes: number } };
+
+export interface AdapterInfo {
+  format: string;
+  generator: { method: string; num_virtual_tokens: number; token_dim: number; encoder_dim: number; hidden_dim: number; rank: number };
+  task: { name: string; kind: 'classification' | 'generation'; template: string; encoder_template: string; label_words: Record<string, string> };
+  foundation_model: { id: string; sha256: string; hidden_size: number };
+  encoder: { id: string; sha256: string; hidden_size: number } | null;
+}
+
+export declare class LopaClient {
+  static load(options: LoadOptions): Promise<LopaClient>;
+  /** The backend that actually runs. */
+  readonly backend: 'webgpu' | 'cpu';
+  /** Why 'auto' fell back to the CPU, or null. */
+  readonly fallbackReason: string | null;
+  /** [m, d] of every soft prompt. */
+  readonly shape: [number, number];
+  readonly adapter: AdapterInfo;
+  softPrompt(input: Input): Promise<SoftPrompt>;
+  encodeRequest(input: Input, options?: RequestOptions): Promise<EncodedRequest>;
+  complete(endpointUrl: string, input: Input, options?: CompleteOptions): Promise<Completion>;
+  /** Free the model (GPU memory included) and stop the worker. */
+  dispose(): Promise<void>;
+}
+
+/** Fetch a source with progress through the Cache API (what `load` uses). */
+export declare function fetchBytes(name: string, source: Source, onProgress?: (p: Progress) => void, useCache?: boolean): Promise<Uint8Array>;

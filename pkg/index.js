@@ -1,0 +1,184 @@
+// lopa: LoPA soft prompts computed in the browser. The encoder and the task adapter run here
+// (WebGPU, or the CPU through wasm); only the soft prompt and the query go to `lopa serve`.
+import { Core, fetchBytes } from './core.js';
+
+export { fetchBytes };
+
+/** Runs Core inside a Web Worker and forwards calls to it. */
+class WorkerCore {
+  constructor(worker, onProgress) {
+    this.worker = worker;
+    this.pending = new Map();
+    this.next = 0;
+    worker.onmessage = ({ data }) => {
+      if (data.progress) return onProgress && onProgress(data.progress);
+      const p = this.pending.get(data.id);
+      if (!p) return;
+      this.pending.delete(data.id);
+      data.error !== undefined ? p.reject(new Error(data.error)) : p.resolve(data.result);
+    };
+    worker.onerror = (e) => {
+      for (const p of this.pending.values()) p.reject(new Error(`lopa: the worker failed: ${e.message}`));
+      this.pending.clear();
+    };
+  }
+  call(method, ...args) {
+    const id = this.next++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ id, method, args });
+    });
+  }
+}
+
+/** Parse an OpenAI-style server-sent-event stream, calling onText for each text piece. */
+async function readEvents(response, onText) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  let text = '';
+  let finishReason = null;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    buffer += value;
+    let cut;
+    while ((cut = buffer.indexOf('\n\n')) >= 0) {
+      const event = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      for (const line of event.split('\n')) {
+        if (!line.startsWith('data: ')) continue;
+        const payload = line.slice(6);
+        if (payload === '[DONE]') return { text, finishReason };
+        const chunk = JSON.parse(payload);
+        if (chunk.error) throw new Error(`lopa serve: ${chunk.error.message}`);
+        const piece = chunk.choices[0].text;
+        finishReason = chunk.choices[0].finish_reason ?? finishReason;
+        if (piece) {
+          text += piece;
+          onText && onText(piece);
+        }
+      }
+    }
+  }
+  return { text, finishReason };
+}
+
+export class LopaClient {
+  constructor(core, info) {
+    this.core = core;
+    this.info = info;
+  }
+
+  /**
+   * Load the encoder, its tokenizer and a task adapter (URLs or bytes) and pick a backend.
+   * Options: backend ('auto' | 'webgpu' | 'cpu'), onProgress({file, loaded, total, cached}),
+   * worker (run in a Web Worker), cache (Cache API, default true), wasm (URL of lopa_bg.wasm).
+   */
+  static async load(options = {}) {
+    if (options.worker) {
+      const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+      const core = new WorkerCore(worker, options.onProgress);
+      const { onProgress, worker: _w, ...rest } = options;
+      try {
+        const info = await core.call('load', rest);
+        return new LopaClient(core, info);
+      } catch (e) {
+        worker.terminate();
+        throw e;
+      }
+    }
+    const core = await Core.load(options);
+    return new LopaClient(core, core.info());
+  }
+
+  /** 'webgpu' or 'cpu': the backend that actually runs. */
+  get backend() {
+    return this.info.backend;
+  }
+  /** Why 'auto' fell back to the CPU (null when it did not). */
+  get fallbackReason() {
+    return this.info.fallbackReason;
+  }
+  /** [m, d] of every soft prompt. */
+  get shape() {
+    return this.info.shape;
+  }
+  /** The adapter's metadata: method, sizes, task (template, label words), model identities. */
+  get adapter() {
+    return this.info.adapter;
+  }
+
+  #live() {
+    if (!this.core) throw new Error('lopa: this client was disposed');
+    return this.core;
+  }
+  #run(method, ...args) {
+    const core = this.#live();
+    return core instanceof WorkerCore ? core.call(method, ...args) : core[method](...args);
+  }
+
+  /** The soft prompt of a text (or of an object of the task's fields): {data, shape: [m, d]}. */
+  softPrompt(input) {
+    return this.#run('softPrompt', input);
+  }
+
+  /**
+   * The exact request that would leave the browser for this input: {path, body (Uint8Array of
+   * JSON), prompt}. Options: dtype ('f16' default | 'f32'), maxTokens, temperature, topP, seed,
+   * stop, stream.
+   */
+  encodeRequest(input, options = {}) {
+    const { onToken, signal, ...rest } = options;
+    return this.#run('encodeRequest', input, rest);
+  }
+
+  /**
+   * Compute the soft prompt here and ask `lopa serve` at endpointUrl. Classification adapters
+   * return {kind: 'classification', label, labelWord, probabilities}; generation adapters
+   * {kind: 'generation', text, finishReason} (streamed through options.onToken when given).
+   * Every result also has `request`: {path, bytes}.
+   */
+  async complete(endpointUrl, input, options = {}) {
+    const stream = !!options.onToken;
+    const req = await this.encodeRequest(input, { ...options, stream: stream || undefined });
+    const url = endpointUrl.replace(/\/+$/, '') + req.path;
+    let response;
+    try {
+      response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: req.body, signal: options.signal });
+    } catch (e) {
+      throw new Error(`lopa: could not reach ${url} (${e.message})`);
+    }
+    if (!response.ok) {
+      let message = `HTTP ${response.status}`;
+      try {
+        message = (await response.json()).error.message;
+      } catch {}
+      throw new Error(`lopa serve: ${message}`);
+    }
+    const request = { path: req.path, bytes: req.body.length };
+    const task = this.adapter.task;
+    if (req.path === '/v1/score') {
+      const { scores } = await response.json();
+      const labels = Object.keys(task.label_words).sort();
+      const probabilities = Object.fromEntries(labels.map((l, i) => [l, scores[i].probability]));
+      const best = labels.reduce((a, b) => (probabilities[b] > probabilities[a] ? b : a));
+      return { kind: 'classification', label: best, labelWord: task.label_words[best], probabilities, request };
+    }
+    if (stream) return { kind: 'generation', ...(await readEvents(response, options.onToken)), request };
+    const body = await response.json();
+    return { kind: 'generation', text: body.choices[0].text, finishReason: body.choices[0].finish_reason, request };
+  }
+
+  /** Free the model (GPU buffers included) and stop the worker. */
+  async dispose() {
+    const core = this.core;
+    this.core = null;
+    if (!core) return;
+    if (core instanceof WorkerCore) {
+      await core.call('dispose').catch(() => {});
+      core.worker.terminate();
+    } else {
+      core.dispose();
+    }
+  }
+}

@@ -1,0 +1,76 @@
+// End to end: the demo page in headless Chromium against a real `lopa serve` started here.
+// Loads the page, waits for the model, classifies a positive and a negative review through the
+// server, checks every request that reaches the server (a soft prompt of the adapter's shape, no
+// adapter weights), saves a screenshot, and stops the server with SIGINT.
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { serve, browser, check, done, BUNDLE, LOPA, ROOT } from './lib.mjs';
+
+const ARTIFACTS = process.env.LOPA_ARTIFACTS || join(ROOT, 'artifacts');
+mkdirSync(ARTIFACTS, { recursive: true });
+const adapters = JSON.parse(readFileSync(join(BUNDLE, 'adapters.json')));
+const sst2 = adapters.find((a) => a.name === 'sst2');
+const adapterBytes = readFileSync(join(BUNDLE, sst2.file));
+
+const { server: statics, origin } = await serve();
+const lopa = spawn(LOPA, ['serve', '--backend', 'cpu', '--addr', '127.0.0.1:0', '--cors-origin', origin], { stdio: ['ignore', 'inherit', 'pipe'] });
+const endpoint = await new Promise((ok, fail) => {
+  let err = '';
+  const timer = setTimeout(() => fail(new Error(`lopa serve did not start: ${err}`)), 120000);
+  lopa.stderr.on('data', (b) => {
+    err += b;
+    const m = /on (http:\/\/[0-9.:]+)/.exec(err);
+    if (m) {
+      clearTimeout(timer);
+      ok(m[1]);
+    }
+  });
+  lopa.on('exit', (code) => fail(new Error(`lopa serve exited with ${code}: ${err}`)));
+});
+console.log(`lopa serve at ${endpoint}, page at ${origin}`);
+
+const b = await browser({ webgpu: false });
+const sent = [];
+b.page.on('request', (r) => r.url().startsWith(endpoint) && r.method() === 'POST' && sent.push({ url: r.url(), body: r.postData() || '' }));
+try {
+  await b.page.goto(`${origin}/www/?endpoint=${encodeURIComponent(endpoint)}&models=/models/`);
+  await b.page.waitForFunction(() => window.lopaDemo && (window.lopaDemo.ready || window.lopaDemo.error), null, { timeout: 180000 });
+  const loadError = await b.page.evaluate(() => window.lopaDemo.error);
+  check(!loadError, `page loaded the model (${loadError || (await b.page.textContent('#backend'))})`);
+  const reviews = [
+    ['a warm, funny and beautifully acted film that I loved from start to finish', 'great'],
+    ['a dull, tedious mess with wooden acting and a script that goes nowhere', 'terrible'],
+  ];
+  for (const [text, want] of reviews) {
+    const before = await b.page.evaluate(() => window.lopaDemo.last);
+    await b.page.fill('#text', text);
+    await b.page.click('#run');
+    await b.page.waitForFunction((before) => window.lopaDemo.error || (window.lopaDemo.last && window.lopaDemo.last !== before), before, { timeout: 120000 });
+    const { last, error } = await b.page.evaluate(() => ({ last: window.lopaDemo.last, error: window.lopaDemo.error }));
+    const shown = (await b.page.textContent('#answer .label')) || '';
+    check(!error && shown === want, `“${text.slice(0, 40)}…” → ${shown || error} (want ${want}; p=${last ? JSON.stringify(last.result.probabilities) : '-'})`);
+  }
+  await b.page.screenshot({ path: join(ARTIFACTS, 'demo.png'), fullPage: true });
+
+  check(sent.length === 2, `${sent.length} requests reached the server (2 expected)`);
+  for (const r of sent) {
+    const body = JSON.parse(r.body);
+    const sp = body.soft_prompt;
+    const bytes = Buffer.from(sp.data, 'base64').length;
+    check(r.url === `${endpoint}/v1/score`, `request went to ${r.url}`);
+    check(JSON.stringify(Object.keys(body).sort()) === '["candidates","prompt","soft_prompt"]', `body holds only prompt, candidates, soft_prompt (${Object.keys(body)})`);
+    check(sp.shape[0] === 10 && sp.shape[1] === 576 && sp.dtype === 'f16' && bytes === 10 * 576 * 2, `soft prompt [${sp.shape}] ${sp.dtype}, ${bytes} bytes`);
+    check(r.body.length < adapterBytes.length / 10 && !/task_prompt|u_head|v_head|instance_head/.test(r.body), `no adapter weights: body ${r.body.length} bytes vs adapter ${adapterBytes.length} bytes, no tensor names`);
+  }
+} finally {
+  await b.close();
+  statics.close();
+  lopa.kill('SIGINT');
+  const code = await new Promise((ok) => {
+    const t = setTimeout(() => ok('timeout'), 15000);
+    lopa.on('exit', (c) => (clearTimeout(t), ok(c)));
+  });
+  check(code === 0, `lopa serve stopped cleanly on SIGINT (exit ${code})`);
+}
+done();

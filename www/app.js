@@ -1,0 +1,155 @@
+// The demo: the encoder and a task adapter run in this page (in a Web Worker, on WebGPU when the
+// browser has it); the server only ever sees the query and the soft prompt.
+import { LopaClient } from '../pkg/index.js';
+
+const params = new URLSearchParams(location.search);
+const endpoint = params.get('endpoint') || 'http://127.0.0.1:8080';
+const models = params.get('models') || '../models/';
+const backend = params.get('backend') || 'auto';
+const $ = (id) => document.getElementById(id);
+
+let client = null;
+let adapters = [];
+const state = { ready: false, last: null, error: null };
+window.lopaDemo = state;
+
+function status(text, error = false) {
+  $('status').textContent = text;
+  $('status').className = error ? 'error' : '';
+  if (error) state.error = text;
+}
+
+async function load(name) {
+  const entry = adapters.find((a) => a.name === name);
+  state.ready = false;
+  $('run').disabled = $('text').disabled = true;
+  if (client) await client.dispose();
+  const loaded = {};
+  const t0 = performance.now();
+  status(`Loading the encoder and the ${name} adapter…`);
+  try {
+    client = await LopaClient.load({
+      encoder: models + 'encoder.safetensors',
+      tokenizer: models + 'tokenizer.json',
+      adapter: models + entry.file,
+      backend,
+      worker: true,
+      onProgress: (p) => {
+        loaded[p.file] = p;
+        const all = Object.values(loaded);
+        const total = all.reduce((s, x) => s + (x.total || 0), 0);
+        const done = all.reduce((s, x) => s + x.loaded, 0);
+        $('bar').style.width = `${total ? (100 * done) / total : 0}%`;
+        const cached = all.length && all.every((x) => x.cached);
+        status(cached ? 'Loading from the browser cache…' : `Downloading ${(done / 1e6).toFixed(1)} / ${(total / 1e6).toFixed(1)} MB…`);
+      },
+    });
+  } catch (e) {
+    status(e.message, true);
+    $('backend').textContent = 'backend: failed';
+    return;
+  }
+  $('bar').style.width = '100%';
+  const b = client.backend;
+  $('backend').textContent = `backend: ${b === 'webgpu' ? 'WebGPU' : 'CPU (wasm)'}`;
+  $('backend').className = `pill ${b}`;
+  $('backend').title = client.fallbackReason ? `WebGPU unavailable: ${client.fallbackReason}` : '';
+  $('adapter-bytes').textContent = `${entry.bytes.toLocaleString()} bytes, ${entry.trainable_parameters.toLocaleString()} parameters`;
+  const task = client.adapter.task;
+  $('text').placeholder = task.kind === 'classification' ? `Input for ${task.name}, e.g. “a warm, funny and beautifully acted film”` : `Input for ${task.name}`;
+  status(`Ready: ${entry.method} adapter for ${task.name} (${task.kind}) loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s. Server: ${endpoint}`);
+  $('run').disabled = $('text').disabled = false;
+  state.ready = true;
+}
+
+function heatmap(data, [m, d]) {
+  const canvas = $('heatmap');
+  canvas.width = d;
+  canvas.height = m;
+  const ctx = canvas.getContext('2d');
+  const img = ctx.createImageData(d, m);
+  let scale = 0;
+  for (const v of data) scale = Math.max(scale, Math.abs(v));
+  for (let i = 0; i < data.length; i++) {
+    const t = data[i] / (scale || 1); // -1 blue … 0 white … 1 red
+    const [r, g, b] = t >= 0 ? [255, 255 * (1 - t), 255 * (1 - t)] : [255 * (1 + t), 255 * (1 + t), 255];
+    img.data.set([r, g, b, 255], i * 4);
+  }
+  ctx.putImageData(img, 0, 0);
+}
+
+function showAnswer(result, task) {
+  const el = $('answer');
+  el.replaceChildren();
+  if (result.kind === 'classification') {
+    const word = (l) => task.label_words[l].trim();
+    const head = document.createElement('div');
+    head.className = 'label';
+    head.textContent = word(result.label);
+    head.dataset.label = result.label;
+    el.append(head);
+    for (const [l, p] of Object.entries(result.probabilities)) {
+      const row = document.createElement('div');
+      row.className = 'prob';
+      row.innerHTML = `<span style="width:6rem"></span><span class="b" style="width:${Math.round(300 * p)}px"></span><span></span>`;
+      row.children[0].textContent = word(l);
+      row.children[2].textContent = `${(100 * p).toFixed(1)}%`;
+      el.append(row);
+    }
+  } else {
+    const pre = document.createElement('pre');
+    pre.id = 'generated';
+    pre.textContent = result.text;
+    el.append(pre);
+  }
+}
+
+async function run() {
+  const text = $('text').value;
+  $('run').disabled = true;
+  state.error = null;
+  try {
+    const t0 = performance.now();
+    const sp = await client.softPrompt(text);
+    const ms = performance.now() - t0;
+    $('result').hidden = false;
+    heatmap(sp.data, sp.shape);
+    $('sp-info').textContent = `[${sp.shape.join(' × ')}] computed on this device in ${ms.toFixed(0)} ms (${client.backend})`;
+    const request = await client.encodeRequest(text);
+    $('wire-path').textContent = `POST ${endpoint}${request.path}`;
+    $('wire-bytes').textContent = `${request.body.length.toLocaleString()} bytes`;
+    $('wire-shape').textContent = `[${sp.shape.join(', ')}], f16, base64`;
+    const shown = JSON.parse(new TextDecoder().decode(request.body));
+    shown.soft_prompt.data = shown.soft_prompt.data.slice(0, 96) + `… (${shown.soft_prompt.data.length} base64 characters)`;
+    $('wire-body').textContent = JSON.stringify(shown, null, 2);
+    const task = client.adapter.task;
+    let streamed = '';
+    const onToken = task.kind === 'generation' ? (piece) => showAnswer({ kind: 'generation', text: (streamed += piece) }, task) : undefined;
+    const result = await client.complete(endpoint, text, { onToken });
+    showAnswer(result, task);
+    state.last = { softPromptMs: ms, shape: sp.shape, requestBytes: request.body.length, result };
+    status(`Answered by ${endpoint}.`);
+  } catch (e) {
+    status(e.message, true);
+  } finally {
+    $('run').disabled = false;
+  }
+}
+
+async function main() {
+  try {
+    const r = await fetch(models + 'adapters.json');
+    if (!r.ok) throw new Error(`${models}adapters.json: HTTP ${r.status} (run scripts/run.sh to export the adapters)`);
+    adapters = await r.json();
+  } catch (e) {
+    return status(e.message, true);
+  }
+  if (!adapters.length) return status('No adapters exported yet (scripts/run.sh trains and exports one).', true);
+  for (const a of adapters) $('task').append(new Option(`${a.task} (${a.kind}, ${a.method})`, a.name));
+  $('task').onchange = () => load($('task').value);
+  $('run').onclick = run;
+  $('text').onkeydown = (e) => e.key === 'Enter' && (e.ctrlKey || e.metaKey) && run();
+  await load(adapters[0].name);
+}
+
+main();
