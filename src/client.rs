@@ -65,6 +65,9 @@ impl Client {
     /// Pair an encoder with an adapter, refusing an adapter trained with another encoder.
     pub fn new(encoder: SentenceEncoder, adapter: Adapter, device: &Device) -> Result<Self> {
         let meta = adapter.meta;
+        if meta.generator.method.needs_server_weights() {
+            return Err(Error::Config(format!("a `{}` adapter changes the server's model; it cannot run on the client as a soft prompt", meta.generator.method.name())));
+        }
         match &meta.encoder {
             Some(want) => check_identity("encoder", want, &encoder.id, &encoder.sha256)?,
             None if meta.generator.method.uses_encoder() => return Err(Error::Config("adapter.json records no encoder, but its method needs one".into())),

@@ -120,6 +120,8 @@ pub struct Decoder {
     pub norm: RmsNorm,
     /// `[d, vocab]`; `None` when tied to `embed_tokens`.
     pub lm_head: Option<Param<Tensor<2>>>,
+    /// A LoRA on q/k/v (the trainable baseline; `None` for the frozen model).
+    pub lora: Option<crate::lora::DecoderLora>,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -186,6 +188,7 @@ impl Decoder {
             layers,
             norm: rms_norm(w, "model.norm", d, eps, device)?,
             lm_head,
+            lora: None,
             heads: h,
             kv_heads: kv,
             head_dim: hd,
@@ -224,6 +227,11 @@ impl Decoder {
             put(format!("{p}.post_attention_layernorm.weight"), vec![d], vec![1.0; d]);
         }
         Self::from_tensors(cfg, &w, device)
+    }
+
+    /// This decoder with a LoRA on q/k/v (or without any). The weights are shared, not copied.
+    pub fn with_lora(&self, lora: Option<crate::lora::DecoderLora>) -> Self {
+        Self { lora, ..self.clone() }
     }
 
     /// The shape of SmolLM2-135M (the default frozen model).
@@ -319,9 +327,14 @@ impl Decoder {
         let mut x = embeds;
         for (li, l) in self.layers.iter().enumerate() {
             let hn = l.input_layernorm.forward(x.clone());
-            let q = split_heads(l.self_attn.q_proj.forward(hn.clone()), self.heads, self.head_dim);
-            let k = split_heads(l.self_attn.k_proj.forward(hn.clone()), self.kv_heads, self.head_dim);
-            let v = split_heads(l.self_attn.v_proj.forward(hn), self.kv_heads, self.head_dim);
+            let (mut q, mut k, mut v) = (l.self_attn.q_proj.forward(hn.clone()), l.self_attn.k_proj.forward(hn.clone()), l.self_attn.v_proj.forward(hn.clone()));
+            if let Some(lora) = &self.lora {
+                let (u, s) = (&lora.layers[li], lora.scale);
+                (q, k, v) = (q + u.q_proj.delta(hn.clone(), s), k + u.k_proj.delta(hn.clone(), s), v + u.v_proj.delta(hn, s));
+            }
+            let q = split_heads(q, self.heads, self.head_dim);
+            let k = split_heads(k, self.kv_heads, self.head_dim);
+            let v = split_heads(v, self.kv_heads, self.head_dim);
             let q = rope(q, cos.clone(), sin.clone());
             let mut k = rope(k, cos.clone(), sin.clone());
             let mut v = v;

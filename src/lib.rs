@@ -24,6 +24,7 @@ pub mod encoder;
 pub mod error;
 pub mod generate;
 pub mod generator;
+pub mod lora;
 pub mod nn;
 pub mod paths;
 #[cfg(feature = "train")]

@@ -196,7 +196,8 @@ struct TrainArgs {
     /// Dev file [default: <data>/<task>/dev.tsv].
     #[arg(long)]
     dev_file: Option<PathBuf>,
-    /// lopa, lopa-add, lopa-max, lopa-concat, pt, idpg.
+    /// lopa, lopa-add, lopa-max, lopa-concat, pt, idpg, or lora (the baseline that needs
+    /// server-side weights: a LoRA on the frozen model's q/k/v).
     #[arg(long, default_value = "lopa")]
     method: String,
     /// Number of virtual tokens m.
@@ -208,6 +209,12 @@ struct TrainArgs {
     /// Hidden width H of the heads.
     #[arg(long, default_value_t = 256)]
     hidden: usize,
+    /// LoRA (`--method lora`): rank of the q/k/v updates.
+    #[arg(long, default_value_t = 16)]
+    lora_rank: usize,
+    /// LoRA: the update is scaled by alpha / rank.
+    #[arg(long, default_value_t = 32.0)]
+    lora_alpha: f64,
     /// Std of Z_S at init [default: the std of the frozen model's token embeddings; the paper's
     /// N(0, 1) was in RoBERTa's embedding scale].
     #[arg(long)]
@@ -395,6 +402,9 @@ fn export_web(encoder: Option<PathBuf>, adapters: &[String], out: &std::path::Pa
             return Err(lopa::Error::Input(format!("adapter name `{name}`: use letters, digits, - and _")));
         }
         let a = lopa::adapter::Adapter::load(std::path::Path::new(path))?;
+        if a.meta.generator.method.needs_server_weights() {
+            return Err(lopa::Error::Config(format!("{path}: a `{}` adapter changes the server's model and cannot run in the browser", a.meta.generator.method.name())));
+        }
         // Refuse a mismatch here rather than in the browser.
         if let Some(want) = &a.meta.encoder {
             lopa::adapter::check_identity("encoder", want, &enc.id, &enc.sha256)?;
@@ -544,6 +554,9 @@ fn train(a: TrainArgs) -> lopa::Result<()> {
     generator.num_virtual_tokens = a.m;
     generator.rank = a.rank;
     generator.hidden_dim = a.hidden;
+    if method == Method::Lora {
+        generator.lora = Some(lopa::lora::LoraConfig::for_decoder(&fm.config, a.lora_rank, a.lora_alpha));
+    }
     generator.task_prompt_init_std = match a.prompt_init_std {
         Some(s) => s,
         None => fm.decoder.embedding_std()?,

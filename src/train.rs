@@ -129,9 +129,17 @@ fn soft_prompts(generator: &PromptGenerator, batch: &[&Prepared], device: &Devic
 /// (`[Σ answer lengths, vocab]`; an empty answer counts as the one slot after the prompt, which
 /// is what classification scores). See [`crate::generate::teacher_forced_logits`].
 pub fn answer_logits(decoder: &Decoder, generator: &PromptGenerator, batch: &[&Prepared], device: &Device) -> Result<Tensor<2>> {
-    let z = soft_prompts(generator, batch, device)?;
+    let z = (generator.config.prompt_len() > 0).then(|| soft_prompts(generator, batch, device)).transpose()?;
     let rows: Vec<(&[u32], &[u32])> = batch.iter().map(|p| (p.ids.as_slice(), p.answer.as_slice())).collect();
-    crate::generate::teacher_forced_logits(decoder, Some(z), &rows, device)
+    crate::generate::teacher_forced_logits(&adapted(decoder, generator), z, &rows, device)
+}
+
+/// The decoder the generator's outputs go to: the frozen one, or with the generator's LoRA.
+fn adapted<'a>(decoder: &'a Decoder, generator: &PromptGenerator) -> std::borrow::Cow<'a, Decoder> {
+    match &generator.lora {
+        Some(lora) => std::borrow::Cow::Owned(decoder.with_lora(Some(lora.clone()))),
+        None => std::borrow::Cow::Borrowed(decoder),
+    }
 }
 
 /// Mean cross-entropy over all answer tokens of the batch, over the full vocabulary.
@@ -175,15 +183,14 @@ pub fn generate_answers(fm: &FoundationModel, generator: &PromptGenerator, data:
     let mut out = Vec::with_capacity(data.len());
     for chunk in data.chunks(batch_size.max(1)) {
         let refs: Vec<&Prepared> = chunk.iter().collect();
-        let z = soft_prompts(generator, &refs, device)?;
-        let m = z.dims()[1];
-        let z = crate::device::to_vec(z)?;
+        let m = generator.config.prompt_len();
+        let z = if m > 0 { crate::device::to_vec(soft_prompts(generator, &refs, device)?)? } else { vec![] };
         let reqs: Vec<GenerationRequest> = chunk
             .iter()
             .enumerate()
-            .map(|(r, p)| GenerationRequest { prompt_ids: p.ids.clone(), soft_prompt: Some((z[r * m * d..(r + 1) * m * d].to_vec(), m)) })
+            .map(|(r, p)| GenerationRequest { prompt_ids: p.ids.clone(), soft_prompt: (m > 0).then(|| (z[r * m * d..(r + 1) * m * d].to_vec(), m)) })
             .collect();
-        for g in generate(&fm.decoder, &reqs, &params, true, device)? {
+        for g in generate(&adapted(&fm.decoder, generator), &reqs, &params, true, device)? {
             let text = fm.tokenizer.decode(&g.tokens)?;
             out.push(text.split('\n').next().unwrap_or("").to_string());
         }

@@ -9,6 +9,7 @@ use common::fixture;
 use lopa::decoder::FoundationModel;
 use lopa::encoder::{Pooling, SentenceEncoder};
 use lopa::generator::{GeneratorConfig, Method};
+use lopa::lora::LoraConfig;
 use lopa::tasks::{load_examples, TaskSpec};
 use lopa::train::{answer_logits, label_token_ids, loss, prepare, train, Prepared, Quiet, TrainConfig};
 use std::path::PathBuf;
@@ -199,10 +200,46 @@ fn every_method_trains_one_epoch() {
     let dir = tmpdir("methods");
     let file = data_file(&dir);
     for m in Method::ALL {
-        let s = train(&config(file.clone(), m, 1), &fm, Some(&enc), &plain, &ad, &dir.join(m.name()), false, &mut Quiet).unwrap();
+        let mut cfg = config(file.clone(), m, 1);
+        cfg.generator.lora = (m == Method::Lora).then(|| LoraConfig::for_decoder(&fm.config, 4, 8.0));
+        let s = train(&cfg, &fm, Some(&enc), &plain, &ad, &dir.join(m.name()), false, &mut Quiet).unwrap();
         assert!(s.epochs[0].train_loss.is_finite(), "{m:?}");
-        assert_eq!(s.trainable_parameters, config(file.clone(), m, 1).generator.trainable_parameters());
+        assert_eq!(s.trainable_parameters, cfg.generator.trainable_parameters());
     }
+}
+
+#[test]
+fn lora_starts_at_the_frozen_model_learns_and_changes_only_itself() {
+    let Setup { plain, ad, fm, enc } = setup();
+    let dir = tmpdir("lora");
+    let mut cfg = config(data_file(&dir), Method::Lora, 12);
+    cfg.generator.lora = Some(LoraConfig::for_decoder(&fm.config, 4, 8.0));
+    let g = cfg.generator.init(&ad).unwrap();
+    let ex = load_examples(&cfg.task, &cfg.train_file).unwrap();
+    let mut data = prepare(&ex, &cfg.train_file, &fm, None, 64, &plain).unwrap();
+    let ids = label_token_ids(&cfg.task, &fm).unwrap();
+    data.iter_mut().for_each(|p| p.answer = vec![ids[p.label]]);
+    let batch: Vec<&Prepared> = data.iter().take(4).collect();
+    // B = 0 at init: the adapted model is exactly the frozen one.
+    let plain_logits = lopa::generate::teacher_forced_logits(&fm.decoder, None, &batch.iter().map(|p| (p.ids.as_slice(), p.answer.as_slice())).collect::<Vec<_>>(), &ad).unwrap();
+    let lora_logits = answer_logits(&fm.decoder, &g, &batch, &ad).unwrap();
+    assert_eq!(plain_logits.clone().into_data().try_to_vec::<f32>().unwrap(), lora_logits.clone().into_data().try_to_vec::<f32>().unwrap());
+    // Gradients reach A and B of every layer, never the frozen weights.
+    let grads = loss(lora_logits, &batch, &ad).backward();
+    let lora = g.lora.as_ref().unwrap();
+    assert!(lora.layers[0].q_proj.lora_b.val().grad(&grads).is_some(), "B must get a gradient");
+    assert!(lora.layers[1].v_proj.lora_b.val().grad(&grads).is_some());
+    assert!(fm.decoder.layers[0].self_attn.q_proj.weight.val().grad(&grads).is_none(), "frozen q_proj got a gradient");
+    // Training learns the toy task and leaves the frozen decoder bit-for-bit unchanged.
+    let before = host_params(&fm.decoder);
+    let s = train(&cfg, &fm, None, &plain, &ad, &dir.join("run"), false, &mut Quiet).unwrap();
+    assert!(before == host_params(&fm.decoder), "decoder weights changed");
+    assert!(s.best_dev_accuracy >= 0.9, "LoRA did not learn the toy task: {}", s.best_dev_accuracy);
+    // And it is refused where only soft prompts can go.
+    let a = lopa::adapter::Adapter::load(&dir.join("run/best")).unwrap();
+    assert_eq!(a.meta.generator.method, Method::Lora);
+    let e = lopa::client::Client::new(enc, a, &plain).unwrap_err().to_string();
+    assert_eq!(e, "config: a `lora` adapter changes the server's model; it cannot run on the client as a soft prompt");
 }
 
 #[test]
