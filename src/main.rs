@@ -122,6 +122,17 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         timeout_s: u64,
     },
+    /// Dev score of the frozen model alone (no soft prompt): the zero-shot baseline.
+    ZeroShot {
+        #[command(flatten)]
+        models: ModelArgs,
+        /// Built-in task: sst2, rte, mrpc.
+        #[arg(long, default_value = "sst2")]
+        task: String,
+        /// Evaluate on the first N dev rows only (0 = all).
+        #[arg(long, default_value_t = 0)]
+        dev_limit: usize,
+    },
     /// Evaluate a saved adapter on a labelled file.
     Eval {
         #[command(flatten)]
@@ -223,6 +234,9 @@ struct TrainArgs {
     lr: f64,
     #[arg(long, default_value_t = 0.06)]
     warmup: f64,
+    /// After warm-up: constant (the paper's) or linear (decay to 0 at the last step).
+    #[arg(long, default_value = "constant")]
+    lr_schedule: String,
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
     #[arg(long, default_value_t = 3)]
@@ -300,6 +314,15 @@ fn run(cli: Cli) -> lopa::Result<()> {
         }
         Command::BenchTrain { backend, batch_size, seq_len, layers, method, steps, warmup, matmul } => {
             bench_train(&backend, batch_size, seq_len, layers, &method, steps, warmup, matmul)?
+        }
+        Command::ZeroShot { models, task, dev_limit } => {
+            let dev = select(models.backend.parse::<BackendChoice>()?)?;
+            let task = lopa::tasks::TaskSpec::builtin(&task)?;
+            let (_, dev_file) = task.default_files(&lopa::tasks::data_dir());
+            let fm = FoundationModel::load(models.model_path(), &dev.device)?;
+            let t0 = std::time::Instant::now();
+            let (acc, f1) = lopa::train::zero_shot(&task, &dev_file, dev_limit, &fm, &dev.device)?;
+            println!("{}", serde_json::json!({"task": task.name, "dev_accuracy": acc, "dev_f1": f1, "seconds": t0.elapsed().as_secs_f64()}));
         }
         Command::Eval { models, adapter, file, limit } => {
             let dev = select(models.backend.parse::<BackendChoice>()?)?;
@@ -568,6 +591,7 @@ fn train(a: TrainArgs) -> lopa::Result<()> {
         generator,
         learning_rate: a.lr,
         warmup_ratio: a.warmup,
+        lr_schedule: a.lr_schedule.clone(),
         weight_decay: a.weight_decay,
         epochs: a.epochs,
         batch_size: a.batch_size,

@@ -27,6 +27,9 @@ pub struct TrainConfig {
     pub learning_rate: f64,
     /// Fraction of steps with linear warm-up, then constant (paper: 6%).
     pub warmup_ratio: f64,
+    /// After warm-up: `constant` (the paper's) or `linear` decay to 0 at the last step.
+    #[serde(default = "constant")]
+    pub lr_schedule: String,
     pub weight_decay: f64,
     pub epochs: usize,
     pub batch_size: usize,
@@ -37,6 +40,18 @@ pub struct TrainConfig {
     pub train_limit: usize,
     /// Use only the first N dev rows (0 = all).
     pub dev_limit: usize,
+}
+
+fn constant() -> String {
+    "constant".into()
+}
+
+/// Learning rate at `step` (1-based) of `total`: linear warm-up over `warmup` steps, then
+/// constant or linear decay to 0.
+pub fn learning_rate(base: f64, schedule: &str, step: usize, warmup: usize, total: usize) -> f64 {
+    let warm = (step as f64 / warmup.max(1) as f64).min(1.0);
+    let decay = if schedule == "linear" && step > warmup { (total.saturating_sub(step) as f64 / (total - warmup).max(1) as f64).max(0.0) } else { 1.0 };
+    base * warm * decay
 }
 
 /// A prepared example: prompt token ids, the answer tokens the model is trained to produce
@@ -309,6 +324,9 @@ pub fn train(
     if !device.is_autodiff() {
         return Err(Error::Config("training needs an autodiff device".into()));
     }
+    if !matches!(cfg.lr_schedule.as_str(), "constant" | "linear") {
+        return Err(Error::Config(format!("lr schedule `{}` (constant, linear)", cfg.lr_schedule)));
+    }
     if cfg.batch_size == 0 || cfg.epochs == 0 {
         return Err(Error::Config("batch_size and epochs must be positive".into()));
     }
@@ -369,7 +387,7 @@ pub fn train(
             let mut grads = l.backward();
             let grads = GradientsParams::from_module(&mut grads, &generator);
             ck.step += 1;
-            let lr = cfg.learning_rate * (ck.step as f64 / warmup as f64).min(1.0);
+            let lr = learning_rate(cfg.learning_rate, &cfg.lr_schedule, ck.step, warmup, total_steps);
             generator = optim.step(lr, generator, grads);
             loss_sum += lv as f64;
             seen += batch.len();
@@ -451,6 +469,14 @@ fn append_jsonl<T: Serialize>(path: &Path, v: &T) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn learning_rate_schedules() {
+        // 10 steps, 2 of warm-up.
+        let lr = |sched, step| learning_rate(1.0, sched, step, 2, 10);
+        assert_eq!([lr("constant", 1), lr("constant", 2), lr("constant", 10)], [0.5, 1.0, 1.0]);
+        assert_eq!([lr("linear", 1), lr("linear", 2), lr("linear", 6), lr("linear", 10)], [0.5, 1.0, 0.5, 0.0]);
+    }
 
     #[test]
     fn bucketed_batches_cover_every_example_once_and_pad_little() {

@@ -80,6 +80,7 @@ fn config(file: PathBuf, method: Method, epochs: usize) -> TrainConfig {
         generator: g,
         learning_rate: 3e-2,
         warmup_ratio: 0.0,
+        lr_schedule: "constant".into(),
         weight_decay: 0.0,
         epochs,
         batch_size: 4,

@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""The paper's comparison at small scale: zero-shot, PT, IDPG, LoPA and its variants, and LoRA on
+SST-2, RTE, MRPC (and CruxEval-O in the `full` budget), one fixed budget per task, several seeds
+where time allows. Writes docs/results.json, docs/accuracy-vs-params.svg and docs/RESULTS.md
+(generated: do not edit by hand; the discussion paragraph comes from docs/results-discussion.md).
+
+    python3 scripts/benchmark.py --budget quick            # what docs/RESULTS.md shows (2-core CPU)
+    python3 scripts/benchmark.py --budget full --seeds 42 43 44
+
+Runs are resumable: a run whose summary.json exists is not trained again. Needs the `lopa`
+binary (cargo build --features full --bin lopa) and the weights (scripts/fetch-weights.sh).
+"""
+import argparse, json, os, platform, statistics, subprocess, sys, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LOPA = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/lopa/target")) / "debug/lopa"
+METHODS = ["zero-shot", "pt", "idpg", "lopa", "lopa-add", "lopa-max", "lopa-concat", "lora"]
+SERVER_STATE = {"lora": "yes (per task/user)"}
+# One fixed budget per task: training rows × epochs, dev rows (0 = all), max length.
+BUDGETS = {
+    "quick": {
+        "sst2": dict(train_limit=600, epochs=1, dev_limit=300, max_length=256),
+        "mrpc": dict(train_limit=400, epochs=1, dev_limit=200, max_length=256),
+        "rte": dict(train_limit=300, epochs=1, dev_limit=139, max_length=512),
+    },
+    "full": {
+        "sst2": dict(train_limit=2000, epochs=2, dev_limit=0, max_length=256),
+        "mrpc": dict(train_limit=2000, epochs=2, dev_limit=0, max_length=256),
+        "rte": dict(train_limit=0, epochs=2, dev_limit=0, max_length=512),
+        "cruxeval-o": dict(train_limit=0, epochs=2, dev_limit=0, max_length=512),
+    },
+}
+# The paper's numbers (RoBERTa-large, GLUE dev; ../shared/notes/lopa-method.md) for the same tasks.
+PAPER = {
+    "pt": {"params_m": 0.01, "sst2": 84.40, "mrpc": 72.38, "rte": 53.07},
+    "idpg": {"params_m": 2.89, "sst2": 95.30, "mrpc": 78.60, "rte": 77.26},
+    "lora": {"params_m": 2.4, "sst2": 96.22, "mrpc": 90.77, "rte": 85.66},
+    "lopa": {"params_m": 1.60, "sst2": 95.99, "mrpc": 91.09, "rte": 83.39},
+}
+PAPER_CODE = {"pt": 31.6, "lopa": 36.8, "lora": 38.0}  # CruxEval-O pass@1, average of six models
+
+
+def metric_of(task):
+    return {"mrpc": "f1", "cruxeval-o": "pass@1"}.get(task, "accuracy")
+
+
+def run(cmd, log):
+    with open(log, "w") as f:
+        subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, check=True, text=True, cwd=ROOT)
+
+
+def one(task, method, seed, budget, lr, out):
+    b = BUDGETS[budget][task]
+    d = out / budget / task / f"{method}-s{seed}"
+    summary = d / "summary.json"
+    if summary.exists():
+        return json.loads(summary.read_text())
+    d.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    if method == "zero-shot":
+        cmd = [str(LOPA), "zero-shot", "--backend", "cpu", "--task", task, "--dev-limit", str(b["dev_limit"])]
+        r = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+        z = json.loads(r.stdout)
+        s = {"best_dev_accuracy": z["dev_accuracy"], "best_dev_f1": z["dev_f1"], "trainable_parameters": 0, "samples_per_sec": None}
+    else:
+        cmd = [str(LOPA), "train", "--backend", "cpu", "--task", task, "--method", method, "--seed", str(seed), "--lr", str(lr),
+               "--batch-size", "16", "--epochs", str(b["epochs"]), "--train-limit", str(b["train_limit"]),
+               "--dev-limit", str(b["dev_limit"]), "--max-length", str(b["max_length"]), "--run-dir", str(d)]
+        run(cmd, d / "train.log")
+        s = json.loads(summary.read_text())
+    s["wall_seconds"] = time.time() - t0
+    s["command"] = " ".join(c.replace(str(LOPA), "lopa").replace(str(ROOT) + "/", "") for c in cmd)
+    summary.write_text(json.dumps(s, indent=1))
+    return s
+
+
+def score(s, task):
+    return 100 * (s["best_dev_f1"] if metric_of(task) == "f1" else s["best_dev_accuracy"])
+
+
+def fmt(xs):
+    if len(xs) == 1:
+        return f"{xs[0]:.1f}"
+    return f"{statistics.mean(xs):.1f} ± {statistics.stdev(xs):.1f}"
+
+
+def plot(results, path):
+    """Accuracy (or F1) against trainable parameters, one panel per task, log x."""
+    import math
+    tasks = list(results)
+    W, H, pad = 300, 230, 46
+    colors = {"pt": "#9ca3af", "idpg": "#f59e0b", "lopa": "#2563eb", "lopa-add": "#60a5fa", "lopa-max": "#93c5fd", "lopa-concat": "#1e40af", "lora": "#dc2626", "zero-shot": "#111827"}
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W * len(tasks)}" height="{H + 40}" font-family="sans-serif" font-size="10">']
+    for i, task in enumerate(tasks):
+        x0 = i * W
+        rows = [(m, r["params"], statistics.mean(r["scores"])) for m, r in results[task].items()]
+        ys = [y for _, _, y in rows]
+        lo, hi = math.floor(min(ys) / 5) * 5, math.ceil(max(ys) / 5) * 5 + 1e-9
+        px = lambda p: x0 + pad + (math.log10(max(p, 1)) / 7) * (W - pad - 10)
+        py = lambda y: 10 + (hi - y) / (hi - lo) * (H - 40)
+        out.append(f'<text x="{x0 + W / 2}" y="{H + 30}" text-anchor="middle">{task} ({metric_of(task)}) vs trainable parameters (log10)</text>')
+        out.append(f'<line x1="{x0 + pad}" y1="{H - 30}" x2="{x0 + W - 10}" y2="{H - 30}" stroke="#999"/><line x1="{x0 + pad}" y1="10" x2="{x0 + pad}" y2="{H - 30}" stroke="#999"/>')
+        for e in range(0, 8):
+            out.append(f'<text x="{px(10 ** e)}" y="{H - 18}" text-anchor="middle">{"0" if e == 0 else f"1e{e}"}</text>')
+        for y in range(int(lo), int(hi) + 1, 5):
+            out.append(f'<text x="{x0 + pad - 4}" y="{py(y) + 3}" text-anchor="end">{y}</text>')
+        for m, p, y in rows:
+            out.append(f'<circle cx="{px(p):.1f}" cy="{py(y):.1f}" r="4" fill="{colors.get(m, "#000")}"/><text x="{px(p) + 6:.1f}" y="{py(y) + 3:.1f}">{m}</text>')
+    out.append("</svg>")
+    path.write_text("\n".join(out))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--budget", default="quick", choices=sorted(BUDGETS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[42])
+    ap.add_argument("--tasks", nargs="+")
+    ap.add_argument("--methods", nargs="+", default=METHODS)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--out", type=Path, default=ROOT / "runs/bench")
+    ap.add_argument("--docs", type=Path, default=ROOT / "docs")
+    a = ap.parse_args()
+    tasks = a.tasks or list(BUDGETS[a.budget])
+    started = time.time()
+    results = {}
+    for task in tasks:
+        results[task] = {}
+        for method in a.methods:
+            if method == "zero-shot" and task.startswith("cruxeval"):
+                continue
+            runs = []
+            for seed in ([a.seeds[0]] if method == "zero-shot" else a.seeds):
+                print(f"{task} {method} seed {seed}", file=sys.stderr, flush=True)
+                runs.append(one(task, method, seed, a.budget, a.lr, a.out))
+            results[task][method] = {
+                "params": runs[0]["trainable_parameters"],
+                "server_state": SERVER_STATE.get(method, "none"),
+                "scores": [score(r, task) for r in runs],
+                "accuracy": [100 * r["best_dev_accuracy"] for r in runs],
+                "wall_seconds": [round(r["wall_seconds"]) for r in runs],
+                "samples_per_sec": [r.get("samples_per_sec") for r in runs],
+                "commands": [r["command"] for r in runs],
+            }
+    a.docs.mkdir(exist_ok=True)
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    meta = {"budget": a.budget, "budgets": BUDGETS[a.budget], "seeds": a.seeds, "lr": a.lr, "batch_size": 16,
+            "machine": f"{cpu}, {os.cpu_count()} cores, CPU backend (flex)", "commit": commit,
+            "date": time.strftime("%Y-%m-%d"), "total_wall_minutes": round((time.time() - started) / 60, 1),
+            "command": f"python3 scripts/benchmark.py --budget {a.budget} --seeds {' '.join(map(str, a.seeds))}"}
+    (a.docs / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    plot(results, a.docs / "accuracy-vs-params.svg")
+    write_markdown(meta, results, a.docs)
+    print((a.docs / "RESULTS.md").read_text())
+
+
+def write_markdown(meta, results, docs):
+    L = ["# Benchmark report: LoPA against its baselines, at small scale", "",
+         f"Generated by `{meta['command']}` on {meta['date']} (commit {meta['commit']}); do not edit by hand.",
+         f"Machine: {meta['machine']}. Frozen model SmolLM2-135M-Instruct (Q4_1 GGUF, f32 compute), encoder all-MiniLM-L6-v2.",
+         f"Settings: AdamW, lr {meta['lr']} with 6 % warm-up, batch {meta['batch_size']}, m = 10, r = 4, H = 256 (LoPA and variants), "
+         "LoRA r = 16, alpha = 32 on q/k/v. Scores are the best epoch's dev score; mean ± standard deviation over seeds "
+         f"{', '.join(map(str, meta['seeds']))} where there are several. Total wall time {meta['total_wall_minutes']} min.", "",
+         "Budgets (training rows × epochs, dev rows; rows are the first N of the seed's shuffle, 0 = all):", ""]
+    for t, b in meta["budgets"].items():
+        L.append(f"- {t}: {b['train_limit'] or 'all'} × {b['epochs']}, dev {b['dev_limit'] or 'all'}, max length {b['max_length']}")
+    L += ["", "## Results", ""]
+    for task, rows in results.items():
+        m = metric_of(task)
+        L += [f"### {task} ({m})", "", f"| method | trainable params | server-side state | {m} | wall time | command |", "|---|---|---|---|---|---|"]
+        for method, r in rows.items():
+            bold = "**" if method == "lopa" else ""
+            L.append(f"| {bold}{method}{bold} | {r['params']:,} | {r['server_state']} | {bold}{fmt(r['scores'])}{bold} | "
+                     f"{statistics.mean(r['wall_seconds']) / 60:.1f} min | `{r['commands'][0]}` |")
+        L.append("")
+    L += ["![accuracy against trainable parameters](accuracy-vs-params.svg)", "", "## The orderings the paper reports", ""]
+    for task, rows in results.items():
+        s = {k: statistics.mean(v["scores"]) for k, v in rows.items()}
+        if "lopa" not in s:
+            continue
+        for other, claim in [("pt", "LoPA > PT"), ("idpg", "LoPA ≥ IDPG"), ("lora", "LoPA ≈ LoRA (within 2 points)")]:
+            if other not in s:
+                continue
+            ok = s["lopa"] > s[other] if other == "pt" else (s["lopa"] >= s[other] if other == "idpg" else abs(s["lopa"] - s[other]) <= 2)
+            L.append(f"- {task}: {claim}: **{'holds' if ok else 'does not hold'}** (LoPA {s['lopa']:.1f}, {other} {s[other]:.1f})")
+        if "idpg" in rows:
+            L.append(f"- {task}: LoPA's trainable parameters {rows['lopa']['params']:,} vs IDPG's {rows['idpg']['params']:,}")
+    L += ["", "## The paper's numbers (RoBERTa-large, full GLUE training sets, 20 epochs)", "",
+          "| method | params (M) | server change | SST-2 | MRPC F1 | RTE |", "|---|---|---|---|---|---|"]
+    for k, v in PAPER.items():
+        L.append(f"| {k} | {v['params_m']} | {'yes' if k == 'lora' else 'no'} | {v['sst2']} | {v['mrpc']} | {v['rte']} |")
+    L += ["", "CruxEval-O pass@1 in the paper (average of six code models, 350M to 8B): " + ", ".join(f"{k} {v}" for k, v in PAPER_CODE.items()) + ".", ""]
+    disc = docs / "results-discussion.md"
+    if disc.exists():
+        L += ["## Where ours agree and differ, and why", "", disc.read_text().strip(), ""]
+    perf = docs / "performance.md"
+    if perf.exists():
+        L += [perf.read_text().strip(), ""]
+    (docs / "RESULTS.md").write_text("\n".join(L))
+
+
+if __name__ == "__main__":
+    main()
