@@ -1,17 +1,21 @@
 // The model side of the package: downloads (progress, Cache API) and the wasm client. Runs on
 // the page or inside the Web Worker (worker.js); index.js is the public API over either.
-import init, { WasmClient } from './wasm/lopa.js';
-
 const CACHE = 'lopa-weights-v1';
 const BACKENDS = ['auto', 'webgpu', 'cpu'];
 const REQUEST_OPTIONS = ['dtype', 'maxTokens', 'temperature', 'topP', 'seed', 'stop', 'stream'];
+// Two builds of the same crate: the small CPU-only module, and WebGPU + CPU (mostly the kernel
+// compiler) fetched only when the browser offers a WebGPU adapter.
+const MODULES = { cpu: 'lopa_cpu', webgpu: 'lopa' };
+const ready = {};
 
-let wasmReady = null;
-
-/** Initialise the wasm module once per context. */
-export function initWasm(wasm) {
-  wasmReady ??= init({ module_or_path: wasm ?? new URL('./wasm/lopa_bg.wasm', import.meta.url) });
-  return wasmReady;
+/** The WasmClient class of one module, initialised once per context. */
+export function wasmModule(kind, url) {
+  ready[kind] ??= (async () => {
+    const glue = await import(`./wasm/${MODULES[kind]}.js`);
+    await glue.default({ module_or_path: url ?? new URL(`./wasm/${MODULES[kind]}_bg.wasm`, import.meta.url) });
+    return glue.WasmClient;
+  })();
+  return ready[kind];
 }
 
 /** A wasm call whose failure becomes an Error with lopa's message. */
@@ -90,23 +94,23 @@ export class Core {
     this.fallbackReason = fallbackReason;
   }
 
-  static async load({ encoder, adapter, tokenizer, backend = 'auto', onProgress, cache = true, wasm } = {}) {
+  static async load({ encoder, adapter, tokenizer, backend = 'auto', onProgress, cache = true, wasm = {} } = {}) {
     if (!BACKENDS.includes(backend)) throw new Error(`lopa: unknown backend \`${backend}\` (auto, webgpu, cpu)`);
-    await initWasm(wasm);
-    const [enc, tok, ad] = await Promise.all([
+    const gpu = globalThis.navigator && navigator.gpu;
+    if (backend === 'webgpu' && !gpu) throw new Error('lopa: WebGPU is not available here (navigator.gpu is missing)');
+    let reason = null;
+    if (backend === 'auto') {
+      const adapter = gpu ? await gpu.requestAdapter().catch(() => null) : null;
+      if (!adapter) reason = gpu ? 'navigator.gpu offers no adapter' : 'navigator.gpu is missing';
+    }
+    const kind = backend === 'cpu' || reason ? 'cpu' : 'webgpu';
+    const [WasmClient, enc, tok, ad] = await Promise.all([
+      call('load', () => wasmModule(kind, wasm[kind])),
       fetchBytes('encoder', encoder, onProgress, cache),
       fetchBytes('tokenizer', tokenizer, onProgress, cache),
       fetchBytes('adapter', adapter, onProgress, cache),
     ]);
-    let chosen = backend;
-    let reason = null;
-    const hasGpu = !!(globalThis.navigator && navigator.gpu);
-    if (backend === 'webgpu' && !hasGpu) throw new Error('lopa: WebGPU is not available here (navigator.gpu is missing)');
-    if (backend === 'auto' && !hasGpu) {
-      chosen = 'cpu';
-      reason = 'navigator.gpu is missing';
-    }
-    const inner = await call('load', () => WasmClient.load(enc, tok, ad, chosen));
+    const inner = await call('load', () => WasmClient.load(enc, tok, ad, kind === 'cpu' ? 'cpu' : backend));
     return new Core(inner, reason ?? inner.fallbackReason ?? null);
   }
 

@@ -24,8 +24,8 @@ export interface LoadOptions {
   worker?: boolean;
   /** Keep downloads in the Cache API (default true). */
   cache?: boolean;
-  /** URL of lopa_bg.wasm (default: next to this module). */
-  wasm?: string | URL;
+  /** URLs of the two wasm modules (default: wasm/ next to this module). */
+  wasm?: { cpu?: string | URL; webgpu?: string | URL };
 }
 
 export interface SoftPrompt {

@@ -72,7 +72,7 @@ export class LopaClient {
   /**
    * Load the encoder, its tokenizer and a task adapter (URLs or bytes) and pick a backend.
    * Options: backend ('auto' | 'webgpu' | 'cpu'), onProgress({file, loaded, total, cached}),
-   * worker (run in a Web Worker), cache (Cache API, default true), wasm (URL of lopa_bg.wasm).
+   * worker (run in a Web Worker), cache (Cache API, default true), wasm ({cpu, webgpu}: module URLs).
    */
   static async load(options = {}) {
     if (options.worker) {

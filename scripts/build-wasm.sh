@@ -13,14 +13,24 @@ if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; th
   cargo install wasm-bindgen-cli --version "$want"
 fi
 [ -x tests/browser/node_modules/.bin/wasm-opt ] || (cd tests/browser && npm ci --no-audit --no-fund >/dev/null)
-cargo build --locked --target wasm32-unknown-unknown --lib --no-default-features --features browser --profile wasm
-raw="$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm/lopa.wasm"
+# Two modules: lopa_cpu (flex only: what every browser can run, and small) and lopa (WebGPU
+# + CPU). The JS loads the WebGPU one only where navigator.gpu offers an adapter.
 rm -rf pkg/wasm
-wasm-bindgen --target web --out-dir pkg/wasm --out-name lopa "$raw"
-before=$(stat -c %s pkg/wasm/lopa_bg.wasm)
-# -O3 rather than -Oz: the CPU backend's kernels are the latency budget; -Oz saves little more.
-tests/browser/node_modules/.bin/wasm-opt -O3 pkg/wasm/lopa_bg.wasm -o pkg/wasm/lopa_bg.opt.wasm
-mv pkg/wasm/lopa_bg.opt.wasm pkg/wasm/lopa_bg.wasm
-after=$(stat -c %s pkg/wasm/lopa_bg.wasm)
-gz=$(gzip -9 -c pkg/wasm/lopa_bg.wasm | wc -c)
-printf '{"wasm_bindgen_bytes":%s,"wasm_opt_bytes":%s,"gzip_bytes":%s}\n' "$before" "$after" "$gz" | tee pkg/wasm/sizes.json
+mkdir -p pkg/wasm
+raw="$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm/lopa.wasm"
+opt=tests/browser/node_modules/.bin/wasm-opt
+build() { # name, features, cargo opt-level, wasm-opt level
+  CARGO_PROFILE_WASM_OPT_LEVEL="$3" cargo build --locked --target wasm32-unknown-unknown --lib --no-default-features --features "$2" --profile wasm
+  wasm-bindgen --target web --out-dir pkg/wasm --out-name "$1" "$raw"
+  local before=$(stat -c %s "pkg/wasm/$1_bg.wasm")
+  "$opt" "$4" --strip-debug --strip-producers "pkg/wasm/$1_bg.wasm" -o "pkg/wasm/$1_bg.opt.wasm"
+  mv "pkg/wasm/$1_bg.opt.wasm" "pkg/wasm/$1_bg.wasm"
+  local after=$(stat -c %s "pkg/wasm/$1_bg.wasm")
+  local gz=$(gzip -9 -c "pkg/wasm/$1_bg.wasm" | wc -c)
+  printf '"%s":{"wasm_bindgen_bytes":%s,"wasm_opt_bytes":%s,"gzip_bytes":%s}' "$1" "$before" "$after" "$gz"
+}
+# The CPU module at opt-level 3 / -O3 (its kernels are the latency budget); the WebGPU module
+# for size (its bulk is the kernel compiler, which runs once per kernel).
+cpu=$(build lopa_cpu browser 3 -O3)
+gpu=$(build lopa browser-webgpu s -Oz)
+echo "{$cpu,$gpu}" | tee pkg/wasm/sizes.json

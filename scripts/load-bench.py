@@ -17,6 +17,7 @@ p.add_argument("--max-tokens", type=int, default=8)
 p.add_argument("--rows", type=int, default=10)
 p.add_argument("--batch", type=int, default=16)
 p.add_argument("--timeout", type=float, default=600)
+p.add_argument("--out", default=None, help="also write the JSON here (docs/perf/load-bench.json for docs/RESULTS.md)")
 a = p.parse_args()
 
 
@@ -84,7 +85,12 @@ def run(max_batch):
 
 
 res = [run(a.batch), run(1)]
+for r, mode in zip(res, [f"batched (--max-batch {a.batch})", "one at a time (--max-batch 1)"]):
+    r["mode"] = mode
 print(json.dumps(res, indent=1))
+if a.out:
+    with open(a.out, "w") as f:
+        json.dump(res, f, indent=1)
 print(f"batched / one-at-a-time throughput: {res[0]['requests_per_sec'] / res[1]['requests_per_sec']:.2f}x")
 if any(r["errors"] or r["completed"] != a.requests for r in res):
     sys.exit("errors or lost requests")

@@ -1,30 +1,38 @@
 //! wasm-bindgen exports for the browser package (`pkg/`). The JS wrapper (`pkg/index.js`) adds
-//! downloads with progress, the Cache API and the Web Worker; this module holds the model.
+//! downloads with progress, the Cache API and the Web Worker; this module holds the model. It is
+//! built twice: `browser` (CPU only, small) and `browser-webgpu` (WebGPU + CPU).
 //! Every failure comes back as a JS `Error` with lopa's message; nothing here reads a tensor
 //! synchronously (WebGPU forbids it).
 
 use crate::client::{Client, Input, RequestOptions, SoftPrompt};
 use crate::error::{Error, Result};
-use burn::tensor::{Device, Tensor};
-use std::cell::RefCell;
+use burn::tensor::Device;
 use wasm_bindgen::prelude::*;
 
+#[cfg(feature = "browser-webgpu")]
 thread_local! {
     /// A page can initialise burn's WebGPU runtime once; later clients reuse the device.
-    static WEBGPU: RefCell<Option<Device>> = const { RefCell::new(None) };
+    static WEBGPU: std::cell::RefCell<Option<Device>> = const { std::cell::RefCell::new(None) };
 }
 
 fn js(e: Error) -> JsError {
     JsError::new(&e.to_string())
 }
 
+/// This module was built without WebGPU (the CPU module of the package).
+#[cfg(not(feature = "browser-webgpu"))]
+async fn webgpu() -> Result<Device> {
+    Err(Error::Backend("this is the CPU build of lopa (lopa_cpu_bg.wasm); WebGPU needs lopa_bg.wasm".into()))
+}
+
 /// Open WebGPU and check it with one small kernel read back asynchronously.
+#[cfg(feature = "browser-webgpu")]
 async fn webgpu() -> Result<Device> {
     if let Some(d) = WEBGPU.with(|w| w.borrow().clone()) {
         return Ok(d);
     }
     let device = Device::wgpu_options().init_async().await.map_err(|e| Error::Backend(format!("WebGPU: {e}")))?;
-    let x = Tensor::<1>::from_floats([1.0, 2.0], &device);
+    let x = burn::tensor::Tensor::<1>::from_floats([1.0, 2.0], &device);
     let s = (x.clone() * x).sum().into_data_async().await.map_err(|e| Error::Backend(format!("WebGPU: {e:?}")))?;
     let s = s.try_to_vec::<f32>().map_err(|e| Error::Backend(format!("WebGPU: {e:?}")))?;
     if s != [5.0] {

@@ -1,9 +1,14 @@
 // Soft-prompt latency in headless Chromium for a 64-token input (62 words + [CLS] + [SEP]):
 // load once per backend, 3 warm-up calls, then the median and p90 of N timed calls.
-// Usage: node tests/browser/bench.mjs [N]   (prints one JSON line per backend)
+// Usage: node tests/browser/bench.mjs [N] [--out docs/perf/browser-latency.json]
+import { writeFileSync } from 'node:fs';
 import { serve, browser } from './lib.mjs';
 
-const N = Number(process.argv[2] || 20);
+const args = process.argv.slice(2);
+const outAt = args.indexOf('--out');
+const out = outAt >= 0 ? args.splice(outAt, 2)[1] : null;
+const N = Number(args[0] || 20);
+const results = [];
 const TEXT = Array(62).fill('movie').join(' ');
 const { server, origin } = await serve();
 const b = await browser({ webgpu: true });
@@ -33,7 +38,9 @@ try {
       return r;
     }, { backend, TEXT, N });
     console.log(JSON.stringify(r));
+    results.push(r);
   }
+  if (out) writeFileSync(out, JSON.stringify(results, null, 1));
 } finally {
   await b.close();
   server.close();
