@@ -10,7 +10,7 @@ const $ = (id) => document.getElementById(id);
 
 let client = null;
 let adapters = [];
-const state = { ready: false, last: null, error: null };
+const state = { ready: false, last: null, error: null, runs: 0 };
 window.lopaDemo = state;
 
 function status(text, error = false) {
@@ -128,9 +128,11 @@ async function run() {
     const result = await client.complete(endpoint, text, { onToken });
     showAnswer(result, task);
     state.last = { softPromptMs: ms, shape: sp.shape, requestBytes: request.body.length, result };
+    state.runs++;
     status(`Answered by ${endpoint}.`);
   } catch (e) {
     status(e.message, true);
+    state.runs++;
   } finally {
     $('run').disabled = false;
   }

@@ -43,10 +43,10 @@ try {
     ['a dull, tedious mess with wooden acting and a script that goes nowhere', 'terrible'],
   ];
   for (const [text, want] of reviews) {
-    const before = await b.page.evaluate(() => window.lopaDemo.last);
+    const before = await b.page.evaluate(() => window.lopaDemo.runs);
     await b.page.fill('#text', text);
     await b.page.click('#run');
-    await b.page.waitForFunction((before) => window.lopaDemo.error || (window.lopaDemo.last && window.lopaDemo.last !== before), before, { timeout: 120000 });
+    await b.page.waitForFunction((before) => window.lopaDemo.runs > before, before, { timeout: 120000 });
     const { last, error } = await b.page.evaluate(() => ({ last: window.lopaDemo.last, error: window.lopaDemo.error }));
     const shown = (await b.page.textContent('#answer .label')) || '';
     check(!error && shown === want, `“${text.slice(0, 40)}…” → ${shown || error} (want ${want}; p=${last ? JSON.stringify(last.result.probabilities) : '-'})`);
