@@ -5,11 +5,7 @@
 # Expects .devcarry/{lopa.xz (WGSL build), lopa-vulkan.xz (optional, --features vulkan),
 # debs/*.deb} made on the developer machine; writes into $OUT.
 set -uo pipefail
-OUT="${OUT:-/tmp/gpu-bench}"; mkdir -p "$OUT"
-for d in .devcarry/debs/*.deb; do dpkg -x "$d" / ; done; ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-export XDG_RUNTIME_DIR=$(mktemp -d); chmod 700 "$XDG_RUNTIME_DIR"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+source "$(dirname "$0")/gpu-setup.sh"
 B="${B:-32}" S="${S:-256}"
 for v in ${VARIANTS:-lopa}; do
   [ -f ".devcarry/$v.xz" ] || continue

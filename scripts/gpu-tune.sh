@@ -4,11 +4,7 @@
 # under each setting in $SETTINGS (space-separated; `default` = no variable), then the PyTorch
 # reference on the same GPU. Same carried files as scripts/gpu-bench.sh; writes into $OUT.
 set -uo pipefail
-OUT="${OUT:-/tmp/gpu-tune}"; mkdir -p "$OUT"
-for d in .devcarry/debs/*.deb; do dpkg -x "$d" / ; done; ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-export XDG_RUNTIME_DIR=$(mktemp -d); chmod 700 "$XDG_RUNTIME_DIR"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+source "$(dirname "$0")/gpu-setup.sh"
 xz -dc .devcarry/lopa.xz > /tmp/lopa && chmod +x /tmp/lopa
 for s in ${SETTINGS:-default CUBECL_WGPU_MAX_TASKS=128 CUBECL_AUTOTUNE_LEVEL=full}; do
   name=$(echo "$s" | tr '=' '-')
