@@ -15,7 +15,6 @@ fi
 [ -x tests/browser/node_modules/.bin/wasm-opt ] || (cd tests/browser && npm ci --no-audit --no-fund >/dev/null)
 # Two modules: lopa_cpu (flex only: what every browser can run, and small) and lopa (WebGPU
 # + CPU). The JS loads the WebGPU one only where navigator.gpu offers an adapter.
-rm -rf pkg/wasm
 mkdir -p pkg/wasm
 opt=tests/browser/node_modules/.bin/wasm-opt
 build() { # name, features, cargo opt-level, wasm-opt level, rustflags
@@ -23,13 +22,16 @@ build() { # name, features, cargo opt-level, wasm-opt level, rustflags
   local dir="$CARGO_TARGET_DIR/wasm-$1"
   CARGO_TARGET_DIR="$dir" CARGO_PROFILE_WASM_OPT_LEVEL="$3" CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="$5" \
     cargo build --locked --target wasm32-unknown-unknown --lib --no-default-features --features "$2" --profile wasm
-  wasm-bindgen --target web --out-dir pkg/wasm --out-name "$1" "$dir/wasm32-unknown-unknown/wasm/lopa.wasm"
+  local raw="$dir/wasm32-unknown-unknown/wasm/lopa.wasm"
+  # Unchanged since the last run: keep its output (wasm-opt takes minutes on the WebGPU module).
+  if [ "pkg/wasm/$1_bg.wasm" -nt "$raw" ] && [ -f "pkg/wasm/$1.sizes" ]; then cat "pkg/wasm/$1.sizes"; return; fi
+  wasm-bindgen --target web --out-dir pkg/wasm --out-name "$1" "$raw"
   local before=$(stat -c %s "pkg/wasm/$1_bg.wasm")
   "$opt" "$4" --strip-debug --strip-producers "pkg/wasm/$1_bg.wasm" -o "pkg/wasm/$1_bg.opt.wasm"
   mv "pkg/wasm/$1_bg.opt.wasm" "pkg/wasm/$1_bg.wasm"
   local after=$(stat -c %s "pkg/wasm/$1_bg.wasm")
   local gz=$(gzip -9 -c "pkg/wasm/$1_bg.wasm" | wc -c)
-  printf '"%s":{"wasm_bindgen_bytes":%s,"wasm_opt_bytes":%s,"gzip_bytes":%s}' "$1" "$before" "$after" "$gz"
+  printf '"%s":{"wasm_bindgen_bytes":%s,"wasm_opt_bytes":%s,"gzip_bytes":%s}' "$1" "$before" "$after" "$gz" | tee "pkg/wasm/$1.sizes"
 }
 # The CPU module at opt-level 3 / -O3 with wasm SIMD (its kernels are the latency budget); the
 # WebGPU module for size (its bulk is the kernel compiler, which runs once per kernel).
