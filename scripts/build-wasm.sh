@@ -22,16 +22,21 @@ build() { # name, features, cargo opt-level, wasm-opt level, rustflags
   local dir="$CARGO_TARGET_DIR/wasm-$1"
   CARGO_TARGET_DIR="$dir" CARGO_PROFILE_WASM_OPT_LEVEL="$3" CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="$5" \
     cargo build --locked --target wasm32-unknown-unknown --lib --no-default-features --features "$2" --profile wasm
-  local raw="$dir/wasm32-unknown-unknown/wasm/lopa.wasm"
-  # Unchanged since the last run: keep its output (wasm-opt takes minutes on the WebGPU module).
-  if [ "pkg/wasm/$1_bg.wasm" -nt "$raw" ] && [ -f "pkg/wasm/$1.sizes" ]; then cat "pkg/wasm/$1.sizes"; return; fi
-  wasm-bindgen --target web --out-dir pkg/wasm --out-name "$1" "$raw"
-  local before=$(stat -c %s "pkg/wasm/$1_bg.wasm")
-  "$opt" "$4" --strip-debug --strip-producers "pkg/wasm/$1_bg.wasm" -o "pkg/wasm/$1_bg.opt.wasm"
-  mv "pkg/wasm/$1_bg.opt.wasm" "pkg/wasm/$1_bg.wasm"
-  local after=$(stat -c %s "pkg/wasm/$1_bg.wasm")
-  local gz=$(gzip -9 -c "pkg/wasm/$1_bg.wasm" | wc -c)
-  printf '"%s":{"wasm_bindgen_bytes":%s,"wasm_opt_bytes":%s,"gzip_bytes":%s}' "$1" "$before" "$after" "$gz" | tee "pkg/wasm/$1.sizes"
+  local raw="$dir/wasm32-unknown-unknown/wasm/lopa.wasm" out="$dir/pkg"
+  # wasm-bindgen + wasm-opt (minutes on the WebGPU module) only when the module changed; their
+  # output is kept beside the build, so a clean clone with a warm cache skips them too.
+  if ! [ "$out/$1_bg.wasm" -nt "$raw" ] || ! [ -f "$out/$1.sizes" ]; then
+    rm -rf "$out" && mkdir -p "$out"
+    wasm-bindgen --target web --out-dir "$out" --out-name "$1" "$raw"
+    local before=$(stat -c %s "$out/$1_bg.wasm")
+    "$opt" "$4" --strip-debug --strip-producers "$out/$1_bg.wasm" -o "$out/$1_bg.opt.wasm"
+    mv "$out/$1_bg.opt.wasm" "$out/$1_bg.wasm"
+    local after=$(stat -c %s "$out/$1_bg.wasm")
+    local gz=$(gzip -9 -c "$out/$1_bg.wasm" | wc -c)
+    printf '"%s":{"wasm_bindgen_bytes":%s,"wasm_opt_bytes":%s,"gzip_bytes":%s}' "$1" "$before" "$after" "$gz" > "$out/$1.sizes"
+  fi
+  cp -p "$out"/* pkg/wasm/
+  cat "$out/$1.sizes"
 }
 # The CPU module at opt-level 3 / -O3 with wasm SIMD (its kernels are the latency budget); the
 # WebGPU module for size (its bulk is the kernel compiler, which runs once per kernel).
