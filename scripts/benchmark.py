@@ -50,7 +50,7 @@ def run(cmd, log):
         subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, check=True, text=True, cwd=ROOT)
 
 
-def one(task, method, seed, budget, lr, out):
+def one(task, method, seed, budget, lr, out, backend="cpu"):
     b = BUDGETS[budget][task]
     d = out / budget / task / f"{method}-s{seed}"
     summary = d / "summary.json"
@@ -59,12 +59,12 @@ def one(task, method, seed, budget, lr, out):
     d.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     if method == "zero-shot":
-        cmd = [str(LOPA), "zero-shot", "--backend", "cpu", "--task", task, "--dev-limit", str(b["dev_limit"])]
+        cmd = [str(LOPA), "zero-shot", "--backend", backend, "--task", task, "--dev-limit", str(b["dev_limit"])]
         r = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
         z = json.loads(r.stdout)
         s = {"best_dev_accuracy": z["dev_accuracy"], "best_dev_f1": z["dev_f1"], "trainable_parameters": 0, "samples_per_sec": None}
     else:
-        cmd = [str(LOPA), "train", "--backend", "cpu", "--task", task, "--method", method, "--seed", str(seed), "--lr", str(lr),
+        cmd = [str(LOPA), "train", "--backend", backend, "--task", task, "--method", method, "--seed", str(seed), "--lr", str(lr),
                "--batch-size", "16", "--epochs", str(b["epochs"]), "--train-limit", str(b["train_limit"]),
                "--dev-limit", str(b["dev_limit"]), "--max-length", str(b["max_length"]), "--run-dir", str(d)]
         run(cmd, d / "train.log")
@@ -118,6 +118,7 @@ def main():
     ap.add_argument("--tasks", nargs="+")
     ap.add_argument("--methods", nargs="+", default=METHODS)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--backend", default="cpu", help="cpu, wgpu or auto (passed to lopa)")
     ap.add_argument("--out", type=Path, default=ROOT / "runs/bench")
     ap.add_argument("--docs", type=Path, default=ROOT / "docs")
     a = ap.parse_args()
@@ -134,7 +135,7 @@ def main():
             runs = []
             for seed in ([a.seeds[0]] if method == "zero-shot" else a.seeds):
                 print(f"{task} {method} seed {seed}", file=sys.stderr, flush=True)
-                runs.append(one(task, method, seed, a.budget, a.lr, a.out))
+                runs.append(one(task, method, seed, a.budget, a.lr, a.out, a.backend))
             results[task][method] = {
                 "params": runs[0]["trainable_parameters"],
                 "server_state": SERVER_STATE.get(method, "none"),
