@@ -23,9 +23,10 @@ build() { # name, features, cargo opt-level, wasm-opt level, rustflags
   CARGO_TARGET_DIR="$dir" CARGO_PROFILE_WASM_OPT_LEVEL="$3" CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="$5" \
     cargo build --locked --target wasm32-unknown-unknown --lib --no-default-features --features "$2" --profile wasm
   local raw="$dir/wasm32-unknown-unknown/wasm/lopa.wasm" out="$dir/pkg"
-  # wasm-bindgen + wasm-opt (minutes on the WebGPU module) only when the module changed; their
-  # output is kept beside the build, so a clean clone with a warm cache skips them too.
-  if ! [ "$out/$1_bg.wasm" -nt "$raw" ] || ! [ -f "$out/$1.sizes" ]; then
+  # wasm-bindgen + wasm-opt (minutes on the WebGPU module) only when the module's bytes changed;
+  # their output is kept beside the build, so a clean clone with a warm cache skips them too.
+  local sum=$(sha256sum "$raw" | cut -c1-64)
+  if [ "$(cat "$out/raw.sha256" 2>/dev/null)" != "$sum" ] || ! [ -f "$out/$1.sizes" ]; then
     rm -rf "$out" && mkdir -p "$out"
     wasm-bindgen --target web --out-dir "$out" --out-name "$1" "$raw"
     local before=$(stat -c %s "$out/$1_bg.wasm")
@@ -34,8 +35,9 @@ build() { # name, features, cargo opt-level, wasm-opt level, rustflags
     local after=$(stat -c %s "$out/$1_bg.wasm")
     local gz=$(gzip -9 -c "$out/$1_bg.wasm" | wc -c)
     printf '"%s":{"wasm_bindgen_bytes":%s,"wasm_opt_bytes":%s,"gzip_bytes":%s}' "$1" "$before" "$after" "$gz" > "$out/$1.sizes"
+    echo "$sum" > "$out/raw.sha256"
   fi
-  cp -p "$out"/* pkg/wasm/
+  cp -p "$out/$1"* pkg/wasm/
   cat "$out/$1.sizes"
 }
 # The CPU module at opt-level 3 / -O3 with wasm SIMD (its kernels are the latency budget); the
