@@ -33,3 +33,23 @@ fn real_torch_save_files_decode_to_torch_values() {
         }
     }
 }
+
+#[test]
+fn views_larger_than_their_storage_are_refused() {
+    // The real f32 file with its pickle patched in place (no CRC check; same length): size
+    // (10, 576) stride (576, 1) → size (20, 576) stride (0, 1), a broadcast view of 11,520
+    // elements over a 5,760-element storage. Refused before any allocation of that size.
+    let mut b = std::fs::read(common::fixture("torch/prompt_embeds_f32.pt")).unwrap();
+    let from = b"K\nM@\x02\x86q\x06M@\x02K\x01\x86";
+    let to = b"K\x14M@\x02\x86q\x06M\x00\x00K\x01\x86";
+    let at = b.windows(from.len()).position(|w| w == from).expect("size/stride record");
+    b[at..at + from.len()].copy_from_slice(to);
+    assert_eq!(load_tensor(&b).unwrap_err().to_string(), "prompt_embeds: the tensor has 11520 elements, more than its storage's 5760");
+    // The same with stride (0, 1) and the original size is a valid broadcast view: every row is row 0.
+    let mut b = std::fs::read(common::fixture("torch/prompt_embeds_f32.pt")).unwrap();
+    let to = b"K\nM@\x02\x86q\x06M\x00\x00K\x01\x86";
+    b[at..at + from.len()].copy_from_slice(to);
+    let (shape, values) = load_tensor(&b).unwrap();
+    assert_eq!(shape, vec![10, 576]);
+    assert!(values.chunks(576).all(|row| row == &values[..576]));
+}
