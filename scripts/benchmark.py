@@ -21,8 +21,8 @@ SERVER_STATE = {"lora": "yes (per task/user)"}
 BUDGETS = {
     "quick": {  # about 70 min on 2 CPU cores: too small a budget to rank the methods (see the report)
         "sst2": dict(train_limit=400, epochs=1, dev_limit=200, max_length=256),
-        "mrpc": dict(train_limit=240, epochs=1, dev_limit=100, max_length=256, methods=["zero-shot", "pt", "lopa", "lora"]),
-        "rte": dict(train_limit=160, epochs=1, dev_limit=100, max_length=512, methods=["zero-shot", "pt", "lopa", "lora"]),
+        "mrpc": dict(train_limit=240, epochs=1, dev_limit=120, max_length=256, methods=["zero-shot", "pt", "idpg", "lopa", "lora"]),
+        "rte": dict(train_limit=160, epochs=1, dev_limit=100, max_length=512, methods=["zero-shot", "pt", "idpg", "lopa", "lora"]),
     },
     "full": {
         "sst2": dict(train_limit=2000, epochs=2, dev_limit=0, max_length=256),
@@ -212,6 +212,7 @@ def load(path):
 def performance(docs):
     """The performance section, from the files the measuring commands write (docs/perf/)."""
     perf = docs / "perf"
+    perf.mkdir(parents=True, exist_ok=True)
     L = ["## Performance", "", "Each figure is read from the file its command writes; a missing file shows as not measured.", "",
          "### Soft-prompt latency (MiniLM encoder + LoPA generator, one 64-token input)", "",
          "| where | backend | median | p90 | command |", "|---|---|---|---|---|"]
