@@ -123,7 +123,6 @@ def main():
     ap.add_argument("--docs", type=Path, default=ROOT / "docs")
     a = ap.parse_args()
     tasks = a.tasks or list(BUDGETS[a.budget])
-    started = time.time()
     results = {}
     for task in tasks:
         results[task] = {}
@@ -150,7 +149,8 @@ def main():
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     meta = {"budget": a.budget, "budgets": BUDGETS[a.budget], "seeds": a.seeds, "lr": a.lr, "batch_size": 16,
             "machine": f"{cpu}, {os.cpu_count()} cores, CPU backend (flex)", "commit": commit,
-            "date": time.strftime("%Y-%m-%d"), "total_wall_minutes": round((time.time() - started) / 60, 1),
+            "date": time.strftime("%Y-%m-%d"),
+            "total_wall_minutes": round(sum(w for t in results.values() for r in t.values() for w in r["wall_seconds"]) / 60, 1),
             "command": f"python3 scripts/benchmark.py --budget {a.budget} --seeds {' '.join(map(str, a.seeds))}"}
     (a.docs / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     plot(results, a.docs / "accuracy-vs-params.svg")
@@ -164,7 +164,7 @@ def write_markdown(meta, results, docs):
          f"Machine: {meta['machine']}. Frozen model SmolLM2-135M-Instruct (Q4_1 GGUF, f32 compute), encoder all-MiniLM-L6-v2.",
          f"Settings: AdamW, lr {meta['lr']} with 6 % warm-up, batch {meta['batch_size']}, m = 10, r = 4, H = 256 (LoPA and variants), "
          "LoRA r = 16, alpha = 32 on q/k/v. Scores are the best epoch's dev score; mean ± standard deviation over seeds "
-         f"{', '.join(map(str, meta['seeds']))} where there are several. Total wall time {meta['total_wall_minutes']} min.", "",
+         f"{', '.join(map(str, meta['seeds']))} where there are several. Wall time of all runs {meta['total_wall_minutes']} min (measured while other jobs shared the cores).", "",
          "Budgets (training rows × epochs, dev rows; rows are the first N of the seed's shuffle, 0 = all):", ""]
     for t, b in meta["budgets"].items():
         L.append(f"- {t}: {b['train_limit'] or 'all'} × {b['epochs']}, dev {b['dev_limit'] or 'all'}, max length {b['max_length']}"
