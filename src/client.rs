@@ -52,6 +52,20 @@ pub struct ClientRequest {
     pub body: String,
 }
 
+/// Whether an adapter can run on the client with this encoder: it makes soft prompts (LoRA
+/// changes the server's model) and was trained with this encoder.
+pub fn check_runs_on_client(meta: &AdapterMeta, encoder: &SentenceEncoder) -> Result<()> {
+    let method = meta.generator.method;
+    if method.needs_server_weights() {
+        return Err(Error::Config(format!("a `{}` adapter changes the server's model; it cannot run on the client as a soft prompt", method.name())));
+    }
+    match &meta.encoder {
+        Some(want) => check_identity("encoder", want, &encoder.id, &encoder.sha256),
+        None if method.uses_encoder() => Err(Error::Config("adapter.json records no encoder, but its method needs one".into())),
+        None => Ok(()),
+    }
+}
+
 /// Encoder + generator + the adapter's task, on one device.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -65,14 +79,7 @@ impl Client {
     /// Pair an encoder with an adapter, refusing an adapter trained with another encoder.
     pub fn new(encoder: SentenceEncoder, adapter: Adapter, device: &Device) -> Result<Self> {
         let meta = adapter.meta;
-        if meta.generator.method.needs_server_weights() {
-            return Err(Error::Config(format!("a `{}` adapter changes the server's model; it cannot run on the client as a soft prompt", meta.generator.method.name())));
-        }
-        match &meta.encoder {
-            Some(want) => check_identity("encoder", want, &encoder.id, &encoder.sha256)?,
-            None if meta.generator.method.uses_encoder() => return Err(Error::Config("adapter.json records no encoder, but its method needs one".into())),
-            None => {}
-        }
+        check_runs_on_client(&meta, &encoder)?;
         let generator = PromptGenerator::from_tensors(&meta.generator, &adapter.weights, device)?;
         Ok(Self { encoder, generator, meta, device: device.clone() })
     }

@@ -425,13 +425,11 @@ fn export_web(encoder: Option<PathBuf>, adapters: &[String], out: &std::path::Pa
             return Err(lopa::Error::Input(format!("adapter name `{name}`: use letters, digits, - and _")));
         }
         let a = lopa::adapter::Adapter::load(std::path::Path::new(path))?;
-        if a.meta.generator.method.needs_server_weights() {
-            return Err(lopa::Error::Config(format!("{path}: a `{}` adapter changes the server's model and cannot run in the browser", a.meta.generator.method.name())));
-        }
-        // Refuse a mismatch here rather than in the browser.
-        if let Some(want) = &a.meta.encoder {
-            lopa::adapter::check_identity("encoder", want, &enc.id, &enc.sha256)?;
-        }
+        // Refuse here what the browser would refuse (LoRA, another encoder).
+        lopa::client::check_runs_on_client(&a.meta, &enc).map_err(|e| match e {
+            lopa::Error::Config(m) => lopa::Error::Config(format!("{path}: {m}")),
+            other => other,
+        })?;
         let bytes = a.bundle(store_as);
         let file = format!("adapters/{name}.safetensors");
         list.push(serde_json::json!({"name": name, "file": file, "bytes": bytes.len(), "task": a.meta.task.name, "kind": a.meta.task.kind,
