@@ -9,13 +9,20 @@ where time allows. Writes docs/results.json, docs/accuracy-vs-params.svg and doc
 
 Runs are resumable: a run whose summary.json exists is not trained again. Needs the `lopa`
 binary (cargo build --features full --bin lopa) and the weights (scripts/fetch-weights.sh).
+On a GPU, `--backend wgpu --jobs 8` runs eight trainings at once (one process each), most
+important first: seed 1 of the core methods on every task, then the variants, then more seeds;
+`--deadline` stops starting runs after that many seconds, and `--report-only` writes the report
+from the runs that finished.
 """
 import argparse, json, os, platform, statistics, subprocess, sys, time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LOPA = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/lopa/target")) / "debug/lopa"
 METHODS = ["zero-shot", "pt", "idpg", "lopa", "lopa-add", "lopa-max", "lopa-concat", "lora"]
+CORE = ["zero-shot", "pt", "idpg", "lopa", "lora"]
+SLOWEST_FIRST = {"cruxeval-o": 3, "rte": 2, "mrpc": 1}  # so that concurrent runs end close together
 SERVER_STATE = {"lora": "yes (per task/user)"}
 # One fixed budget per task: training rows × epochs, dev rows (0 = all), max length.
 BUDGETS = {
@@ -50,12 +57,14 @@ def run(cmd, log):
         subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, check=True, text=True, cwd=ROOT)
 
 
-def one(task, method, seed, budget, lr, out, backend="cpu"):
+def one(task, method, seed, budget, lr, out, backend="cpu", report_only=False):
     b = BUDGETS[budget][task]
     d = out / budget / task / f"{method}-s{seed}"
     summary = d / "summary.json"
-    if summary.exists():
-        return json.loads(summary.read_text())
+    if summary.exists() and "command" in (s := json.loads(summary.read_text())):
+        return s
+    if report_only:
+        return None
     d.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     if method == "zero-shot":
@@ -63,16 +72,27 @@ def one(task, method, seed, budget, lr, out, backend="cpu"):
         r = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
         z = json.loads(r.stdout)
         s = {"best_dev_accuracy": z["dev_accuracy"], "best_dev_f1": z["dev_f1"], "trainable_parameters": 0, "samples_per_sec": None}
+        summary.write_text(json.dumps(s))
     else:
         cmd = [str(LOPA), "train", "--backend", backend, "--task", task, "--method", method, "--seed", str(seed), "--lr", str(lr),
                "--batch-size", "16", "--epochs", str(b["epochs"]), "--train-limit", str(b["train_limit"]),
                "--dev-limit", str(b["dev_limit"]), "--max-length", str(b["max_length"]), "--run-dir", str(d)]
         run(cmd, d / "train.log")
         s = json.loads(summary.read_text())
+        # The backend the run really used (`lopa: backend wgpu (NVIDIA H200)`).
+        first = (d / "train.log").read_text().splitlines()[:1]
+        if first and first[0].startswith("lopa: backend "):
+            s["backend"] = first[0].removeprefix("lopa: backend ")
     s["wall_seconds"] = time.time() - t0
+    s["host"] = host()
     s["command"] = " ".join(c.replace(str(LOPA), "lopa").replace(str(ROOT) + "/", "") for c in cmd)
     summary.write_text(json.dumps(s, indent=1))
     return s
+
+
+def host():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    return f"{cpu}, {os.cpu_count()} cores"
 
 
 def score(s, task):
@@ -112,6 +132,7 @@ def plot(results, path):
 
 
 def main():
+    global LOPA
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget", default="quick", choices=sorted(BUDGETS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[42])
@@ -119,22 +140,49 @@ def main():
     ap.add_argument("--methods", nargs="+", default=METHODS)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--backend", default="cpu", help="cpu, wgpu or auto (passed to lopa)")
+    ap.add_argument("--jobs", type=int, default=1, help="trainings run at once (a GPU takes several)")
+    ap.add_argument("--deadline", type=float, default=0, help="start no run after this many seconds (0: no limit)")
+    ap.add_argument("--report-only", action="store_true", help="train nothing: report the runs that finished")
+    ap.add_argument("--lopa", type=Path, default=LOPA, help="the lopa binary")
     ap.add_argument("--out", type=Path, default=ROOT / "runs/bench")
     ap.add_argument("--docs", type=Path, default=ROOT / "docs")
     a = ap.parse_args()
+    LOPA = a.lopa
     tasks = a.tasks or list(BUDGETS[a.budget])
+
+    def wanted(task, method):
+        return method in a.methods and method in BUDGETS[a.budget][task].get("methods", METHODS)
+
+    # Most important first, so a deadline cuts the least: the core methods at the first seed on
+    # every task (slowest task first), then the variants, then the other seeds.
+    order = []
+    for i, seed in enumerate(a.seeds):
+        for group in (CORE, [m for m in METHODS if m not in CORE]):
+            for task in sorted(tasks, key=lambda t: -SLOWEST_FIRST.get(t, 0)):
+                order += [(task, m, seed) for m in group if wanted(task, m) and not (m == "zero-shot" and i > 0)]
+    t0 = time.time()
+
+    def job(key):
+        task, method, seed = key
+        if a.deadline and time.time() - t0 > a.deadline and not a.report_only:
+            return one(task, method, seed, a.budget, a.lr, a.out, a.backend, report_only=True)
+        if not a.report_only:
+            print(f"{task} {method} seed {seed}", file=sys.stderr, flush=True)
+        try:
+            return one(task, method, seed, a.budget, a.lr, a.out, a.backend, a.report_only)
+        except subprocess.CalledProcessError as e:
+            print(f"{task} {method} seed {seed} failed ({e}); see its train.log", file=sys.stderr, flush=True)
+            return None
+
+    with ThreadPoolExecutor(max(1, a.jobs)) as pool:
+        done = dict(zip(order, pool.map(job, order)))
     results = {}
     for task in tasks:
         results[task] = {}
-        for method in a.methods:
-            if method not in BUDGETS[a.budget][task].get("methods", METHODS):
+        for method in METHODS:
+            runs = [r for (t, m, _), r in done.items() if t == task and m == method and r]
+            if not runs:
                 continue
-            if method == "zero-shot" and task.startswith("cruxeval"):
-                continue
-            runs = []
-            for seed in ([a.seeds[0]] if method == "zero-shot" else a.seeds):
-                print(f"{task} {method} seed {seed}", file=sys.stderr, flush=True)
-                runs.append(one(task, method, seed, a.budget, a.lr, a.out, a.backend))
             results[task][method] = {
                 "params": runs[0]["trainable_parameters"],
                 "server_state": SERVER_STATE.get(method, "none"),
@@ -143,6 +191,7 @@ def main():
                 "wall_seconds": [round(r["wall_seconds"]) for r in runs],
                 "samples_per_sec": [r.get("samples_per_sec") for r in runs],
                 "commands": [r["command"] for r in runs],
+                "backend": sorted({r.get("backend", a.backend) for r in runs}),
             }
     a.docs.mkdir(exist_ok=True)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())

@@ -438,15 +438,19 @@ pub fn train(
 
 /// Zero-shot accuracy of the frozen model with no soft prompt at all.
 pub fn zero_shot(task: &TaskSpec, dev_file: &Path, dev_limit: usize, fm: &FoundationModel, device: &Device) -> Result<(f64, Option<f64>)> {
-    let label_ids = label_token_ids(task, fm)?;
-    if task.kind != TaskKind::Classification {
-        return Err(Error::Config("zero-shot scoring is implemented for classification tasks".into()));
-    }
     let mut ex = load_rows(task, dev_file, task.dev_rows)?;
     if dev_limit > 0 {
         ex.truncate(dev_limit);
     }
     let data = prepare(&ex, dev_file, fm, None, usize::MAX, device)?;
+    if task.kind == TaskKind::Generation {
+        // A fresh LoRA has B = 0, so it leaves the frozen model exactly as it is and adds no soft
+        // prompt: the trained methods' own generation and pass@1 path, with nothing learned.
+        let mut none = GeneratorConfig::new(crate::generator::Method::Lora, fm.decoder.hidden_size(), 1);
+        none.lora = Some(crate::lora::LoraConfig::for_decoder(&fm.config, 1, 1.0));
+        return evaluate(task, fm, &none.init(device)?, &data, 16, device);
+    }
+    let label_ids = label_token_ids(task, fm)?;
     let v = fm.decoder.vocab_size();
     let mut preds = vec![];
     for p in &data {
