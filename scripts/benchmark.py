@@ -71,7 +71,8 @@ def one(task, method, seed, budget, lr, out, backend="cpu", report_only=False):
         cmd = [str(LOPA), "zero-shot", "--backend", backend, "--task", task, "--dev-limit", str(b["dev_limit"])]
         r = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
         z = json.loads(r.stdout)
-        s = {"best_dev_accuracy": z["dev_accuracy"], "best_dev_f1": z["dev_f1"], "trainable_parameters": 0, "samples_per_sec": None}
+        s = {"best_dev_accuracy": z["dev_accuracy"], "best_dev_f1": z["dev_f1"], "trainable_parameters": 0, "samples_per_sec": None,
+             "backend": z.get("backend")}
         summary.write_text(json.dumps(s))
     else:
         cmd = [str(LOPA), "train", "--backend", backend, "--task", task, "--method", method, "--seed", str(seed), "--lr", str(lr),
@@ -108,7 +109,7 @@ def fmt(xs):
 def plot(results, path):
     """Accuracy (or F1) against trainable parameters, one panel per task, log x."""
     import math
-    tasks = list(results)
+    tasks = [t for t in results if results[t]]
     W, H, pad = 300, 230, 46
     colors = {"pt": "#9ca3af", "idpg": "#f59e0b", "lopa": "#2563eb", "lopa-add": "#60a5fa", "lopa-max": "#93c5fd", "lopa-concat": "#1e40af", "lora": "#dc2626", "zero-shot": "#111827"}
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W * len(tasks)}" height="{H + 40}" font-family="sans-serif" font-size="10">']
@@ -176,11 +177,14 @@ def main():
 
     with ThreadPoolExecutor(max(1, a.jobs)) as pool:
         done = dict(zip(order, pool.map(job, order)))
-    results = {}
+    results, unfinished = {}, []
     for task in tasks:
         results[task] = {}
         for method in METHODS:
             runs = [r for (t, m, _), r in done.items() if t == task and m == method and r]
+            for (t, m, seed), r in done.items():
+                if t == task and m == method and not r:
+                    unfinished.append(partial(a.out / a.budget / task / f"{method}-s{seed}", task, method, seed, a.budget))
             if not runs:
                 continue
             results[task][method] = {
@@ -191,29 +195,79 @@ def main():
                 "wall_seconds": [round(r["wall_seconds"]) for r in runs],
                 "samples_per_sec": [r.get("samples_per_sec") for r in runs],
                 "commands": [r["command"] for r in runs],
-                "backend": sorted({r.get("backend", a.backend) for r in runs}),
+                "backend": sorted({backend_of(r) for r in runs}),
+                "host": sorted({r.get("host", "?") for r in runs}),
             }
+    # A zero-shot run records only its `--backend`: name the device as the training runs on its host did.
+    full = {(h, b.split(" ")[0]): b for t in results.values() for r in t.values() for b in r["backend"] for h in r["host"] if " " in b}
+    for t in results.values():
+        for r in t.values():
+            r["backend"] = sorted({full.get((h, b), b) for b in r["backend"] for h in r["host"]})
     a.docs.mkdir(exist_ok=True)
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    machines = sorted({(b, h) for t in results.values() for r in t.values() for b in r["backend"] for h in r["host"]})
     meta = {"budget": a.budget, "budgets": BUDGETS[a.budget], "seeds": a.seeds, "lr": a.lr, "batch_size": 16,
-            "machine": f"{cpu}, {os.cpu_count()} cores, CPU backend (flex)", "commit": commit,
-            "date": time.strftime("%Y-%m-%d"),
+            "machines": [f"{b} on a host with {h}" for b, h in machines], "commit": commit, "date": time.strftime("%Y-%m-%d"),
             "total_wall_minutes": round(sum(w for t in results.values() for r in t.values() for w in r["wall_seconds"]) / 60, 1),
-            "command": f"python3 scripts/benchmark.py --budget {a.budget} --seeds {' '.join(map(str, a.seeds))}"}
+            "command": f"python3 scripts/benchmark.py --budget {a.budget} --seeds {' '.join(map(str, a.seeds))}",
+            "unfinished": [u for u in unfinished if u]}
     (a.docs / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     plot(results, a.docs / "accuracy-vs-params.svg")
     write_markdown(meta, results, a.docs)
     print((a.docs / "RESULTS.md").read_text())
 
 
+def backend_of(r):
+    """The backend a run used: recorded from its log, else the `--backend` of its command."""
+    if r.get("backend"):
+        return r["backend"]
+    c = r.get("command", "").split()
+    return c[c.index("--backend") + 1] if "--backend" in c else "?"
+
+
+def partial(d, task, method, seed, budget):
+    """A run without a summary: how far it got (its metrics.jsonl), if it started at all."""
+    try:
+        epochs = [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    except OSError:
+        epochs = []
+    log = (d / "train.log").read_text().splitlines()[:1] if (d / "train.log").exists() else []
+    return {"task": task, "method": method, "seed": seed, "epochs_done": len(epochs), "epochs": BUDGETS[budget][task]["epochs"],
+            "last_dev": 100 * (epochs[-1].get("dev_f1") if metric_of(task) == "f1" else epochs[-1].get("dev_accuracy")) if epochs else None,
+            "backend": log[0].removeprefix("lopa: backend ") if log and log[0].startswith("lopa: backend ") else None}
+
+
+def majority(task):
+    """Accuracy (and F1 for MRPC) of always answering the dev set's most common label."""
+    import csv
+    col = {"sst2": "label", "rte": "label", "mrpc": "Quality"}.get(task)
+    if not col:
+        return None
+    f = Path(os.environ.get("LOPA_DATA", ROOT.parent / "shared/data")) / task / "dev.tsv"
+    try:
+        rows = list(csv.DictReader(open(f, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
+    except OSError:
+        return None
+    labels = [r[col].strip() for r in rows]
+    top = max(set(labels), key=labels.count)
+    acc = 100 * labels.count(top) / len(labels)
+    if metric_of(task) == "f1":  # always the positive class: precision = its share, recall = 1
+        p = labels.count("1") / len(labels)
+        return {"label": "1", "accuracy": 100 * p, "score": 100 * 2 * p / (1 + p)}
+    return {"label": top, "accuracy": acc, "score": acc}
+
+
 def write_markdown(meta, results, docs):
     L = ["# Benchmark report: LoPA against its baselines, at small scale", "",
-         f"Generated by `{meta['command']}` on {meta['date']} (commit {meta['commit']}); do not edit by hand.",
-         f"Machine: {meta['machine']}. Frozen model SmolLM2-135M-Instruct (Q4_1 GGUF, f32 compute), encoder all-MiniLM-L6-v2.",
+         f"Generated on {meta['date']} (commit {meta['commit']}) from the runs' own summaries by "
+         f"`{meta['command']} --report-only`; do not edit by hand. Each row's exact training command is in its table; "
+         "the same command trains the run again on a machine where it is missing (runs are resumable).", "",
+         "Machines:", ""] + [f"- {m}" for m in meta["machines"]] + ["",
+         "Frozen model SmolLM2-135M-Instruct (Q4_1 GGUF, f32 compute), encoder all-MiniLM-L6-v2. "
          f"Settings: AdamW, lr {meta['lr']} with 6 % warm-up, batch {meta['batch_size']}, m = 10, r = 4, H = 256 (LoPA and variants), "
          "LoRA r = 16, alpha = 32 on q/k/v. Scores are the best epoch's dev score; mean ± standard deviation over seeds "
-         f"{', '.join(map(str, meta['seeds']))} where there are several. Wall time of all runs {meta['total_wall_minutes']} min (measured while other jobs shared the cores).", "",
+         f"{', '.join(map(str, meta['seeds']))} where there are several (column n). Wall time of all finished runs "
+         f"{meta['total_wall_minutes']} min; on the GPU several runs shared the card, so a run's wall time is not its cost alone.", "",
          "Budgets (training rows × epochs, dev rows; rows are the first N of the seed's shuffle, 0 = all):", ""]
     for t, b in meta["budgets"].items():
         L.append(f"- {t}: {b['train_limit'] or 'all'} × {b['epochs']}, dev {b['dev_limit'] or 'all'}, max length {b['max_length']}"
@@ -221,24 +275,45 @@ def write_markdown(meta, results, docs):
     L += ["", "## Results", ""]
     for task, rows in results.items():
         m = metric_of(task)
-        L += [f"### {task} ({m})", "", f"| method | trainable params | server-side state | {m} | wall time | command |", "|---|---|---|---|---|---|"]
+        L += [f"### {task} ({m})", "", f"| method | trainable params | server-side state | {m} | n | backend | wall time | command |",
+              "|---|---|---|---|---|---|---|---|"]
+        maj = majority(task)
+        if maj:
+            L.append(f"| always `{maj['label']}` (majority) | 0 | none | {maj['score']:.1f} | | | | |")
         for method, r in rows.items():
             bold = "**" if method == "lopa" else ""
-            L.append(f"| {bold}{method}{bold} | {r['params']:,} | {r['server_state']} | {bold}{fmt(r['scores'])}{bold} | "
-                     f"{statistics.mean(r['wall_seconds']) / 60:.1f} min | `{r['commands'][0]}` |")
+            L.append(f"| {bold}{method}{bold} | {r['params']:,} | {r['server_state']} | {bold}{fmt(r['scores'])}{bold} | {len(r['scores'])} | "
+                     f"{', '.join(r['backend'])} | {statistics.mean(r['wall_seconds']) / 60:.1f} min | `{r['commands'][0]}` |")
+        if m == "f1":
+            L += ["", f"Accuracy on {task}: " + ", ".join(f"{k} {fmt(v['accuracy'])}" for k, v in rows.items()) + "."]
         L.append("")
+    started = [u for u in meta["unfinished"] if u["backend"]]
+    if started:
+        L += ["### Runs of this budget that did not finish", "",
+              "Stopped before their last epoch (on the GPU: at the end of the call's time), so not in the tables above; "
+              "the dev score of the last finished epoch is given for information only.", "",
+              "| task | method | seed | epochs finished | last dev score | where it ran |", "|---|---|---|---|---|---|"]
+        for u in started:
+            last = f"{u['last_dev']:.1f}" if u["last_dev"] is not None else "–"
+            L.append(f"| {u['task']} | {u['method']} | {u['seed']} | {u['epochs_done']} of {u['epochs']} | {last} | {u['backend']} |")
+        L.append("")
+    never = [u for u in meta["unfinished"] if not u["backend"]]
+    if never:
+        L += ["Not run at this budget: " + "; ".join(f"{t} ({', '.join(u['method'] for u in never if u['task'] == t)})"
+                                                     for t in dict.fromkeys(u["task"] for u in never)) + ".", ""]
     L += ["![accuracy against trainable parameters](accuracy-vs-params.svg)", "", "## The orderings the paper reports", ""]
     for task, rows in results.items():
         s = {k: statistics.mean(v["scores"]) for k, v in rows.items()}
-        if "lopa" not in s:
-            continue
         for other, claim in [("pt", "LoPA > PT"), ("idpg", "LoPA ≥ IDPG"), ("lora", "LoPA ≈ LoRA (within 2 points)")]:
-            if other not in s:
+            if "lopa" not in s or other not in s:
+                missing = " and ".join(x for x in ("lopa", other) if x not in s)
+                L.append(f"- {task}: {claim}: **not measured** ({missing} did not finish)")
                 continue
             ok = s["lopa"] > s[other] if other == "pt" else (s["lopa"] >= s[other] if other == "idpg" else abs(s["lopa"] - s[other]) <= 2)
             L.append(f"- {task}: {claim}: **{'holds' if ok else 'does not hold'}** (LoPA {s['lopa']:.1f}, {other} {s[other]:.1f})")
-        if "idpg" in rows:
-            L.append(f"- {task}: LoPA's trainable parameters {rows['lopa']['params']:,} vs IDPG's {rows['idpg']['params']:,}")
+    p = {m: r["params"] for t in results.values() for m, r in t.items()}
+    if "lopa" in p and "idpg" in p:
+        L.append(f"- Trainable parameters: LoPA {p['lopa']:,}, IDPG {p['idpg']:,} ({p['lopa'] / p['idpg']:.2f}×), PT {p.get('pt', 0):,}, LoRA {p.get('lora', 0):,}")
     L += ["", "## The paper's numbers (RoBERTa-large, full GLUE training sets, 20 epochs)", "",
           "| method | params (M) | server change | SST-2 | MRPC F1 | RTE |", "|---|---|---|---|---|---|"]
     for k, v in PAPER.items():
@@ -246,9 +321,25 @@ def write_markdown(meta, results, docs):
     L += ["", "CruxEval-O pass@1 in the paper (average of six code models, 350M to 8B): " + ", ".join(f"{k} {v}" for k, v in PAPER_CODE.items()) + ".", ""]
     disc = docs / "results-discussion.md"
     if disc.exists():
-        L += ["## Where ours agree and differ, and why", "", disc.read_text().strip(), ""]
+        L += ["## Where ours agree and differ, and why", "", fill(disc.read_text().strip(), results), ""]
     L += performance(docs)
     (docs / "RESULTS.md").write_text("\n".join(L))
+
+
+def fill(text, results):
+    """The hand-written discussion quotes no figure by hand: `{{task/method}}` is that row's score,
+    `{{task/method/acc}}` its accuracy, `{{task/majority}}` the majority-class score."""
+    import re
+
+    def value(m):
+        task, what, *field = m.group(1).split("/")
+        if what == "majority":
+            return f"{majority(task)['score']:.1f}"
+        r = results.get(task, {}).get(what)
+        if not r:
+            return "(not measured)"
+        return fmt(r["accuracy"] if field == ["acc"] else r["scores"])
+    return re.sub(r"\{\{([\w/-]+)\}\}", value, text)
 
 
 def load(path):

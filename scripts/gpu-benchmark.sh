@@ -16,7 +16,7 @@ source "$(dirname "$0")/gpu-setup.sh"
 mkdir -p /tmp/t/debug && xz -dc .devcarry/lopa.xz > /tmp/t/debug/lopa && chmod +x /tmp/t/debug/lopa || exit 1
 export LOPA_CACHE="$W/w/cache" LOPA_DATA="$PWD/.devcarry/data" PYTHONUNBUFFERED=1
 python3 scripts/benchmark.py --budget "${BUDGET:-full}" --backend wgpu --jobs "${JOBS:-8}" --seeds ${SEEDS:-42 43 44} \
-  --deadline "${DEADLINE:-360}" --lopa /tmp/t/debug/lopa --out runs/bench --docs "$W/docs" > "$OUT/bench.log" 2>&1 &
+  --deadline "${DEADLINE:-360}" --lopa /tmp/t/debug/lopa --out runs/bench --docs "$W/docs" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1 &
 py=$!
 for _ in $(seq "${HARD:-540}"); do kill -0 $py 2>/dev/null || break; sleep 1; done
 kill $py 2>/dev/null; pkill -f /tmp/t/debug/lopa; sleep 1

@@ -248,7 +248,7 @@ fn generation_task_learns_its_answer_tokens() {
     let Setup { plain, ad, fm, enc } = setup();
     let dir = tmpdir("gen");
     let file = data_file(&dir);
-    let mut cfg = config(file, Method::Lopa, 40);
+    let mut cfg = config(file.clone(), Method::Lopa, 40);
     cfg.task = TaskSpec {
         name: "toy-gen".into(),
         kind: lopa::tasks::TaskKind::Generation,
@@ -270,4 +270,19 @@ fn generation_task_learns_its_answer_tokens() {
     assert_eq!(s.train_examples, 6);
     assert_eq!(s.dev_examples, 6);
     assert_eq!(s.best_dev_accuracy, 1.0, "the generated answer must be exactly ` the`");
+
+    // Zero-shot on a generation task scores the frozen model's own greedy answers: the same
+    // rows answered here by `generate` on the bare decoder (no soft prompt, no LoRA).
+    use lopa::generate::{generate, GenerationRequest, SamplingParams};
+    let rows = lopa::tasks::load_rows(&cfg.task, &file, cfg.task.dev_rows).unwrap();
+    let data = lopa::train::prepare(&rows, &file, &fm, None, usize::MAX, &ad).unwrap();
+    let max_tokens = data.iter().map(|p| p.answer.len()).max().unwrap() + 8;
+    let params = SamplingParams { max_tokens, stop_token_ids: fm.tokenizer.eos_token_ids.clone(), ..Default::default() };
+    let reqs: Vec<_> = data.iter().map(|p| GenerationRequest { prompt_ids: p.ids.clone(), soft_prompt: None }).collect();
+    let bare = generate(&fm.decoder, &reqs, &params, true, &ad).unwrap();
+    let right = bare.iter().filter(|g| fm.tokenizer.decode(&g.tokens).unwrap().split('\n').next().unwrap().trim() == "the").count();
+    let (zero_shot, f1) = lopa::train::zero_shot(&cfg.task, &file, 0, &fm, &ad).unwrap();
+    assert_eq!(f1, None);
+    assert_eq!(zero_shot, right as f64 / 6.0, "zero-shot must score the bare model's greedy answers");
+    assert!(zero_shot < 1.0, "the untrained model already answers ` the` everywhere: the toy task tests nothing");
 }
