@@ -328,13 +328,13 @@ def write_markdown(meta, results, docs):
 
 def fill(text, results):
     """The hand-written discussion quotes no figure by hand: `{{task/method}}` is that row's score,
-    `{{task/method/acc}}` its accuracy, `{{task/majority}}` the majority-class score."""
+    `{{task/method/acc}}` its accuracy, `{{task/majority}}` the majority-class score (`/acc`: its accuracy)."""
     import re
 
     def value(m):
         task, what, *field = m.group(1).split("/")
         if what == "majority":
-            return f"{majority(task)['score']:.1f}"
+            return f"{majority(task)['accuracy' if field == ['acc'] else 'score']:.1f}"
         r = results.get(task, {}).get(what)
         if not r:
             return "(not measured)"
