@@ -72,7 +72,7 @@ def one(task, method, seed, budget, lr, out, backend="cpu", report_only=False):
         r = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
         z = json.loads(r.stdout)
         s = {"best_dev_accuracy": z["dev_accuracy"], "best_dev_f1": z["dev_f1"], "trainable_parameters": 0, "samples_per_sec": None,
-             "backend": z.get("backend")}
+             "backend": z.get("backend"), "check": {k: z.get(k) for k in ("check_template", "reject_if_contains")}}
         summary.write_text(json.dumps(s))
     else:
         cmd = [str(LOPA), "train", "--backend", backend, "--task", task, "--method", method, "--seed", str(seed), "--lr", str(lr),
@@ -80,6 +80,8 @@ def one(task, method, seed, budget, lr, out, backend="cpu", report_only=False):
                "--dev-limit", str(b["dev_limit"]), "--max-length", str(b["max_length"]), "--run-dir", str(d)]
         run(cmd, d / "train.log")
         s = json.loads(summary.read_text())
+        task_spec = json.loads((d / "config.json").read_text())["task"]
+        s["check"] = {k: task_spec.get(k) for k in ("check_template", "reject_if_contains")}
         # The backend the run really used (`lopa: backend wgpu (NVIDIA H200)`).
         first = (d / "train.log").read_text().splitlines()[:1]
         if first and first[0].startswith("lopa: backend "):
@@ -177,6 +179,10 @@ def main():
 
     with ThreadPoolExecutor(max(1, a.jobs)) as pool:
         done = dict(zip(order, pool.map(job, order)))
+    for (task, method, seed), r in done.items():
+        if r and "check" not in r:  # runs recorded before the summary carried it: their config.json
+            cfg = load(a.out / a.budget / task / f"{method}-s{seed}" / "config.json")
+            r["check"] = {k: cfg["task"].get(k) for k in ("check_template", "reject_if_contains")} if cfg else None
     results, unfinished = {}, []
     for task in tasks:
         results[task] = {}
@@ -197,6 +203,8 @@ def main():
                 "commands": [r["command"] for r in runs],
                 "backend": sorted({backend_of(r) for r in runs}),
                 "host": sorted({r.get("host", "?") for r in runs}),
+                # pass@1 runs scored before lopa applied CruxEval's rule against repeating `f(input)`
+                "lax_check": metric_of(task) == "pass@1" and any(not (r.get("check") or {}).get("reject_if_contains") for r in runs),
             }
     # A zero-shot run records only its `--backend`: name the device as the training runs on its host did.
     full = {(h, b.split(" ")[0]): b for t in results.values() for r in t.values() for b in r["backend"] for h in r["host"] if " " in b}
@@ -282,8 +290,13 @@ def write_markdown(meta, results, docs):
             L.append(f"| always `{maj['label']}` (majority) | 0 | none | {maj['score']:.1f} | | | | |")
         for method, r in rows.items():
             bold = "**" if method == "lopa" else ""
-            L.append(f"| {bold}{method}{bold} | {r['params']:,} | {r['server_state']} | {bold}{fmt(r['scores'])}{bold} | {len(r['scores'])} | "
+            lax = " †" if r.get("lax_check") else ""
+            L.append(f"| {bold}{method}{bold} | {r['params']:,} | {r['server_state']} | {bold}{fmt(r['scores'])}{bold}{lax} | {len(r['scores'])} | "
                      f"{', '.join(r['backend'])} | {statistics.mean(r['wall_seconds']) / 60:.1f} min | `{r['commands'][0]}` |")
+        if any(r.get("lax_check") for r in rows.values()):
+            L += ["", "† scored with the earlier check `assert f(input) == prediction` (or with none recorded), which also passes an "
+                  "answer that repeats `f(input)`; CruxEval's own check, which lopa now uses, is `assert output == prediction` "
+                  "and fails any answer containing `f(input)`. Rows without † use it."]
         if m == "f1":
             L += ["", f"Accuracy on {task}: " + ", ".join(f"{k} {fmt(v['accuracy'])}" for k, v in rows.items()) + "."]
         L.append("")

@@ -322,7 +322,8 @@ fn run(cli: Cli) -> lopa::Result<()> {
             let fm = FoundationModel::load(models.model_path(), &dev.device)?;
             let t0 = std::time::Instant::now();
             let (acc, f1) = lopa::train::zero_shot(&task, &dev_file, dev_limit, &fm, &dev.device)?;
-            println!("{}", serde_json::json!({"task": task.name, "dev_accuracy": acc, "dev_f1": f1, "seconds": t0.elapsed().as_secs_f64(), "backend": dev.name}));
+            println!("{}", serde_json::json!({"task": task.name, "dev_accuracy": acc, "dev_f1": f1, "seconds": t0.elapsed().as_secs_f64(), "backend": dev.name,
+                "check_template": task.check_template, "reject_if_contains": task.reject_if_contains}));
         }
         Command::Eval { models, adapter, file, limit } => {
             let dev = select(models.backend.parse::<BackendChoice>()?)?;

@@ -46,6 +46,10 @@ pub struct TaskSpec {
     /// `pass@1`: Python that must run without error, with `{prediction}` for the model's answer.
     #[serde(default)]
     pub check_template: Option<String>,
+    /// `pass@1`: a prediction containing this text (filled from the row) fails without running.
+    /// CruxEval-O's rule: an answer that repeats `f(input)` would pass by calling the function.
+    #[serde(default)]
+    pub reject_if_contains: Option<String>,
     /// Rows of one file used for training / evaluation, `[start, end)` (CruxEval: 0-399 / 400-799).
     #[serde(default)]
     pub train_rows: Option<[usize; 2]>,
@@ -95,7 +99,9 @@ impl TaskSpec {
                 template: "{code}\nassert f({input}) == ".into(),
                 encoder_template: "{code}\n{input}".into(),
                 answer_template: Some("{output}\n".into()),
-                check_template: Some("{code}\nassert f({input}) == {prediction}".into()),
+                // CruxEval's own check: the predicted literal must equal the recorded output.
+                check_template: Some("{code}\nassert {output} == {prediction}".into()),
+                reject_if_contains: Some("f({input})".into()),
                 metric: "pass@1".into(),
                 train_rows: Some([0, 400]),
                 dev_rows: Some([400, 800]),
@@ -130,6 +136,7 @@ impl TaskSpec {
             positive_label: None,
             answer_template: None,
             check_template: None,
+            reject_if_contains: None,
             train_rows: None,
             dev_rows: None,
         }
@@ -146,6 +153,20 @@ impl TaskSpec {
     }
 
     /// Label values in a fixed order (class index = position).
+    /// `pass@1` for one row: the prediction passes the reject rule and its check program runs
+    /// without error (sandboxed, `timeout_s`). False when the task has no check.
+    pub fn passes(&self, fields: &BTreeMap<String, String>, prediction: &str, timeout_s: u32) -> bool {
+        let Some(check) = &self.check_template else { return false };
+        if let Some(reject) = &self.reject_if_contains {
+            if prediction.contains(&fill_raw(reject, fields)) {
+                return false;
+            }
+        }
+        let mut row = fields.clone();
+        row.insert("prediction".into(), prediction.to_string());
+        python_check(&fill_raw(check, &row), timeout_s)
+    }
+
     pub fn labels(&self) -> Vec<&str> {
         self.label_words.keys().map(String::as_str).collect()
     }
@@ -378,13 +399,13 @@ mod tests {
         assert_eq!(ex.len(), 1);
         assert_eq!(ex[0].prompt, "def f(x):\n    return x * 2\nassert f(3) == ");
         assert_eq!(ex[0].answer, "6\n");
-        let check = |pred: &str| python_check(&fill_raw(&spec.check_template.clone().unwrap(), &{
-            let mut r = ex[0].fields.clone();
-            r.insert("prediction".into(), pred.into());
-            r
-        }), 5);
+        let check = |pred: &str| spec.passes(&ex[0].fields, pred, 5);
         assert!(check("6"));
+        assert!(check(" 6 "), "CruxEval compares values, not text");
         assert!(!check("7"));
+        assert!(!check("f(3)"), "repeating f(input) must not pass (CruxEval's rule)");
+        assert!(!check("(lambda: f(3))()"), "nor calling it any other way that contains f(3)");
+        assert!(!check(""), "an empty answer is a syntax error");
         assert!(!check("__import__('time').sleep(30) or 6"), "the timeout must stop a hanging check");
         let e = load_rows(&spec, &p, Some([0, 5])).unwrap_err().to_string();
         assert!(e.ends_with("c.jsonl: rows 0..5 requested, the file has 2"), "{e}");

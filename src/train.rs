@@ -228,12 +228,8 @@ pub fn evaluate(task: &TaskSpec, fm: &FoundationModel, generator: &PromptGenerat
             let answers = generate_answers(fm, generator, data, max_tokens, batch_size, device)?;
             let mut ok = 0usize;
             for (p, a) in data.iter().zip(&answers) {
-                let pass = match (&task.check_template, task.metric.as_str()) {
-                    (Some(check), "pass@1") => {
-                        let mut row = p.fields.clone();
-                        row.insert("prediction".into(), a.clone());
-                        crate::tasks::python_check(&crate::tasks::fill_raw(check, &row), 5)
-                    }
+                let pass = match task.metric.as_str() {
+                    "pass@1" => task.passes(&p.fields, a, 5),
                     _ => fm.tokenizer.decode(&p.answer)?.trim() == a.trim(),
                 };
                 ok += pass as usize;

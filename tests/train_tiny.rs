@@ -33,6 +33,7 @@ fn task() -> TaskSpec {
         kind: Default::default(),
         answer_template: None,
         check_template: None,
+        reject_if_contains: None,
         train_rows: None,
         dev_rows: None,
     }
@@ -260,6 +261,7 @@ fn generation_task_learns_its_answer_tokens() {
         positive_label: None,
         answer_template: Some(" the\n".into()),
         check_template: None,
+        reject_if_contains: None,
         // Evaluated on its own rows: this checks that greedy generation behind the trained soft
         // prompt reproduces the teacher-forced answer (a random tiny model does not generalise).
         train_rows: Some([0, 6]),
