@@ -203,6 +203,7 @@ def main():
                 "commands": [r["command"] for r in runs],
                 "backend": sorted({backend_of(r) for r in runs}),
                 "host": sorted({r.get("host", "?") for r in runs}),
+                "dev_examples": runs[0].get("dev_examples"),
                 # pass@1 runs scored before lopa applied CruxEval's rule against repeating `f(input)`
                 "lax_check": metric_of(task) == "pass@1" and any(not (r.get("check") or {}).get("reject_if_contains") for r in runs),
             }
@@ -243,6 +244,17 @@ def partial(d, task, method, seed, budget):
     return {"task": task, "method": method, "seed": seed, "epochs_done": len(epochs), "epochs": BUDGETS[budget][task]["epochs"],
             "last_dev": 100 * (epochs[-1].get("dev_f1") if metric_of(task) == "f1" else epochs[-1].get("dev_accuracy")) if epochs else None,
             "backend": log[0].removeprefix("lopa: backend ") if log and log[0].startswith("lopa: backend ") else None}
+
+
+def noise(task, a, b):
+    """`; within noise (2 SE = x)` when two single-seed scores differ by less than two standard errors."""
+    import math
+    n = a.get("dev_examples") or b.get("dev_examples")
+    if metric_of(task) == "f1" or not n:
+        return ""
+    p1, p2 = statistics.mean(a["scores"]) / 100, statistics.mean(b["scores"]) / 100
+    two_se = 200 * math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / n)
+    return f"; within noise, 2 SE = {two_se:.1f}" if abs(p1 - p2) * 100 < two_se else f"; 2 SE = {two_se:.1f}"
 
 
 def majority(task):
@@ -323,10 +335,15 @@ def write_markdown(meta, results, docs):
                 L.append(f"- {task}: {claim}: **not measured** ({missing} did not finish)")
                 continue
             ok = s["lopa"] > s[other] if other == "pt" else (s["lopa"] >= s[other] if other == "idpg" else abs(s["lopa"] - s[other]) <= 2)
-            L.append(f"- {task}: {claim}: **{'holds' if ok else 'does not hold'}** (LoPA {s['lopa']:.1f}, {other} {s[other]:.1f})")
+            L.append(f"- {task}: {claim}: **{'holds' if ok else 'does not hold'}** (LoPA {s['lopa']:.1f}, {other} {s[other]:.1f}"
+                     f"{noise(task, rows['lopa'], rows[other])})")
     p = {m: r["params"] for t in results.values() for m, r in t.items()}
     if "lopa" in p and "idpg" in p:
-        L.append(f"- Trainable parameters: LoPA {p['lopa']:,}, IDPG {p['idpg']:,} ({p['lopa'] / p['idpg']:.2f}×), PT {p.get('pt', 0):,}, LoRA {p.get('lora', 0):,}")
+        L.append("- Trainable parameters: " + ", ".join(f"{m} {p[m]:,}" for m in ("lopa", "idpg", "pt", "lora") if m in p)
+                 + f" (LoPA / IDPG = {p['lopa'] / p['idpg']:.2f})")
+    L += ["", "A difference is marked *within noise* when it is under two standard errors of the dev-set sampling "
+          "(√(p₁(1−p₁)/n + p₂(1−p₂)/n) for accuracy and pass@1 with n dev examples, unpaired and so on the cautious side; seeds add their own spread, "
+          "not counted here). F1 has no such closed form and is not marked."]
     L += ["", "## The paper's numbers (RoBERTa-large, full GLUE training sets, 20 epochs)", "",
           "| method | params (M) | server change | SST-2 | MRPC F1 | RTE |", "|---|---|---|---|---|---|"]
     for k, v in PAPER.items():
