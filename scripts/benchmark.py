@@ -352,7 +352,7 @@ def write_markdown(meta, results, docs):
     disc = docs / "results-discussion.md"
     if disc.exists():
         L += ["## Where ours agree and differ, and why", "", fill(disc.read_text().strip(), results), ""]
-    L += performance(docs)
+    L += performance(docs, results)
     (docs / "RESULTS.md").write_text("\n".join(L))
 
 
@@ -379,7 +379,7 @@ def load(path):
         return None
 
 
-def performance(docs):
+def performance(docs, results=None):
     """The performance section, from the files the measuring commands write (docs/perf/)."""
     perf = docs / "perf"
     perf.mkdir(parents=True, exist_ok=True)
@@ -403,6 +403,11 @@ def performance(docs):
         r = load(perf / "gpu" / f)
         if r:
             L.append(f"| {what} | {gpu} | {r['batch_size']} × ({r['seq_len']} + 10) | {r['samples_per_sec']:.1f} | `{cmd}` |")
+    rates = [(task, m, be, r["samples_per_sec"][0]) for task, rows in (results or {}).items() for m, r in rows.items()
+             if r["samples_per_sec"] and r["samples_per_sec"][0] for be in r["backend"][:1] if m in ("pt", "idpg", "lopa", "lora")]
+    for task, m, be, sps in rates:
+        shared = " (the card shared with up to 7 other trainings)" if "NVIDIA" in be else ""
+        L.append(f"| burn 0.22.1, {m} on real {task} data, batch 16, length-bucketed | {be}{shared} | 16 × real lengths | {sps:.1f} | this report's run |")
     b, t = load(perf / "gpu/burn-lopa.json"), load(perf / "gpu/torch.json")
     if b and t:
         L += ["", f"burn reaches {b['samples_per_sec'] / t['samples_per_sec']:.2f}× PyTorch's samples/s on the same GPU (the README names the bottleneck)."]
