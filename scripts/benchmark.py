@@ -72,25 +72,32 @@ def one(task, method, seed, budget, lr, out, backend="cpu", report_only=False):
         r = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
         z = json.loads(r.stdout)
         s = {"best_dev_accuracy": z["dev_accuracy"], "best_dev_f1": z["dev_f1"], "trainable_parameters": 0, "samples_per_sec": None,
-             "backend": z.get("backend"), "check": {k: z.get(k) for k in ("check_template", "reject_if_contains")}}
-        summary.write_text(json.dumps(s))
+             "backend": z.get("backend"), "check": check_of(z)}
     else:
         cmd = [str(LOPA), "train", "--backend", backend, "--task", task, "--method", method, "--seed", str(seed), "--lr", str(lr),
                "--batch-size", "16", "--epochs", str(b["epochs"]), "--train-limit", str(b["train_limit"]),
                "--dev-limit", str(b["dev_limit"]), "--max-length", str(b["max_length"]), "--run-dir", str(d)]
         run(cmd, d / "train.log")
         s = json.loads(summary.read_text())
-        task_spec = json.loads((d / "config.json").read_text())["task"]
-        s["check"] = {k: task_spec.get(k) for k in ("check_template", "reject_if_contains")}
-        # The backend the run really used (`lopa: backend wgpu (NVIDIA H200)`).
-        first = (d / "train.log").read_text().splitlines()[:1]
-        if first and first[0].startswith("lopa: backend "):
-            s["backend"] = first[0].removeprefix("lopa: backend ")
+        s["check"] = check_of(json.loads((d / "config.json").read_text())["task"])
+        s["backend"] = logged_backend(d)
     s["wall_seconds"] = time.time() - t0
     s["host"] = host()
     s["command"] = " ".join(c.replace(str(LOPA), "lopa").replace(str(ROOT) + "/", "") for c in cmd)
     summary.write_text(json.dumps(s, indent=1))
     return s
+
+
+def check_of(spec):
+    """The pass@1 check a run used, from its task spec (or `lopa zero-shot`'s output)."""
+    return {k: spec.get(k) for k in ("check_template", "reject_if_contains")}
+
+
+def logged_backend(d):
+    """The backend a run really used, from its train.log's first line (`lopa: backend wgpu (NVIDIA H200)`)."""
+    log = d / "train.log"
+    first = log.read_text().splitlines()[:1] if log.exists() else []
+    return first[0].removeprefix("lopa: backend ") if first and first[0].startswith("lopa: backend ") else None
 
 
 def host():
@@ -182,7 +189,7 @@ def main():
     for (task, method, seed), r in done.items():
         if r and "check" not in r:  # runs recorded before the summary carried it: their config.json
             cfg = load(a.out / a.budget / task / f"{method}-s{seed}" / "config.json")
-            r["check"] = {k: cfg["task"].get(k) for k in ("check_template", "reject_if_contains")} if cfg else None
+            r["check"] = check_of(cfg["task"]) if cfg else None
     results, unfinished = {}, []
     for task in tasks:
         results[task] = {}
@@ -240,10 +247,9 @@ def partial(d, task, method, seed, budget):
         epochs = [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines() if l.strip()]
     except OSError:
         epochs = []
-    log = (d / "train.log").read_text().splitlines()[:1] if (d / "train.log").exists() else []
     return {"task": task, "method": method, "seed": seed, "epochs_done": len(epochs), "epochs": BUDGETS[budget][task]["epochs"],
             "last_dev": 100 * (epochs[-1].get("dev_f1") if metric_of(task) == "f1" else epochs[-1].get("dev_accuracy")) if epochs else None,
-            "backend": log[0].removeprefix("lopa: backend ") if log and log[0].startswith("lopa: backend ") else None}
+            "backend": logged_backend(d)}
 
 
 def noise(task, a, b):

@@ -152,7 +152,6 @@ impl TaskSpec {
         (d.join("train.tsv"), d.join("dev.tsv"))
     }
 
-    /// Label values in a fixed order (class index = position).
     /// `pass@1` for one row: the prediction passes the reject rule and its check program runs
     /// without error (sandboxed, `timeout_s`). False when the task has no check.
     pub fn passes(&self, fields: &BTreeMap<String, String>, prediction: &str, timeout_s: u32) -> bool {
@@ -167,6 +166,7 @@ impl TaskSpec {
         python_check(&fill_raw(check, &row), timeout_s)
     }
 
+    /// Label values in a fixed order (class index = position).
     pub fn labels(&self) -> Vec<&str> {
         self.label_words.keys().map(String::as_str).collect()
     }

@@ -432,7 +432,8 @@ pub fn train(
     })
 }
 
-/// Zero-shot accuracy of the frozen model with no soft prompt at all.
+/// Zero-shot dev score of the frozen model with no soft prompt at all (accuracy, or pass@1 /
+/// exact match for generation tasks).
 pub fn zero_shot(task: &TaskSpec, dev_file: &Path, dev_limit: usize, fm: &FoundationModel, device: &Device) -> Result<(f64, Option<f64>)> {
     let mut ex = load_rows(task, dev_file, task.dev_rows)?;
     if dev_limit > 0 {
