@@ -18,6 +18,8 @@ if [ "${1:-}" = prepare ]; then
   mkdir -p "$S/w/cache/weights" .devcarry/p .devcarry/data
   cp -r "$C/weights/smollm2-135m-instruct" "$S/w/cache/weights/"
   # MiniLM in f16 (44 MiB instead of 87): the browser bundle's precision, so that it all fits in 3 calls.
+  [ -x "$C/venv/bin/python" ] || python3 -m venv "$C/venv" || exit 1
+  "$C/venv/bin/python" -c "import numpy, safetensors" 2>/dev/null || "$C/venv/bin/pip" install -q numpy safetensors || exit 1
   "$C/venv/bin/python" - "$C/weights/all-minilm-l6-v2" "$S/w/cache/weights/all-minilm-l6-v2" <<'PY' || exit 1
 import numpy as np, shutil, sys
 from safetensors.numpy import load_file, save_file
