@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command: sets up what is missing on a fresh machine, fetches the real weights into
-# the cache, runs every Rust test, then the browser tests (scripts/browser-test.sh). CI (.ci/run) calls exactly this.
+# the cache, starts a real vLLM for the gateway tests (scripts/vllm.sh; installed into the cache
+# the first time), runs every Rust test, then the browser tests (scripts/browser-test.sh).
+# CI (.ci/run) calls exactly this. LOPA_SKIP_VLLM=1 skips the vLLM tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lopa/target}"
@@ -17,6 +19,26 @@ if [ "${LOPA_SKIP_WGPU:-0}" != 1 ] && ! ls /usr/share/vulkan/icd.d/lvp_icd*.json
   fi
 fi
 scripts/fetch-weights.sh >/dev/null
+vllm_pid=""
+cleanup() { [ -z "$vllm_pid" ] || kill -- "-$vllm_pid" 2>/dev/null || kill "$vllm_pid" 2>/dev/null || true; }
+trap cleanup EXIT
+if [ "${LOPA_SKIP_VLLM:-0}" != 1 ]; then
+  # vLLM serves the default model exactly as lopa runs it (`lopa export-hf`); it starts in the
+  # background while the tests compile.
+  cargo build --locked --features full --bin lopa 2>&1
+  hf="${LOPA_CACHE:-$HOME/.cache/lopa}/hf/smollm2-135m-instruct"
+  if [ ! -e "$hf/.ok" ]; then
+    "$CARGO_TARGET_DIR/debug/lopa" export-hf --out "$hf" && touch "$hf/.ok"
+  fi
+  scripts/vllm.sh install >/dev/null
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  scripts/vllm.sh serve "$hf" "$port" lopa-test >"$hf/../vllm.pid" &
+  starter=$!
+  cargo test --locked --features full --no-run "$@" 2>&1
+  wait "$starter" || { echo "lopa: vLLM did not start" >&2; exit 1; }
+  vllm_pid="$(cat "$hf/../vllm.pid")"
+  export LOPA_TEST_VLLM="http://127.0.0.1:$port"
+fi
 cargo test --locked --features full "$@" 2>&1
 # The browser package and the demo in headless Chromium (skip with LOPA_SKIP_BROWSER=1).
 if [ "${LOPA_SKIP_BROWSER:-0}" != 1 ]; then

@@ -45,6 +45,15 @@ pub enum Error {
     /// The compute backend failed (device lost, out of memory, ...).
     #[error("backend: {0}")]
     Backend(String),
+    /// The upstream serving engine refused a request it was sent (`rejected`), or failed or
+    /// could not be reached.
+    #[error("upstream: {message}")]
+    Upstream {
+        /// The upstream answered 4xx: the request (as the gateway built it) was refused.
+        rejected: bool,
+        /// What it said, or why it could not be reached.
+        message: String,
+    },
 }
 
 impl Error {

@@ -40,7 +40,7 @@ pub struct Generation {
     pub tokens: Vec<u32>,
     /// Log-probability of each new token under the (unscaled) model distribution.
     pub logprobs: Vec<f32>,
-    /// `"stop"` or `"length"`.
+    /// `"stop"`, `"length"`, or `"abort"` when its consumer went away.
     pub finish_reason: &'static str,
 }
 
@@ -106,17 +106,19 @@ pub fn sample(logits: &[f32], p: &SamplingParams, rng: &mut Rng) -> u32 {
 /// Complete a batch of requests. With `use_cache = false` every step re-runs the whole sequence
 /// (slow; kept to check the cache).
 pub fn generate(decoder: &Decoder, requests: &[GenerationRequest], params: &SamplingParams, use_cache: bool, device: &Device) -> Result<Vec<Generation>> {
-    generate_with(decoder, requests, params, use_cache, device, &mut |_, _, _| {})
+    generate_with(decoder, requests, params, use_cache, device, &mut |_, _, _| true)
 }
 
 /// [`generate`], calling `on_token(row, token, logprob)` as each new token is chosen (streaming).
+/// When it returns `false` the row's consumer is gone: the row stops there (finish reason
+/// `"abort"`), and the batch ends as soon as no row is left running.
 pub fn generate_with(
     decoder: &Decoder,
     requests: &[GenerationRequest],
     params: &SamplingParams,
     use_cache: bool,
     device: &Device,
-    on_token: &mut dyn FnMut(usize, u32, f32),
+    on_token: &mut dyn FnMut(usize, u32, f32) -> bool,
 ) -> Result<Vec<Generation>> {
     let b = requests.len();
     if b == 0 {
@@ -197,10 +199,13 @@ pub fn generate_with(
             let lp = log_softmax(row)[tok as usize];
             out[r].tokens.push(tok);
             out[r].logprobs.push(lp);
-            on_token(r, tok, lp);
+            if !on_token(r, tok, lp) {
+                done[r] = true;
+                out[r].finish_reason = "abort";
+            }
             next[r] = tok as i64;
         }
-        if done.iter().all(|&x| x) || out.iter().all(|g| g.tokens.len() >= params.max_tokens) {
+        if done.iter().zip(&out).all(|(&d, g)| d || g.tokens.len() >= params.max_tokens) {
             break;
         }
         step_embeds = decoder.embed(Tensor::<2, Int>::from_data(TensorData::new(next, [b, 1]), device));

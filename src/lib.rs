@@ -22,6 +22,8 @@ pub mod decoder;
 pub mod device;
 pub mod encoder;
 pub mod error;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod export;
 pub mod generate;
 pub mod generator;
 pub mod lora;

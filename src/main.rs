@@ -94,33 +94,18 @@ enum Command {
         #[arg(long)]
         matmul: bool,
     },
-    /// Serve the frozen model over HTTP (OpenAI-style /v1/completions with a `soft_prompt` field).
+    /// Serve the frozen model over HTTP (OpenAI-style /v1/completions with a `soft_prompt` field),
+    /// in this process or as the gateway in front of vLLM (`--upstream`).
     #[cfg(feature = "server")]
-    Serve {
-        #[command(flatten)]
-        models: ModelArgs,
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        addr: String,
-        /// Most requests per forward pass (1 = one at a time).
-        #[arg(long, default_value_t = 16)]
-        max_batch: usize,
-        /// Milliseconds to wait for more requests after the first.
-        #[arg(long, default_value_t = 5)]
-        batch_window_ms: u64,
-        /// Waiting requests beyond this get 429.
-        #[arg(long, default_value_t = 64)]
-        queue: usize,
-        /// Allowed CORS origin (repeatable), e.g. http://127.0.0.1:8000.
+    Serve(ServeArgs),
+    /// Write the frozen model as a Hugging Face folder (config.json, model.safetensors in f32,
+    /// tokenizer.json): what vLLM loads to serve exactly the model `lopa serve` runs.
+    ExportHf {
+        /// Frozen foundation model: a .gguf file or a Hugging Face directory [default: cached SmolLM2-135M-Instruct].
         #[arg(long)]
-        cors_origin: Vec<String>,
-        #[arg(long, default_value_t = 4 << 20)]
-        max_body_bytes: usize,
-        #[arg(long, default_value_t = 512)]
-        max_tokens_limit: usize,
-        #[arg(long, default_value_t = 64)]
-        max_soft_prompt_rows: usize,
-        #[arg(long, default_value_t = 120)]
-        timeout_s: u64,
+        model: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Dev score of the frozen model alone (no soft prompt): the zero-shot baseline.
     ZeroShot {
@@ -289,28 +274,11 @@ fn run(cli: Cli) -> lopa::Result<()> {
         }
         Command::Train(a) => train(a)?,
         #[cfg(feature = "server")]
-        Command::Serve { models, addr, max_batch, batch_window_ms, queue, cors_origin, max_body_bytes, max_tokens_limit, max_soft_prompt_rows, timeout_s } => {
-            use std::time::Duration;
-            let dev = select(models.backend.parse::<BackendChoice>()?)?;
-            let fm = FoundationModel::load(models.model_path(), &dev.device)?;
-            let cfg = lopa::server::ServeConfig {
-                engine: lopa::server::EngineConfig { max_batch, batch_window: Duration::from_millis(batch_window_ms), queue },
-                max_soft_prompt_rows,
-                max_body_bytes,
-                max_tokens_limit,
-                request_timeout: Duration::from_secs(timeout_s),
-                cors_origins: cors_origin,
-            };
-            let id = fm.id.clone();
-            let rt = tokio::runtime::Runtime::new().map_err(|e| lopa::Error::Backend(e.to_string()))?;
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| lopa::Error::Backend(format!("bind {addr}: {e}")))?;
-                eprintln!("lopa: serving {id} on http://{} ({})", listener.local_addr().map(|a| a.to_string()).unwrap_or(addr), dev.name);
-                let app = lopa::server::router(fm, dev.device, cfg);
-                lopa::server::serve(listener, app, async { let _ = tokio::signal::ctrl_c().await; })
-                    .await
-                    .map_err(|e| lopa::Error::Backend(e.to_string()))
-            })?;
+        Command::Serve(a) => serve(a)?,
+        Command::ExportHf { model, out } => {
+            let model = model.unwrap_or_else(lopa::paths::default_foundation_model);
+            lopa::export::export_hf(&model, &out)?;
+            eprintln!("lopa: wrote {} as a Hugging Face folder in {}", model.display(), out.display());
         }
         Command::BenchTrain { backend, batch_size, seq_len, layers, method, steps, warmup, matmul } => {
             bench_train(&backend, batch_size, seq_len, layers, &method, steps, warmup, matmul)?
@@ -405,6 +373,117 @@ fn run(cli: Cli) -> lopa::Result<()> {
 
 /// `lopa export-web`: the encoder bundle, its tokenizer and one bundle per adapter, each file
 /// written atomically, plus `adapters.json` for pages that offer a choice.
+/// `lopa serve` flags; unset limits take [`lopa::server::ServeConfig::default`].
+#[cfg(feature = "server")]
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    models: ModelArgs,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// Serve through a vLLM server instead of this process: `vllm=http://HOST:PORT`. The gateway
+    /// loads only the tokenizer and token embeddings of --model, which vLLM must serve too.
+    #[arg(long)]
+    upstream: Option<lopa::server::Upstream>,
+    /// Accepted Host name (repeatable; `*` for any). Loopback names are always accepted.
+    #[arg(long)]
+    allow_host: Vec<String>,
+    /// Allowed CORS origin (repeatable), e.g. http://127.0.0.1:8000, or `*` for any.
+    #[arg(long)]
+    cors_origin: Vec<String>,
+    /// Most requests per forward pass (1 = one at a time).
+    #[arg(long)]
+    max_batch: Option<usize>,
+    /// Most token positions per forward pass, summed over its requests.
+    #[arg(long)]
+    max_batch_tokens: Option<usize>,
+    /// Milliseconds to wait for more requests after the first.
+    #[arg(long)]
+    batch_window_ms: Option<u64>,
+    /// Waiting requests beyond this get 429.
+    #[arg(long)]
+    queue: Option<usize>,
+    #[arg(long)]
+    max_body_bytes: Option<usize>,
+    #[arg(long)]
+    max_tokens_limit: Option<usize>,
+    /// Most token positions per request (soft prompt + prompt + new tokens; all candidates of a score).
+    #[arg(long)]
+    max_request_tokens: Option<usize>,
+    #[arg(long)]
+    max_soft_prompt_rows: Option<usize>,
+    /// Requests in flight at once (503 beyond).
+    #[arg(long)]
+    max_concurrent: Option<usize>,
+    /// Seconds a request may wait for its answer.
+    #[arg(long)]
+    timeout_s: Option<u64>,
+    /// Seconds a streamed completion may run.
+    #[arg(long)]
+    stream_timeout_s: Option<u64>,
+}
+
+#[cfg(feature = "server")]
+fn serve(a: ServeArgs) -> lopa::Result<()> {
+    use lopa::server::{Backend, ModelInfo, ServeConfig};
+    use std::time::Duration;
+    let d = ServeConfig::default();
+    let mut cfg = ServeConfig {
+        engine: lopa::server::EngineConfig {
+            max_batch: a.max_batch.unwrap_or(d.engine.max_batch),
+            max_batch_tokens: a.max_batch_tokens.unwrap_or(d.engine.max_batch_tokens),
+            batch_window: a.batch_window_ms.map_or(d.engine.batch_window, Duration::from_millis),
+            queue: a.queue.unwrap_or(d.engine.queue),
+        },
+        max_soft_prompt_rows: a.max_soft_prompt_rows.unwrap_or(d.max_soft_prompt_rows),
+        max_body_bytes: a.max_body_bytes.unwrap_or(d.max_body_bytes),
+        max_tokens_limit: a.max_tokens_limit.unwrap_or(d.max_tokens_limit),
+        max_request_tokens: a.max_request_tokens.unwrap_or(d.max_request_tokens),
+        request_timeout: a.timeout_s.map_or(d.request_timeout, Duration::from_secs),
+        stream_timeout: a.stream_timeout_s.map_or(d.stream_timeout, Duration::from_secs),
+        max_concurrent: a.max_concurrent.unwrap_or(d.max_concurrent),
+        cors_origins: a.cors_origin,
+        allowed_hosts: a.allow_host,
+        ..d
+    };
+    // A server bound to one address answers to that address as a Host name too.
+    if let Ok(sa) = a.addr.parse::<std::net::SocketAddr>() {
+        if !sa.ip().is_unspecified() {
+            cfg.allowed_hosts.push(match sa.ip() {
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                ip => ip.to_string(),
+            });
+        }
+    }
+    cfg.validate().map_err(lopa::Error::Config)?;
+    let rt = tokio::runtime::Runtime::new().map_err(|e| lopa::Error::Backend(e.to_string()))?;
+    rt.block_on(async move {
+        let (app, what) = match &a.upstream {
+            None => {
+                let dev = select(a.models.backend.parse::<BackendChoice>()?)?;
+                let fm = FoundationModel::load(a.models.model_path(), &dev.device)?;
+                let what = format!("{} ({})", fm.id, dev.name);
+                (lopa::server::router(fm, dev.device, cfg.clone()), what)
+            }
+            Some(up) => {
+                let emb = lopa::decoder::TokenEmbedding::load(a.models.model_path())?;
+                let info = ModelInfo { id: emb.id.clone(), tokenizer: emb.tokenizer.clone(), width: emb.config.hidden_size, vocab: emb.config.vocab_size, max_context: emb.config.max_position_embeddings };
+                let vllm = lopa::server::Vllm::connect(&up.url, emb).await?;
+                let info = ModelInfo { max_context: info.max_context.min(vllm.max_model_len), ..info };
+                let what = format!("{} through vLLM at {}", info.id, up.url);
+                (lopa::server::router_with(Backend::Vllm(std::sync::Arc::new(vllm)), info, cfg.clone()), what)
+            }
+        };
+        let listener = tokio::net::TcpListener::bind(&a.addr).await.map_err(|e| lopa::Error::Backend(format!("bind {}: {e}", a.addr)))?;
+        let at = listener.local_addr().map(|x| x.to_string()).unwrap_or(a.addr.clone());
+        eprintln!("lopa: serving {what} on http://{at}");
+        if cfg.allowed_hosts.is_empty() && at.starts_with("0.0.0.0") {
+            eprintln!("lopa: only loopback Host names are accepted; add --allow-host NAME for the names clients use");
+        }
+        lopa::server::serve(listener, app, &cfg, async { let _ = tokio::signal::ctrl_c().await; }).await.map_err(|e| lopa::Error::Backend(e.to_string()))
+    })
+}
+
 fn export_web(encoder: Option<PathBuf>, adapters: &[String], out: &std::path::Path, dtype: &str) -> lopa::Result<()> {
     use lopa::weights::safetensors::StoreAs;
     let store_as = match dtype {

@@ -192,6 +192,11 @@ pub struct ScoreRequest {
     pub soft_prompt: Option<WireSoftPrompt>,
 }
 
+/// Most stop strings per request.
+pub const MAX_STOPS: usize = 4;
+/// Longest stop string, in bytes.
+pub const MAX_STOP_BYTES: usize = 64;
+
 /// OpenAI's `stop`: one string or a list.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]

@@ -8,7 +8,9 @@ use burn::tensor::Device;
 use common::fixture;
 use lopa::decoder::FoundationModel;
 use lopa::generate::{generate, GenerationRequest, SamplingParams};
+use lopa::server::engine::Engine;
 use lopa::server::wire::WireSoftPrompt;
+use lopa::server::{Backend, ModelInfo, ServeConfig};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -19,22 +21,41 @@ fn start(max_batch: usize) -> SocketAddr {
 }
 
 fn start_with(max_batch: usize, queue: usize, cors: Vec<String>) -> SocketAddr {
-    let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &Device::flex()).unwrap();
-    let mut cfg = lopa::server::ServeConfig::default();
+    let mut cfg = test_config();
     cfg.engine.max_batch = max_batch;
     cfg.engine.queue = queue;
     cfg.cors_origins = cors;
+    start_cfg(cfg)
+}
+
+fn test_config() -> ServeConfig {
+    let mut cfg = ServeConfig::default();
     cfg.engine.batch_window = Duration::from_millis(50);
     cfg.max_body_bytes = 64 * 1024;
     cfg.max_soft_prompt_rows = 8;
+    cfg
+}
+
+fn start_cfg(cfg: ServeConfig) -> SocketAddr {
+    let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &Device::flex()).unwrap();
+    let engine = Engine::start(fm.clone(), Device::flex(), cfg.engine.clone());
+    start_backend(&fm, Backend::Embedded(engine), cfg)
+}
+
+fn info(fm: &FoundationModel) -> ModelInfo {
+    ModelInfo { id: fm.id.clone(), tokenizer: fm.tokenizer.clone(), width: fm.decoder.hidden_size(), vocab: fm.decoder.vocab_size(), max_context: fm.config.max_position_embeddings }
+}
+
+fn start_backend(fm: &FoundationModel, backend: Backend, cfg: ServeConfig) -> SocketAddr {
+    let info = info(fm);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
-            let app = lopa::server::router(fm, Device::flex(), cfg);
-            lopa::server::serve(listener, app, std::future::pending()).await.unwrap();
+            let app = lopa::server::router_with(backend, info, cfg.clone());
+            lopa::server::serve(listener, app, &cfg, std::future::pending()).await.unwrap();
         });
     });
     rx.recv_timeout(Duration::from_secs(30)).unwrap()
@@ -44,7 +65,7 @@ fn start_with(max_batch: usize, queue: usize, cors: Vec<String>) -> SocketAddr {
 fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
     s.write_all(head.as_bytes()).unwrap();
     let _ = s.write_all(body);
     let mut out = Vec::new();
@@ -191,7 +212,7 @@ fn streamed_text_equals_the_plain_completion() {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let body = serde_json::to_vec(&sreq).unwrap();
-    let head = format!("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let head = format!("POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(&body).unwrap();
     let mut raw = String::new();
@@ -252,7 +273,7 @@ fn a_full_queue_answers_429_and_cors_allows_only_the_configured_origin() {
     let preflight = |origin: &str| {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let req = format!("OPTIONS /v1/completions HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\nConnection: close\r\n\r\n");
+        let req = format!("OPTIONS /v1/completions HTTP/1.1\r\nHost: localhost\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\nConnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).unwrap();
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
@@ -260,4 +281,225 @@ fn a_full_queue_answers_429_and_cors_allows_only_the_configured_origin() {
     };
     assert!(preflight("http://127.0.0.1:8000").contains("access-control-allow-origin: http://127.0.0.1:8000"));
     assert!(!preflight("http://evil.example").contains("access-control-allow-origin"));
+}
+
+/// Send raw bytes, then read until the server closes or `wait` passes: (status, whole answer).
+fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    (text.split_whitespace().nth(1).and_then(|x| x.parse().ok()).unwrap_or(0), text)
+}
+
+fn request(host: &str, content_type: Option<&str>, body: &str) -> Vec<u8> {
+    let ct = content_type.map(|c| format!("Content-Type: {c}\r\n")).unwrap_or_default();
+    format!("POST /v1/completions HTTP/1.1\r\nHost: {host}\r\n{ct}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).into_bytes()
+}
+
+#[test]
+fn only_json_posts_from_allowed_hosts_are_served() {
+    let addr = start(4);
+    let body = r#"{"prompt": "the", "max_tokens": 1}"#;
+    let wait = Duration::from_secs(30);
+    // A cross-site page can POST text/plain (or a form) without a CORS preflight.
+    for ct in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+        let (st, text) = raw(addr, &request("localhost", ct, body), wait);
+        assert_eq!(st, 415, "{ct:?}: {text}");
+        assert!(text.contains("\"content_type\""), "{text}");
+    }
+    assert_eq!(raw(addr, &request("localhost", Some("application/json; charset=utf-8"), body), wait).0, 200);
+    // DNS rebinding: a page on evil.example resolves its name to 127.0.0.1.
+    let (st, text) = raw(addr, &request("evil.example:8080", Some("application/json"), body), wait);
+    assert_eq!(st, 403, "{text}");
+    assert!(text.contains("host_not_allowed"), "{text}");
+    for host in ["127.0.0.1:8080", "localhost", "[::1]:80", "LOCALHOST:1"] {
+        assert_eq!(raw(addr, &request(host, Some("application/json"), body), wait).0, 200, "{host}");
+    }
+    // Allowed names are configurable; `*` accepts any.
+    let mut cfg = test_config();
+    cfg.allowed_hosts = vec!["lopa.example".into()];
+    let named = start_cfg(cfg);
+    assert_eq!(raw(named, &request("lopa.example:443", Some("application/json"), body), wait).0, 200);
+    assert_eq!(raw(named, &request("other.example", Some("application/json"), body), wait).0, 403);
+}
+
+#[test]
+fn token_budgets_refuse_huge_prompts_and_score_requests_with_a_4xx() {
+    let mut cfg = test_config();
+    cfg.max_body_bytes = 4 << 20;
+    cfg.max_request_tokens = 2048;
+    let addr = start_cfg(cfg);
+    // A 30,000-token prompt.
+    let (st, v) = post(addr, &json!({"prompt": "the ".repeat(30_000), "max_tokens": 1}));
+    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("request_tokens")), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("2048"), "{v}");
+    // 64 candidates of 100 tokens each: every one fits the tiny model's context (256) alone,
+    // all of them together are 6,400 token positions in one forward pass.
+    let long = " the".repeat(100);
+    let body = serde_json::to_vec(&json!({"prompt": "x", "candidates": vec![long; 64]})).unwrap();
+    let (st, v) = http(addr, "POST", "/v1/score", &body);
+    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("request_tokens")), "{v}");
+    // Stop strings: at most 4, each 1 to 64 bytes.
+    for stop in [json!(["a", "b", "c", "d", "e"]), json!("x".repeat(65)), json!([""])] {
+        let (st, v) = post(addr, &json!({"prompt": "the", "max_tokens": 1, "stop": stop}));
+        assert_eq!((st, v["error"]["code"].as_str()), (400, Some("stop")), "{v}");
+    }
+    let (st, v) = post(addr, &json!({"prompt": "the", "max_tokens": 2, "stop": ["a", "b", "c", "d"]}));
+    assert_eq!(st, 200, "{v}");
+}
+
+#[test]
+fn a_pickle_that_doubles_or_nests_values_is_a_400() {
+    let addr = start(4);
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    // 40 doublings of a memoized tuple (2^40 values if copied), and 20,000 nested tuples.
+    let mut doubling = b"\x80\x02)q\x00".to_vec();
+    for _ in 0..40 {
+        doubling.extend_from_slice(b"h\x00h\x00\x86q\x00");
+    }
+    doubling.push(b'.');
+    let mut nested = b"\x80\x02)".to_vec();
+    nested.extend(std::iter::repeat_n(0x85u8, 20_000));
+    nested.push(b'.');
+    for pkl in [doubling, nested] {
+        assert!(pkl.len() < 21_000);
+        let zip = lopa::server::torch_tensor::write_zip(&[("archive/data.pkl", &pkl), ("archive/byteorder", b"little")]);
+        let t = std::time::Instant::now();
+        let (st, v) = post(addr, &json!({"max_tokens": 1, "prompt_embeds": b64(&zip)}));
+        assert_eq!((st, v["error"]["code"].as_str()), (400, Some("prompt_embeds_format")), "{v}");
+        assert!(t.elapsed() < Duration::from_secs(10), "refused in bounded time");
+    }
+}
+
+#[test]
+fn slow_clients_time_out_and_streams_have_a_deadline() {
+    let mut cfg = test_config();
+    cfg.header_timeout = Duration::from_millis(500);
+    cfg.body_timeout = Duration::from_millis(500);
+    cfg.stream_timeout = Duration::from_millis(1);
+    let addr = start_cfg(cfg);
+    // Headers that never finish: the connection is closed.
+    let t = std::time::Instant::now();
+    let (_, text) = raw(addr, b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\n", Duration::from_secs(20));
+    assert!(t.elapsed() < Duration::from_secs(10), "closed after the header timeout: {text:?}");
+    // A body that never finishes: 408.
+    let (st, text) = raw(addr, b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"prompt\"", Duration::from_secs(20));
+    assert_eq!(st, 408, "{text}");
+    assert!(text.contains("body_timeout"), "{text}");
+    // A stream past its deadline ends with an error event, not [DONE].
+    let body = json!({"prompt": "the", "max_tokens": 250, "temperature": 0, "stream": true}).to_string();
+    let (st, text) = raw(addr, &request("localhost", Some("application/json"), &body), Duration::from_secs(60));
+    assert_eq!(st, 200, "{text}");
+    let events: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "timeout", "{text}");
+}
+
+#[test]
+fn the_concurrency_limit_answers_503_while_streams_hold_their_permits() {
+    let mut cfg = test_config();
+    cfg.max_concurrent = 1;
+    cfg.engine.max_batch = 1;
+    let addr = start_cfg(cfg);
+    // One stream holds the only permit while it runs.
+    let body = json!({"prompt": "the", "max_tokens": 250, "temperature": 0, "stream": true}).to_string();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&request("localhost", Some("application/json"), &body)).unwrap();
+    let mut first = [0u8; 64];
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let n = s.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    let (st, v) = post(addr, &json!({"prompt": "the", "max_tokens": 1}));
+    assert_eq!((st, v["error"]["code"].as_str()), (503, Some("overloaded")), "{v}");
+    // Once the stream is gone, the permit is back.
+    drop(s);
+    let t = std::time::Instant::now();
+    loop {
+        let (st, _) = post(addr, &json!({"prompt": "the", "max_tokens": 1}));
+        if st == 200 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "the permit never came back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn health_reports_a_stopped_engine_and_cors_star_allows_any_origin() {
+    let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &Device::flex()).unwrap();
+    let mut cfg = test_config();
+    cfg.cors_origins = vec!["*".into()];
+    cfg.validate().unwrap();
+    let engine = Engine::start(fm.clone(), Device::flex(), cfg.engine.clone());
+    let addr = start_backend(&fm, Backend::Embedded(engine.clone()), cfg);
+    let (st, h) = http(addr, "GET", "/health", b"");
+    assert_eq!((st, h["status"].as_str()), (200, Some("ok")));
+    let req = "OPTIONS /v1/completions HTTP/1.1\r\nHost: localhost\r\nOrigin: http://any.example\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\nConnection: close\r\n\r\n";
+    let (_, text) = raw(addr, req.as_bytes(), Duration::from_secs(30));
+    assert!(text.to_ascii_lowercase().contains("access-control-allow-origin: *"), "{text}");
+    engine.shutdown();
+    let t = std::time::Instant::now();
+    while engine.is_alive() {
+        assert!(t.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (st, h) = http(addr, "GET", "/health", b"");
+    assert_eq!((st, h["error"]["code"].as_str()), (503, Some("engine_stopped")), "{h}");
+    let (st, v) = post(addr, &json!({"prompt": "the", "max_tokens": 1}));
+    assert_eq!((st, v["error"]["code"].as_str()), (503, Some("engine_stopped")), "{v}");
+    // Settings that would fail later are refused up front.
+    for bad in [vec!["*", "http://a.example"], vec!["not an origin"]] {
+        let cfg = ServeConfig { cors_origins: bad.iter().map(|s| s.to_string()).collect(), ..ServeConfig::default() };
+        assert!(cfg.validate().is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn a_client_that_goes_away_or_times_out_stops_using_the_model() {
+    // The real model: slow enough per token to see a generation stop early.
+    let Some((model, _)) = common::real_weights() else { return };
+    let fm = FoundationModel::load(model, &Device::flex()).unwrap();
+    let mut cfg = test_config();
+    cfg.max_tokens_limit = 2000;
+    cfg.request_timeout = Duration::from_millis(1500);
+    let engine = Engine::start(fm.clone(), Device::flex(), cfg.engine.clone());
+    let addr = start_backend(&fm, Backend::Embedded(engine.clone()), cfg);
+    let settled = |what: &str| {
+        // Wait until the count stops moving, then check it stays still.
+        let mut last = engine.generated_tokens();
+        loop {
+            std::thread::sleep(Duration::from_millis(700));
+            let now = engine.generated_tokens();
+            if now == last {
+                return now;
+            }
+            assert!(now < 1000, "{what}: the generation ran on ({now} tokens)");
+            last = now;
+        }
+    };
+    // A stream whose client disconnects after the first tokens.
+    let body = json!({"prompt": "Once upon a time", "max_tokens": 2000, "temperature": 0, "stream": true}).to_string();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&request("localhost", Some("application/json"), &body)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut seen = String::new();
+    while seen.matches("data: ").count() < 3 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0);
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    drop(s);
+    let after_stream = settled("stream");
+    // A plain request that runs past its timeout: 504, and the generation stops.
+    let (st, v) = post(addr, &json!({"prompt": "Once upon a time", "max_tokens": 2000, "temperature": 0}));
+    assert_eq!((st, v["error"]["code"].as_str()), (504, Some("timeout")), "{v}");
+    let after_timeout = settled("timeout");
+    assert!(after_timeout - after_stream < 1000, "{after_stream} then {after_timeout}");
+    // The engine still serves.
+    assert_eq!(post(addr, &json!({"prompt": "Hi", "max_tokens": 2})).0, 200);
 }

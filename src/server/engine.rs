@@ -1,12 +1,17 @@
-//! The batching engine: one worker thread owns the frozen model and serves a bounded queue.
+//! The embedded engine: one worker thread owns the frozen model and serves a bounded queue.
 //! It takes the first waiting request, collects more for up to `batch_window` (at most
-//! `max_batch`), and runs requests with equal sampling settings as one batched generation,
-//! each row with its own soft prompt. A full queue is reported to the caller (HTTP 429).
+//! `max_batch` requests and `max_batch_tokens` tokens), and runs requests with equal sampling
+//! settings as one batched generation, each row with its own soft prompt. A full queue is
+//! reported to the caller (HTTP 429). A request whose caller dropped its reply receiver (the
+//! client went away, timed out, or its stream found a stop string) is skipped while queued and
+//! its row stops at the next token while running.
 
 use crate::decoder::FoundationModel;
 use crate::error::{Error, Result};
 use crate::generate::{generate_with, score_continuations, Generation, GenerationRequest, SamplingParams};
 use burn::tensor::Device;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,6 +33,29 @@ struct ScoreJob {
 enum Work {
     Generate(Job),
     Score(ScoreJob),
+    /// Finish what is running and stop the worker.
+    Shutdown,
+}
+
+impl Work {
+    /// Token positions the work puts through the model at once: its share of a batch's budget.
+    fn tokens(&self) -> usize {
+        let soft = |r: &GenerationRequest| r.soft_prompt.as_ref().map_or(0, |z| z.1);
+        match self {
+            Work::Generate(j) => soft(&j.request) + j.request.prompt_ids.len() + j.params.max_tokens,
+            Work::Score(j) => j.candidates.iter().map(|c| soft(&j.request) + j.request.prompt_ids.len() + c.len()).sum(),
+            Work::Shutdown => 0,
+        }
+    }
+
+    /// Whoever asked is no longer waiting for the answer.
+    fn abandoned(&self) -> bool {
+        match self {
+            Work::Generate(j) => j.reply.is_closed(),
+            Work::Score(j) => j.reply.is_closed(),
+            Work::Shutdown => false,
+        }
+    }
 }
 
 /// Batching settings.
@@ -35,6 +63,8 @@ enum Work {
 pub struct EngineConfig {
     /// Most requests per forward pass (1 = one at a time).
     pub max_batch: usize,
+    /// Most token positions (soft prompt + prompt + new tokens, summed over rows) per batch.
+    pub max_batch_tokens: usize,
     /// How long the worker waits for more requests after the first.
     pub batch_window: Duration,
     /// Requests waiting beyond this are refused.
@@ -45,6 +75,8 @@ pub struct EngineConfig {
 #[derive(Clone)]
 pub struct Engine {
     tx: mpsc::Sender<Work>,
+    alive: Arc<AtomicBool>,
+    generated: Arc<AtomicU64>,
 }
 
 /// Why a submission failed before reaching the model.
@@ -56,18 +88,48 @@ pub enum Submit {
     Stopped,
 }
 
+/// Clears the flag when the worker thread ends, by return or by panic.
+struct AliveGuard(Arc<AtomicBool>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 impl Engine {
     /// Start the worker thread.
     pub fn start(fm: FoundationModel, device: Device, cfg: EngineConfig) -> Self {
         let (tx, rx) = mpsc::channel::<Work>(cfg.queue.max(1));
+        let alive = Arc::new(AtomicBool::new(true));
+        let generated = Arc::new(AtomicU64::new(0));
+        let (guard, count) = (AliveGuard(alive.clone()), generated.clone());
         std::thread::Builder::new()
             .name("lopa-engine".into())
-            .spawn(move || worker(fm, device, cfg, rx))
+            .spawn(move || {
+                let _guard = guard;
+                worker(fm, device, cfg, rx, &count)
+            })
             .expect("spawn engine thread");
-        Engine { tx }
+        Engine { tx, alive, generated }
     }
 
-    /// Queue a request; the receiver yields its generation.
+    /// Tokens generated since start, over all requests.
+    pub fn generated_tokens(&self) -> u64 {
+        self.generated.load(Ordering::Relaxed)
+    }
+
+    /// Whether the worker thread still runs.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst) && !self.tx.is_closed()
+    }
+
+    /// Ask the worker to stop after the work already queued.
+    pub fn shutdown(&self) {
+        let _ = self.tx.try_send(Work::Shutdown);
+    }
+
+    /// Queue a request; the receiver yields its generation. Dropping the receiver cancels it.
     pub fn submit(&self, request: GenerationRequest, params: SamplingParams) -> std::result::Result<oneshot::Receiver<Result<Generation>>, Submit> {
         let (reply, rx) = oneshot::channel();
         self.send(Work::Generate(Job { request, params, reply, tokens: None }))?;
@@ -100,22 +162,49 @@ impl Engine {
 /// Run `f`, turning a panic inside the model into an error so the worker keeps serving.
 fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(r) => r.map_err(|e| Error::Backend(e.to_string())),
+        Ok(r) => r,
         Err(_) => Err(Error::Backend("the model failed on this request".into())),
     }
 }
 
-fn worker(fm: FoundationModel, device: Device, cfg: EngineConfig, mut rx: mpsc::Receiver<Work>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut work = vec![first];
-        let deadline = Instant::now() + cfg.batch_window;
-        while work.len() < cfg.max_batch.max(1) {
-            match rx.try_recv() {
-                Ok(j) => work.push(j),
-                Err(mpsc::error::TryRecvError::Empty) if Instant::now() < deadline => std::thread::sleep(Duration::from_micros(200)),
-                Err(_) => break,
-            }
+/// The next batch: the first live request, then more within the window and the budgets. A
+/// request that would overflow the token budget waits in `held` for the next batch.
+fn next_batch(rx: &mut mpsc::Receiver<Work>, held: &mut Option<Work>, cfg: &EngineConfig) -> Option<Vec<Work>> {
+    let first = loop {
+        let w = match held.take() {
+            Some(w) => w,
+            None => rx.blocking_recv()?,
+        };
+        if !w.abandoned() {
+            break w;
         }
+    };
+    let mut tokens = first.tokens();
+    let mut work = vec![first];
+    let deadline = Instant::now() + cfg.batch_window;
+    while work.len() < cfg.max_batch.max(1) && !matches!(work.last(), Some(Work::Shutdown)) {
+        match rx.try_recv() {
+            Ok(w) if w.abandoned() => {}
+            Ok(w) if tokens + w.tokens() > cfg.max_batch_tokens => {
+                *held = Some(w);
+                break;
+            }
+            Ok(w) => {
+                tokens += w.tokens();
+                work.push(w);
+            }
+            Err(mpsc::error::TryRecvError::Empty) if Instant::now() < deadline => std::thread::sleep(Duration::from_micros(200)),
+            Err(_) => break,
+        }
+    }
+    Some(work)
+}
+
+fn worker(fm: FoundationModel, device: Device, cfg: EngineConfig, mut rx: mpsc::Receiver<Work>, generated: &AtomicU64) {
+    let mut held = None;
+    let mut stopping = false;
+    while !stopping {
+        let Some(work) = next_batch(&mut rx, &mut held, &cfg) else { return };
         let mut jobs = vec![];
         for w in work {
             match w {
@@ -125,6 +214,7 @@ fn worker(fm: FoundationModel, device: Device, cfg: EngineConfig, mut rx: mpsc::
                     let r = guarded(|| score_continuations(&fm.decoder, &j.request.prompt_ids, soft, &j.candidates, &device));
                     let _ = j.reply.send(r);
                 }
+                Work::Shutdown => stopping = true,
             }
         }
         // Rows in one forward pass must share sampling settings.
@@ -133,13 +223,16 @@ fn worker(fm: FoundationModel, device: Device, cfg: EngineConfig, mut rx: mpsc::
             let (same, rest): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.params == params);
             jobs = rest;
             let requests: Vec<GenerationRequest> = same.iter().map(|j| j.request.clone()).collect();
-            let streams: Vec<Option<mpsc::UnboundedSender<u32>>> = same.iter().map(|j| j.tokens.clone()).collect();
             let mut on_token = |r: usize, t: u32, _lp: f32| {
-                if let Some(Some(tx)) = streams.get(r) {
+                generated.fetch_add(1, Ordering::Relaxed);
+                let job = &same[r];
+                if let Some(tx) = &job.tokens {
                     let _ = tx.send(t);
                 }
+                !job.reply.is_closed()
             };
-            match guarded(|| generate_with(&fm.decoder, &requests, &params, true, &device, &mut on_token)) {
+            let result = guarded(|| generate_with(&fm.decoder, &requests, &params, true, &device, &mut on_token));
+            match result {
                 Ok(gens) => {
                     for (j, g) in same.into_iter().zip(gens) {
                         let _ = j.reply.send(Ok(g));
@@ -147,7 +240,12 @@ fn worker(fm: FoundationModel, device: Device, cfg: EngineConfig, mut rx: mpsc::
                 }
                 Err(e) => {
                     for j in same {
-                        let _ = j.reply.send(Err(Error::Backend(e.to_string())));
+                        // Input errors stay input errors (a 4xx); anything else is the server's.
+                        let e = match &e {
+                            Error::Input(m) => Error::Input(m.clone()),
+                            other => Error::Backend(other.to_string()),
+                        };
+                        let _ = j.reply.send(Err(e));
                     }
                 }
             }

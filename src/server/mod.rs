@@ -1,10 +1,13 @@
-//! `lopa serve`: the frozen-model endpoint. It holds the foundation model and nothing
+//! `lopa serve`: the frozen-model endpoint and trust boundary. It holds the foundation model (or,
+//! as a gateway, only its tokenizer and token embeddings in front of vLLM) and nothing
 //! task-specific; clients send their soft prompt with each query.
 
 pub mod engine;
 pub mod http;
 pub mod torch_tensor;
+pub mod upstream;
 pub use crate::wire;
 
 pub use engine::EngineConfig;
-pub use http::{router, serve, ServeConfig};
+pub use http::{router, router_with, serve, Backend, ModelInfo, ServeConfig};
+pub use upstream::{Upstream, Vllm};

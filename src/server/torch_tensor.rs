@@ -3,7 +3,13 @@
 //! storage in `<archive>/data/<key>`. Only what `torch.save` emits for one dense tensor is
 //! accepted: a restricted pickle machine that knows no globals but `_rebuild_tensor_v2`, the float
 //! storage classes and `OrderedDict`, never calls anything, and bounds every count and offset.
-//! Any other input is an error (`prompt_embeds` was vLLM's CVE-2025-62164).
+//! Any other input is an error (`prompt_embeds` was vLLM's CVE-2025-62164). Work and memory are
+//! bounded by the input's length and by a budget on the values the machine builds and on how
+//! deeply they nest: memo references copy values, so a 200-byte pickle could otherwise double a
+//! tuple forty times.
+//!
+//! [`save_tensor`] writes the same format for the gateway to vLLM, so that no client byte is
+//! ever forwarded upstream.
 
 use half::{bf16, f16};
 
@@ -76,8 +82,48 @@ enum V {
     Mark,
 }
 
+/// Most values (tuple items counted one by one) the machine may build for one payload. A saved
+/// tensor needs about 20.
+pub const MAX_VALUES: usize = 512;
+/// Deepest nesting of tuples and calls. A saved tensor needs 4.
+pub const MAX_DEPTH: usize = 8;
+/// Most opcodes executed for one payload. A saved tensor needs about 40.
+pub const MAX_OPS: usize = 2_000;
+
+/// Values built and the nesting depth of one value: (values, depth). Recursion is bounded
+/// because no value deeper than [`MAX_DEPTH`] is ever built.
+fn measure(v: &V) -> (usize, usize) {
+    match v {
+        V::Tuple(items) => items.iter().map(measure).fold((1, 1), |(n, d), (n2, d2)| (n + n2, d.max(d2 + 1))),
+        V::Persistent(a) => {
+            let (n, d) = measure(a);
+            (n + 1, d + 1)
+        }
+        V::Reduce(f, a) => {
+            let ((n1, d1), (n2, d2)) = (measure(f), measure(a));
+            (n1 + n2 + 1, d1.max(d2) + 1)
+        }
+        _ => (1, 1),
+    }
+}
+
+/// Charge the budget for a new value: one value for a fresh node (its items were charged when
+/// they were built), all of them for a copy out of or into the memo.
+fn charge(built: &mut usize, v: V, copy: bool) -> Result<V, TorchError> {
+    let (n, depth) = measure(&v);
+    *built += if copy { n } else { 1 };
+    if depth > MAX_DEPTH {
+        return err(format!("pickle nests values {depth} deep; a saved tensor needs at most {MAX_DEPTH}"));
+    }
+    if *built > MAX_VALUES {
+        return err(format!("pickle builds more than {MAX_VALUES} values; a saved tensor needs a few dozen"));
+    }
+    Ok(v)
+}
+
 /// Run the restricted pickle machine over `data.pkl`; returns the top object.
 fn unpickle(p: &[u8]) -> Result<V, TorchError> {
+    let mut built = 0usize;
     let mut stack: Vec<V> = Vec::new();
     let mut memo: std::collections::HashMap<u32, V> = Default::default();
     let mut i = 0usize;
@@ -92,8 +138,8 @@ fn unpickle(p: &[u8]) -> Result<V, TorchError> {
         *i += end + 1;
         Ok(s)
     };
-    for _ in 0..10_000 {
-        if stack.len() > 1000 || memo.len() > 1000 {
+    for _ in 0..MAX_OPS {
+        if stack.len() > MAX_VALUES || memo.len() > MAX_VALUES {
             return err("pickle is too large for one tensor");
         }
         let op = *p.get(i).ok_or_else(|| TorchError("pickle truncated".into()))?;
@@ -110,33 +156,37 @@ fn unpickle(p: &[u8]) -> Result<V, TorchError> {
                 if !allowed {
                     return err(format!("pickle refers to `{m}.{n}`, which a saved tensor does not need"));
                 }
-                stack.push(V::Global(m, n));
+                stack.push(charge(&mut built, V::Global(m, n), false)?);
             }
             b'q' => {
                 let k = take(&mut i, 1)?[0] as u32;
-                memo.insert(k, stack.last().cloned().ok_or_else(|| TorchError("pickle stack empty".into()))?);
+                let top = stack.last().cloned().ok_or_else(|| TorchError("pickle stack empty".into()))?;
+                memo.insert(k, charge(&mut built, top, true)?);
             }
             b'r' => {
                 let k = u32::from_le_bytes(take(&mut i, 4)?.try_into().unwrap());
-                memo.insert(k, stack.last().cloned().ok_or_else(|| TorchError("pickle stack empty".into()))?);
+                let top = stack.last().cloned().ok_or_else(|| TorchError("pickle stack empty".into()))?;
+                memo.insert(k, charge(&mut built, top, true)?);
             }
             b'h' => {
                 let k = take(&mut i, 1)?[0] as u32;
-                stack.push(memo.get(&k).cloned().ok_or_else(|| TorchError("pickle memo miss".into()))?);
+                let v = memo.get(&k).cloned().ok_or_else(|| TorchError("pickle memo miss".into()))?;
+                stack.push(charge(&mut built, v, true)?);
             }
             b'j' => {
                 let k = u32::from_le_bytes(take(&mut i, 4)?.try_into().unwrap());
-                stack.push(memo.get(&k).cloned().ok_or_else(|| TorchError("pickle memo miss".into()))?);
+                let v = memo.get(&k).cloned().ok_or_else(|| TorchError("pickle memo miss".into()))?;
+                stack.push(charge(&mut built, v, true)?);
             }
-            b'(' => stack.push(V::Mark),
-            b')' => stack.push(V::Tuple(vec![])),
-            b'}' => stack.push(V::Dict),
-            b'N' => stack.push(V::None),
-            0x88 => stack.push(V::Bool(true)),
-            0x89 => stack.push(V::Bool(false)),
-            b'K' => stack.push(V::Int(take(&mut i, 1)?[0] as i64)),
-            b'M' => stack.push(V::Int(u16::from_le_bytes(take(&mut i, 2)?.try_into().unwrap()) as i64)),
-            b'J' => stack.push(V::Int(i32::from_le_bytes(take(&mut i, 4)?.try_into().unwrap()) as i64)),
+            b'(' => stack.push(charge(&mut built, V::Mark, false)?),
+            b')' => stack.push(charge(&mut built, V::Tuple(vec![]), false)?),
+            b'}' => stack.push(charge(&mut built, V::Dict, false)?),
+            b'N' => stack.push(charge(&mut built, V::None, false)?),
+            0x88 => stack.push(charge(&mut built, V::Bool(true), false)?),
+            0x89 => stack.push(charge(&mut built, V::Bool(false), false)?),
+            b'K' => stack.push(charge(&mut built, V::Int(take(&mut i, 1)?[0] as i64), false)?),
+            b'M' => stack.push(charge(&mut built, V::Int(u16::from_le_bytes(take(&mut i, 2)?.try_into().unwrap()) as i64), false)?),
+            b'J' => stack.push(charge(&mut built, V::Int(i32::from_le_bytes(take(&mut i, 4)?.try_into().unwrap()) as i64), false)?),
             0x8a => {
                 let n = take(&mut i, 1)?[0] as usize;
                 let bytes = take(&mut i, n)?;
@@ -150,21 +200,21 @@ fn unpickle(p: &[u8]) -> Result<V, TorchError> {
                 if n > 0 && n < 8 && bytes[n - 1] & 0x80 != 0 {
                     v -= 1i64 << (8 * n);
                 }
-                stack.push(V::Int(v));
+                stack.push(charge(&mut built, V::Int(v), false)?);
             }
             b'X' => {
                 let n = u32::from_le_bytes(take(&mut i, 4)?.try_into().unwrap()) as usize;
-                stack.push(V::Str(String::from_utf8_lossy(take(&mut i, n)?).to_string()));
+                stack.push(charge(&mut built, V::Str(String::from_utf8_lossy(take(&mut i, n)?).to_string()), false)?);
             }
             0x8c => {
                 let n = take(&mut i, 1)?[0] as usize;
-                stack.push(V::Str(String::from_utf8_lossy(take(&mut i, n)?).to_string()));
+                stack.push(charge(&mut built, V::Str(String::from_utf8_lossy(take(&mut i, n)?).to_string()), false)?);
             }
             b't' => {
                 let m = stack.iter().rposition(|v| *v == V::Mark).ok_or_else(|| TorchError("pickle mark missing".into()))?;
                 let items = stack.split_off(m + 1);
                 stack.pop();
-                stack.push(V::Tuple(items));
+                stack.push(charge(&mut built, V::Tuple(items), false)?);
             }
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
@@ -172,16 +222,16 @@ fn unpickle(p: &[u8]) -> Result<V, TorchError> {
                     return err("pickle stack underflow");
                 }
                 let items = stack.split_off(stack.len() - n);
-                stack.push(V::Tuple(items));
+                stack.push(charge(&mut built, V::Tuple(items), false)?);
             }
             b'Q' => {
                 let pid = stack.pop().ok_or_else(|| TorchError("pickle stack empty".into()))?;
-                stack.push(V::Persistent(Box::new(pid)));
+                stack.push(charge(&mut built, V::Persistent(Box::new(pid)), false)?);
             }
             b'R' => {
                 let args = stack.pop().ok_or_else(|| TorchError("pickle stack empty".into()))?;
                 let f = stack.pop().ok_or_else(|| TorchError("pickle stack empty".into()))?;
-                stack.push(V::Reduce(Box::new(f), Box::new(args)));
+                stack.push(charge(&mut built, V::Reduce(Box::new(f), Box::new(args)), false)?);
             }
             b'u' => {
                 // SETITEMS on an OrderedDict of backward hooks: a saved soft prompt has none.
@@ -279,6 +329,111 @@ pub fn load_tensor(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), TorchError> {
     Ok((size, values))
 }
 
+/// CRC-32 (IEEE), as ZIP readers check it.
+fn crc32(bytes: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut t = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                k += 1;
+            }
+            t[i] = c;
+            i += 1;
+        }
+        t
+    };
+    !bytes.iter().fold(!0u32, |c, &b| TABLE[((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8))
+}
+
+/// A stored ZIP with each entry's data aligned to 64 bytes (torch pads with an extra field, too).
+pub fn write_zip(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (name, data) in entries {
+        let offset = out.len();
+        let header = 30 + name.len();
+        // The extra field is 4 bytes of id and length plus padding up to the next 64-byte boundary.
+        let pad = (64 - (offset + header + 4) % 64) % 64;
+        let crc = crc32(data);
+        let mut fixed = Vec::with_capacity(26);
+        fixed.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // version, flags, method 0, time, date
+        fixed.extend_from_slice(&crc.to_le_bytes());
+        fixed.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        fixed.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        fixed.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        out.extend_from_slice(&fixed);
+        out.extend_from_slice(&((pad + 4) as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"FB");
+        out.extend_from_slice(&(pad as u16).to_le_bytes());
+        out.resize(out.len() + pad, b'Z');
+        out.extend_from_slice(data);
+        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        central.extend_from_slice(&[20, 0]); // made by
+        central.extend_from_slice(&fixed);
+        central.extend_from_slice(&[0; 12]); // extra, comment, disk, internal and external attributes
+        central.extend_from_slice(&(offset as u32).to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+    }
+    let (cd_at, cd_len) = (out.len(), central.len());
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(cd_len as u32).to_le_bytes());
+    out.extend_from_slice(&(cd_at as u32).to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out
+}
+
+/// The bytes `torch.save(tensor)` writes for a contiguous f32 tensor of `shape` (row-major
+/// `values`): what vLLM's `prompt_embeds` expects, base64-encoded.
+pub fn save_tensor(shape: &[usize], values: &[f32]) -> Vec<u8> {
+    assert_eq!(shape.iter().product::<usize>(), values.len(), "shape and values disagree");
+    let int = |p: &mut Vec<u8>, v: usize| {
+        p.push(b'J');
+        p.extend_from_slice(&(v as i32).to_le_bytes());
+    };
+    let text = |p: &mut Vec<u8>, s: &str| {
+        p.push(b'X');
+        p.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        p.extend_from_slice(s.as_bytes());
+    };
+    let mut p = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n((".to_vec();
+    text(&mut p, "storage");
+    p.extend_from_slice(b"ctorch\nFloatStorage\n");
+    text(&mut p, "0");
+    text(&mut p, "cpu");
+    int(&mut p, values.len());
+    p.extend_from_slice(b"tQ");
+    int(&mut p, 0);
+    let mut stride = vec![1usize; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        stride[d] = stride[d + 1] * shape[d + 1];
+    }
+    for dims in [shape, &stride[..]] {
+        p.push(b'(');
+        dims.iter().for_each(|&x| int(&mut p, x));
+        p.push(b't');
+    }
+    p.extend_from_slice(b"\x89ccollections\nOrderedDict\n)RtR.");
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_zip(&[
+        ("archive/data.pkl", &p),
+        ("archive/.format_version", b"1"),
+        ("archive/.storage_alignment", b"64"),
+        ("archive/byteorder", b"little"),
+        ("archive/data/0", &data),
+        ("archive/version", b"3\n"),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,5 +457,48 @@ mod tests {
             let _ = load_tensor(&b[..cut]);
         }
         assert_eq!(load_tensor(b"PK\x05\x06").unwrap_err().to_string(), "prompt_embeds: not a zip archive (torch.save output expected)");
+    }
+
+    #[test]
+    fn saved_tensors_read_back_exactly() {
+        let values: Vec<f32> = (0..3 * 5).map(|i| i as f32 * 0.37 - 2.0).collect();
+        let bytes = save_tensor(&[3, 5], &values);
+        assert_eq!(load_tensor(&bytes).unwrap(), (vec![3, 5], values));
+        // Entries are stored, 64-byte aligned, with the CRC a ZIP reader checks.
+        let entries = zip_entries(&bytes).unwrap();
+        let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["archive/data.pkl", "archive/.format_version", "archive/.storage_alignment", "archive/byteorder", "archive/data/0", "archive/version"]);
+        for (_, data) in &entries {
+            assert_eq!((data.as_ptr() as usize - bytes.as_ptr() as usize) % 64, 0);
+        }
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    /// A pickle that memoizes a tuple and doubles it `n` times (`h0 h0 t2 q0` repeated).
+    fn doubling(n: usize) -> Vec<u8> {
+        let mut p = b"\x80\x02)q\x00".to_vec();
+        for _ in 0..n {
+            p.extend_from_slice(b"h\x00h\x00\x86q\x00");
+        }
+        p.push(b'.');
+        p
+    }
+
+    #[test]
+    fn pickles_that_multiply_or_nest_values_are_refused() {
+        // 40 doublings would build 2^40 values; the budget stops it after a few.
+        let e = unpickle(&doubling(40)).unwrap_err().to_string();
+        assert!(e.contains("more than 512 values"), "{e}");
+        assert!(unpickle(&doubling(3)).is_ok());
+        // 20,000 nested one-tuples.
+        let mut deep = b"\x80\x02)".to_vec();
+        deep.extend(std::iter::repeat_n(0x85u8, 20_000));
+        deep.push(b'.');
+        let e = unpickle(&deep).unwrap_err().to_string();
+        assert!(e.contains("nests values 9 deep"), "{e}");
+        // 20,000 open marks: the op budget ends it.
+        let mut marks = b"\x80\x02".to_vec();
+        marks.extend(std::iter::repeat_n(b'(', 20_000));
+        assert!(unpickle(&marks).is_err());
     }
 }

@@ -72,6 +72,11 @@ pub struct Safetensors {
 /// Parse a safetensors file from memory. Float tensors (F32, F16, BF16, F64) are decoded to f32;
 /// integer tensors are validated and skipped.
 pub fn parse(bytes: &[u8]) -> Result<Safetensors> {
+    parse_only(bytes, &|_| true)
+}
+
+/// [`parse`] decoding only the tensors whose name `keep` accepts (all are still validated).
+pub fn parse_only(bytes: &[u8], keep: &dyn Fn(&str) -> bool) -> Result<Safetensors> {
     if bytes.len() < 8 {
         return Err(Error::format(FORMAT, format!("file is {} bytes, shorter than the 8-byte header length", bytes.len())));
     }
@@ -132,6 +137,9 @@ pub fn parse(bytes: &[u8]) -> Result<Safetensors> {
                 dtype.name(),
                 end - begin
             )));
+        }
+        if !keep(&name) {
+            continue;
         }
         let raw = &data[begin as usize..end as usize];
         let values: Vec<f32> = match dtype {

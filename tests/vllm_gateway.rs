@@ -1,0 +1,210 @@
+//! `lopa serve --upstream vllm=URL` against a real vLLM serving the default model (exported by
+//! `lopa export-hf`), beside the embedded engine on the same weights: the same requests must give
+//! the same tokens and the same label probabilities. scripts/test.sh starts vLLM once and sets
+//! LOPA_TEST_VLLM to its URL; without it these tests fail unless LOPA_SKIP_VLLM=1.
+//!
+//! Tolerances: greedy tokens and text exactly equal; log-probabilities within 2e-3 and label
+//! probabilities within 1e-3 (two fp32 implementations of the same model differ by ~1e-5 in the
+//! logits; the margin covers sums over multi-token candidates).
+#![cfg(feature = "server")]
+
+mod common;
+use burn::tensor::Device;
+use lopa::decoder::{FoundationModel, TokenEmbedding};
+use lopa::server::wire::WireSoftPrompt;
+use lopa::server::{Backend, ModelInfo, ServeConfig, Vllm};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+fn vllm_url() -> Option<String> {
+    if let Ok(u) = std::env::var("LOPA_TEST_VLLM") {
+        return Some(u);
+    }
+    if std::env::var("LOPA_SKIP_VLLM").as_deref() == Ok("1") {
+        eprintln!("LOPA_SKIP_VLLM=1: skipping a vLLM test");
+        return None;
+    }
+    panic!("LOPA_TEST_VLLM is not set: scripts/test.sh starts vLLM and sets it (or set LOPA_SKIP_VLLM=1)");
+}
+
+struct Servers {
+    embedded: SocketAddr,
+    gateway: SocketAddr,
+    /// Std of the token-embedding table: the scale of realistic soft prompts.
+    std: f32,
+    width: usize,
+}
+
+/// One embedded server and one gateway for every test in this file (one vLLM).
+fn servers() -> Option<&'static Servers> {
+    static S: OnceLock<Option<Servers>> = OnceLock::new();
+    S.get_or_init(|| {
+        let url = vllm_url()?;
+        let (model, _) = common::real_weights()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let cfg = ServeConfig::default();
+                let fm = FoundationModel::load(&model, &Device::flex()).unwrap();
+                let std = fm.decoder.embedding_std().unwrap() as f32;
+                let width = fm.decoder.hidden_size();
+                let embedded = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let emb = TokenEmbedding::load(&model).unwrap();
+                let vllm = Vllm::connect(&url, emb.clone()).await.unwrap();
+                let info = ModelInfo { id: emb.id.clone(), tokenizer: emb.tokenizer.clone(), width, vocab: emb.config.vocab_size, max_context: vllm.max_model_len.min(emb.config.max_position_embeddings) };
+                tx.send(Servers { embedded: embedded.local_addr().unwrap(), gateway: gateway.local_addr().unwrap(), std, width }).unwrap();
+                let a = lopa::server::router(fm, Device::flex(), cfg.clone());
+                let b = lopa::server::router_with(Backend::Vllm(Arc::new(vllm)), info, cfg.clone());
+                let (c1, c2) = (cfg.clone(), cfg);
+                tokio::join!(
+                    async move { lopa::server::serve(embedded, a, &c1, std::future::pending()).await.unwrap() },
+                    async move { lopa::server::serve(gateway, b, &c2, std::future::pending()).await.unwrap() },
+                );
+            });
+        });
+        Some(rx.recv_timeout(Duration::from_secs(300)).expect("servers started"))
+    })
+    .as_ref()
+}
+
+fn post(addr: SocketAddr, path: &str, v: &Value) -> (u16, String) {
+    let body = serde_json::to_vec(v).unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    let head = format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.split_whitespace().nth(1).and_then(|x| x.parse().ok()).unwrap_or(0);
+    (status, out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default())
+}
+
+fn post_json(addr: SocketAddr, path: &str, v: &Value) -> Value {
+    let (st, body) = post(addr, path, v);
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    assert_eq!(st, 200, "{path}: {v}");
+    v
+}
+
+/// A soft prompt of `rows` rows at the scale of the model's token embeddings (seeded).
+fn soft(seed: u64, rows: usize, s: &Servers) -> Vec<f32> {
+    let mut rng = lopa::generate::Rng::new(seed);
+    (0..rows * s.width)
+        .map(|_| {
+            // Box-Muller.
+            let (u, v) = (rng.next_f32().max(1e-7), rng.next_f32());
+            s.std * (-2.0 * u.ln()).sqrt() * (2.0 * std::f32::consts::PI * v).cos()
+        })
+        .collect()
+}
+
+fn ids(v: &Value) -> Vec<u64> {
+    v["choices"][0]["logprobs"]["token_ids"].as_array().unwrap_or_else(|| panic!("{v}")).iter().map(|t| t.as_u64().unwrap()).collect()
+}
+
+#[test]
+fn greedy_completions_match_the_embedded_engine() {
+    let Some(s) = servers() else { return };
+    let prompts = ["The capital of France is", "Write a haiku about the sea:", "def add(a, b):"];
+    for (i, rows) in [1usize, 10, 40].into_iter().enumerate() {
+        let z = soft(i as u64, rows, s);
+        for f16 in [false, true] {
+            let req = json!({"prompt": prompts[i], "max_tokens": 12, "temperature": 0, "logprobs": 1, "soft_prompt": WireSoftPrompt::encode(&z, rows, f16)});
+            let (a, b) = (post_json(s.embedded, "/v1/completions", &req), post_json(s.gateway, "/v1/completions", &req));
+            assert_eq!(ids(&a), ids(&b), "m = {rows}, f16 = {f16}: {a} / {b}");
+            assert_eq!(a["choices"][0]["text"], b["choices"][0]["text"]);
+            assert_eq!(a["choices"][0]["finish_reason"], b["choices"][0]["finish_reason"]);
+            let (la, lb) = (&a["choices"][0]["logprobs"]["token_logprobs"], &b["choices"][0]["logprobs"]["token_logprobs"]);
+            for (x, y) in la.as_array().unwrap().iter().zip(lb.as_array().unwrap()) {
+                assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 2e-3, "{la} / {lb}");
+            }
+        }
+    }
+    // Without a soft prompt, and with a stop string.
+    let req = json!({"prompt": "Count: one, two, three,", "max_tokens": 16, "temperature": 0, "stop": [" six"]});
+    let (a, b) = (post_json(s.embedded, "/v1/completions", &req), post_json(s.gateway, "/v1/completions", &req));
+    assert_eq!(a["choices"][0]["text"], b["choices"][0]["text"]);
+    assert_eq!(a["choices"][0]["finish_reason"], b["choices"][0]["finish_reason"]);
+}
+
+#[test]
+fn streamed_text_through_vllm_equals_the_embedded_completion() {
+    let Some(s) = servers() else { return };
+    let z = soft(7, 10, s);
+    let req = json!({"prompt": "Once upon a time", "max_tokens": 12, "temperature": 0, "soft_prompt": WireSoftPrompt::encode(&z, 10, false)});
+    let want = post_json(s.embedded, "/v1/completions", &req);
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    let (st, raw) = post(s.gateway, "/v1/completions", &sreq);
+    assert_eq!(st, 200, "{raw}");
+    let events: Vec<&str> = raw.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+    assert_eq!(events.last(), Some(&"[DONE]"), "{raw}");
+    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    let text: String = chunks.iter().map(|c| c["choices"][0]["text"].as_str().unwrap_or_else(|| panic!("{c}")).to_string()).collect();
+    assert_eq!(text, want["choices"][0]["text"].as_str().unwrap());
+    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], want["choices"][0]["finish_reason"]);
+}
+
+#[test]
+fn label_words_score_alike_through_vllm() {
+    let Some(s) = servers() else { return };
+    // SST-2's template and label words (one token each), and multi-token candidates.
+    let cases = [
+        ("a gripping , funny and deeply moving film . It was", vec![" terrible", " great"]),
+        ("the plot is thin and the acting is worse . It was", vec![" terrible", " great"]),
+        ("The weather today is", vec![" very good", " not good at all", " sunny", " very bad"]),
+    ];
+    for (k, (prompt, cands)) in cases.iter().enumerate() {
+        for rows in [0usize, 10] {
+            let mut req = json!({"prompt": prompt, "candidates": cands});
+            if rows > 0 {
+                req["soft_prompt"] = serde_json::to_value(WireSoftPrompt::encode(&soft(100 + k as u64, rows, s), rows, true)).unwrap();
+            }
+            let (a, b) = (post_json(s.embedded, "/v1/score", &req), post_json(s.gateway, "/v1/score", &req));
+            let (sa, sb) = (a["scores"].as_array().unwrap(), b["scores"].as_array().unwrap());
+            let best = |v: &[Value]| v.iter().enumerate().max_by(|x, y| x.1["probability"].as_f64().partial_cmp(&y.1["probability"].as_f64()).unwrap()).unwrap().0;
+            assert_eq!(best(sa), best(sb), "{a} / {b}");
+            for (x, y) in sa.iter().zip(sb) {
+                assert!((x["logprob"].as_f64().unwrap() - y["logprob"].as_f64().unwrap()).abs() < 2e-3, "{a} / {b}");
+                assert!((x["probability"].as_f64().unwrap() - y["probability"].as_f64().unwrap()).abs() < 1e-3, "{a} / {b}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_gateway_checks_the_model_and_refuses_hostile_tensors_itself() {
+    let Some(s) = servers() else { return };
+    let (st, body) = post(s.gateway, "/v1/completions", &json!({"prompt": "x", "max_tokens": 1, "soft_prompt": WireSoftPrompt::encode(&[f32::NAN; 576], 1, false)}));
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("soft_prompt_non_finite"), "{body}");
+    // A memo-doubling pickle sent as prompt_embeds never reaches vLLM.
+    let mut pkl = b"\x80\x02)q\x00".to_vec();
+    for _ in 0..40 {
+        pkl.extend_from_slice(b"h\x00h\x00\x86q\x00");
+    }
+    pkl.push(b'.');
+    let zip = lopa::server::torch_tensor::write_zip(&[("archive/data.pkl", &pkl)]);
+    use base64::Engine as _;
+    let (st, body) = post(s.gateway, "/v1/completions", &json!({"max_tokens": 1, "prompt_embeds": base64::engine::general_purpose::STANDARD.encode(zip)}));
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("prompt_embeds_format"), "{body}");
+    // vLLM's own answer to a client's valid prompt_embeds matches the same soft prompt's.
+    let z = soft(3, 5, s);
+    let pe = base64::engine::general_purpose::STANDARD.encode(lopa::server::torch_tensor::save_tensor(&[5, s.width], &z));
+    let a = post_json(s.gateway, "/v1/completions", &json!({"prompt_embeds": pe, "max_tokens": 6, "temperature": 0, "logprobs": 1}));
+    let b = post_json(s.embedded, "/v1/completions", &json!({"soft_prompt": WireSoftPrompt::encode(&z, 5, false), "max_tokens": 6, "temperature": 0, "logprobs": 1}));
+    assert_eq!(ids(&a), ids(&b));
+    // A gateway whose model is not the one vLLM serves refuses to start, saying what differs.
+    let url = std::env::var("LOPA_TEST_VLLM").unwrap();
+    let tiny = TokenEmbedding::load(common::fixture("tiny-llama.gguf")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let e = rt.block_on(Vllm::connect(&url, tiny)).err().expect("a width-64 model must be refused").to_string();
+    assert!(e.contains("width 64"), "{e}");
+}
