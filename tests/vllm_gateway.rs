@@ -112,6 +112,7 @@ fn ids(v: &Value) -> Vec<u64> {
 fn greedy_completions_match_the_embedded_engine() {
     let Some(s) = servers() else { return };
     let prompts = ["The capital of France is", "Write a haiku about the sea:", "def add(a, b):"];
+    let mut worst = 0f64;
     for (i, rows) in [1usize, 10, 40].into_iter().enumerate() {
         let z = soft(i as u64, rows, s);
         for f16 in [false, true] {
@@ -122,10 +123,13 @@ fn greedy_completions_match_the_embedded_engine() {
             assert_eq!(a["choices"][0]["finish_reason"], b["choices"][0]["finish_reason"]);
             let (la, lb) = (&a["choices"][0]["logprobs"]["token_logprobs"], &b["choices"][0]["logprobs"]["token_logprobs"]);
             for (x, y) in la.as_array().unwrap().iter().zip(lb.as_array().unwrap()) {
-                assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 2e-3, "{la} / {lb}");
+                let d = (x.as_f64().unwrap() - y.as_f64().unwrap()).abs();
+                worst = worst.max(d);
+                assert!(d < 2e-3, "{la} / {lb}");
             }
         }
     }
+    eprintln!("completions: largest token log-probability difference {worst:.2e}");
     // Without a soft prompt, and with a stop string.
     let req = json!({"prompt": "Count: one, two, three,", "max_tokens": 16, "temperature": 0, "stop": [" six"]});
     let (a, b) = (post_json(s.embedded, "/v1/completions", &req), post_json(s.gateway, "/v1/completions", &req));
@@ -160,6 +164,7 @@ fn label_words_score_alike_through_vllm() {
         ("the plot is thin and the acting is worse . It was", vec![" terrible", " great"]),
         ("The weather today is", vec![" very good", " not good at all", " sunny", " very bad"]),
     ];
+    let (mut worst_lp, mut worst_p) = (0f64, 0f64);
     for (k, (prompt, cands)) in cases.iter().enumerate() {
         for rows in [0usize, 10] {
             let mut req = json!({"prompt": prompt, "candidates": cands});
@@ -171,11 +176,14 @@ fn label_words_score_alike_through_vllm() {
             let best = |v: &[Value]| v.iter().enumerate().max_by(|x, y| x.1["probability"].as_f64().partial_cmp(&y.1["probability"].as_f64()).unwrap()).unwrap().0;
             assert_eq!(best(sa), best(sb), "{a} / {b}");
             for (x, y) in sa.iter().zip(sb) {
-                assert!((x["logprob"].as_f64().unwrap() - y["logprob"].as_f64().unwrap()).abs() < 2e-3, "{a} / {b}");
-                assert!((x["probability"].as_f64().unwrap() - y["probability"].as_f64().unwrap()).abs() < 1e-3, "{a} / {b}");
+                let dl = (x["logprob"].as_f64().unwrap() - y["logprob"].as_f64().unwrap()).abs();
+                let dp = (x["probability"].as_f64().unwrap() - y["probability"].as_f64().unwrap()).abs();
+                (worst_lp, worst_p) = (worst_lp.max(dl), worst_p.max(dp));
+                assert!(dl < 2e-3 && dp < 1e-3, "{a} / {b}");
             }
         }
     }
+    eprintln!("scores: largest log-probability difference {worst_lp:.2e}, probability {worst_p:.2e}");
 }
 
 #[test]

@@ -697,3 +697,35 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router, cfg: &ServeCo
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_statuses_without_internal_detail() {
+        let e = ApiError::from(Error::Backend("wgpu device lost at /root/.cache/lopa/secret".into()));
+        assert_eq!((e.status, e.code, e.message.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error"));
+        let e = ApiError::from(Error::io("/etc/passwd", std::io::Error::other("denied")));
+        assert!(!e.message.contains("passwd"), "{}", e.message);
+        let e = ApiError::from(Error::Input("token id 70000 is outside the vocabulary (49152)".into()));
+        assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, "invalid_request"));
+        let e = ApiError::from(Error::Upstream { rejected: true, message: "prompt too long".into() });
+        assert_eq!((e.status, e.code, e.message.as_str()), (StatusCode::BAD_REQUEST, "upstream_rejected", "prompt too long"));
+        let e = ApiError::from(Error::Upstream { rejected: false, message: "connection refused 10.0.0.7:8000".into() });
+        assert_eq!((e.status, e.code), (StatusCode::BAD_GATEWAY, "upstream_unavailable"));
+        assert!(!e.message.contains("10.0.0.7"));
+    }
+
+    #[test]
+    fn host_names_are_matched_without_port_and_case() {
+        let cfg = ServeConfig { allowed_hosts: vec!["api.example.com".into()], ..ServeConfig::default() };
+        for ok in ["localhost", "localhost:8080", "127.0.0.1:1", "[::1]:8080", "[::1]", "API.example.com:443"] {
+            assert!(cfg.host_allowed(ok), "{ok}");
+        }
+        for bad in ["evil.example", "api.example.com.evil.example", "127.0.0.2", "[::2]:80", "localhost.evil.example:80", ""] {
+            assert!(!cfg.host_allowed(bad), "{bad}");
+        }
+        assert!(ServeConfig { allowed_hosts: vec!["*".into()], ..ServeConfig::default() }.host_allowed("anything.example"));
+    }
+}
