@@ -38,6 +38,9 @@ struct Servers {
     width: usize,
 }
 
+/// The tests take turns: they share one vLLM, whose metrics one of them reads.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// One embedded server and one gateway for every test in this file (one vLLM).
 fn servers() -> Option<&'static Servers> {
     static S: OnceLock<Option<Servers>> = OnceLock::new();
@@ -110,6 +113,7 @@ fn ids(v: &Value) -> Vec<u64> {
 
 #[test]
 fn greedy_completions_match_the_embedded_engine() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(s) = servers() else { return };
     let prompts = ["The capital of France is", "Write a haiku about the sea:", "def add(a, b):"];
     let mut worst = 0f64;
@@ -139,6 +143,7 @@ fn greedy_completions_match_the_embedded_engine() {
 
 #[test]
 fn streamed_text_through_vllm_equals_the_embedded_completion() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(s) = servers() else { return };
     let z = soft(7, 10, s);
     let req = json!({"prompt": "Once upon a time", "max_tokens": 12, "temperature": 0, "soft_prompt": WireSoftPrompt::encode(&z, 10, false)});
@@ -157,6 +162,7 @@ fn streamed_text_through_vllm_equals_the_embedded_completion() {
 
 #[test]
 fn label_words_score_alike_through_vllm() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(s) = servers() else { return };
     // SST-2's template and label words (one token each), and multi-token candidates.
     let cases = [
@@ -188,6 +194,7 @@ fn label_words_score_alike_through_vllm() {
 
 #[test]
 fn the_gateway_checks_the_model_and_refuses_hostile_tensors_itself() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(s) = servers() else { return };
     let (st, body) = post(s.gateway, "/v1/completions", &json!({"prompt": "x", "max_tokens": 1, "soft_prompt": WireSoftPrompt::encode(&[f32::NAN; 576], 1, false)}));
     assert_eq!(st, 400, "{body}");
@@ -215,4 +222,46 @@ fn the_gateway_checks_the_model_and_refuses_hostile_tensors_itself() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let e = rt.block_on(Vllm::connect(&url, tiny)).err().expect("a width-64 model must be refused").to_string();
     assert!(e.contains("width 64"), "{e}");
+}
+
+/// One of vLLM's Prometheus counters or gauges, summed over its label sets.
+fn vllm_metric(name: &str) -> f64 {
+    let url = std::env::var("LOPA_TEST_VLLM").unwrap();
+    let addr = url.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines().filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' '])).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+#[test]
+fn a_client_that_goes_away_stops_the_generation_in_vllm() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(s) = servers() else { return };
+    let before = vllm_metric("vllm:generation_tokens_total");
+    let body = serde_json::to_vec(&json!({"prompt": "Once upon a time", "max_tokens": 500, "temperature": 0, "stream": true})).unwrap();
+    let mut c = TcpStream::connect(s.gateway).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let head = format!("POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len());
+    c.write_all(head.as_bytes()).unwrap();
+    c.write_all(&body).unwrap();
+    let (mut seen, mut buf) = (String::new(), [0u8; 4096]);
+    while seen.matches("data: ").count() < 3 {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        assert!(seen.len() < 12 || seen.starts_with("HTTP/1.1 200"), "{seen}");
+    }
+    drop(c);
+    // vLLM sees its own client (the gateway) go away and aborts the request.
+    let t = std::time::Instant::now();
+    while vllm_metric("vllm:num_requests_running") > 0.0 {
+        assert!(t.elapsed() < Duration::from_secs(20), "vLLM still runs the abandoned request");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let generated = vllm_metric("vllm:generation_tokens_total") - before;
+    eprintln!("the abandoned stream generated {generated} of 500 tokens");
+    assert!(generated < 250.0, "{generated} tokens: the generation ran on");
 }
