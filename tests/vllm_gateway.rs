@@ -222,6 +222,19 @@ fn the_gateway_checks_the_model_and_refuses_hostile_tensors_itself() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let e = rt.block_on(Vllm::connect(&url, tiny)).err().expect("a width-64 model must be refused").to_string();
     assert!(e.contains("width 64"), "{e}");
+    let (model, _) = common::real_weights().unwrap();
+    let real = TokenEmbedding::load(model).unwrap();
+    // A smaller vocabulary than vLLM's.
+    let mut fewer = real.clone();
+    fewer.config.vocab_size -= 100;
+    fewer.table.truncate(fewer.config.vocab_size * fewer.config.hidden_size);
+    let e = rt.block_on(Vllm::connect(&url, fewer)).err().expect("another vocabulary must be refused").to_string();
+    assert!(e.contains("vocabulary is larger"), "{e}");
+    // The same shapes, other embeddings.
+    let mut other = real;
+    other.table.iter_mut().for_each(|x| *x *= 1.05);
+    let e = rt.block_on(Vllm::connect(&url, other)).err().expect("other embeddings must be refused").to_string();
+    assert!(e.contains("other token embeddings"), "{e}");
 }
 
 /// One of vLLM's Prometheus counters or gauges, summed over its label sets.

@@ -95,15 +95,17 @@ impl Vllm {
     async fn check_model(&self) -> Result<()> {
         let (vocab, d) = (self.embedding.config.vocab_size, self.embedding.config.hidden_size);
         let ours = format!("the gateway's model `{}` has width {d} and vocabulary {vocab}", self.embedding.id);
-        // Width: vLLM refuses embeddings of another width.
-        let probe = self.embedding.rows(&[0])?;
-        let last = self.post(json!({"prompt_embeds": self.encode(&probe, 1), "max_tokens": 1, "allowed_token_ids": [vocab - 1], "return_token_ids": true})).await;
-        let last = last.map_err(|e| Error::Config(format!("vLLM at {} refused a [1, {d}] embedding: {e}; {ours}", self.url)))?;
-        if last["choices"][0]["token_ids"][0].as_u64() != Some(vocab as u64 - 1) {
-            return Err(Error::Config(format!("vLLM at {} did not return token {} when only it was allowed; {ours}", self.url, vocab - 1)));
+        // Width: vLLM refuses embeddings of another width (or any, without --enable-prompt-embeds).
+        let probe = self.encode(&self.embedding.rows(&[0])?, 1);
+        if let Err(e) = self.post(json!({"prompt_embeds": probe, "max_tokens": 1})).await {
+            return Err(Error::Config(format!("vLLM at {} refused a [1, {d}] prompt_embeds tensor ({e}); {ours}, and vLLM must run with --enable-prompt-embeds", self.url)));
         }
-        // Vocabulary: the next id must be out of range.
-        if self.post(json!({"prompt_embeds": self.encode(&probe, 1), "max_tokens": 1, "allowed_token_ids": [vocab]})).await.is_ok() {
+        // Vocabulary: the last id must be allowed and the next one refused.
+        let last = self.post(json!({"prompt_embeds": probe, "max_tokens": 1, "allowed_token_ids": [vocab - 1], "return_token_ids": true})).await;
+        if last.map_or(true, |v| v["choices"][0]["token_ids"][0].as_u64() != Some(vocab as u64 - 1)) {
+            return Err(Error::Config(format!("vLLM at {} does not know token id {}: its vocabulary is smaller; {ours}", self.url, vocab - 1)));
+        }
+        if self.post(json!({"prompt_embeds": probe, "max_tokens": 1, "allowed_token_ids": [vocab]})).await.is_ok() {
             return Err(Error::Config(format!("vLLM at {} accepts token id {vocab}: its vocabulary is larger; {ours}", self.url)));
         }
         // Identity: the same ids through vLLM's table and through ours give the same answer.
