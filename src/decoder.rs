@@ -64,13 +64,13 @@ impl DecoderConfig {
             return Err(Error::Config(format!("model_type `{}` is not supported (llama, qwen2, mistral)", self.model_type)));
         }
         let kv = self.kv_heads();
-        if self.num_attention_heads == 0 || kv == 0 || self.num_attention_heads % kv != 0 {
+        if self.num_attention_heads == 0 || kv == 0 || !self.num_attention_heads.is_multiple_of(kv) {
             return Err(Error::Config(format!(
                 "num_attention_heads {} must be a positive multiple of num_key_value_heads {kv}",
                 self.num_attention_heads
             )));
         }
-        if self.head_dim() % 2 != 0 || self.head_dim() == 0 {
+        if !self.head_dim().is_multiple_of(2) || self.head_dim() == 0 {
             return Err(Error::Config(format!("head_dim {} must be even and positive", self.head_dim())));
         }
         Ok(())

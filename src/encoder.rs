@@ -43,7 +43,7 @@ impl BertConfig {
     /// Parse `config.json`, checking the values lopa depends on.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
         let c: Self = serde_json::from_slice(bytes).map_err(|e| Error::Config(format!("encoder config.json: {e}")))?;
-        if c.hidden_size == 0 || c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
+        if c.hidden_size == 0 || c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             return Err(Error::Config(format!(
                 "hidden_size {} is not a positive multiple of num_attention_heads {}",
                 c.hidden_size, c.num_attention_heads

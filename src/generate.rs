@@ -233,37 +233,6 @@ fn interleave<T: Copy>(rows: &[T], col: &[T], b: usize, w: usize) -> Vec<T> {
     v
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn greedy_is_argmax_and_top_p_keeps_the_nucleus() {
-        let mut rng = Rng::new(1);
-        let p = SamplingParams::default();
-        assert_eq!(sample(&[0.1, 3.0, -1.0], &p, &mut rng), 1);
-        // A tiny top_p keeps only the most likely token, whatever the temperature.
-        let p = SamplingParams { temperature: 5.0, top_p: 1e-6, ..Default::default() };
-        for _ in 0..20 {
-            assert_eq!(sample(&[0.1, 3.0, -1.0], &p, &mut rng), 1);
-        }
-        // Full nucleus at high temperature visits every token.
-        let p = SamplingParams { temperature: 100.0, top_p: 1.0, ..Default::default() };
-        let mut seen = [false; 3];
-        for _ in 0..200 {
-            seen[sample(&[0.1, 3.0, -1.0], &p, &mut rng) as usize] = true;
-        }
-        assert_eq!(seen, [true; 3]);
-    }
-
-    #[test]
-    fn log_softmax_normalises() {
-        let lp = log_softmax(&[1.0, 2.0, 3.0]);
-        let s: f32 = lp.iter().map(|x| x.exp()).sum();
-        assert!((s - 1.0).abs() < 1e-6);
-        assert!((lp[2] - (-0.407_605_9)).abs() < 1e-6);
-    }
-}
 
 /// Teacher-forced logits: row r is `[prefix_r ; prompt_r ++ answer_r[..n-1]]`, right-padded, and
 /// the rows returned are the positions that predict each answer token (`[Σ max(n_r, 1), vocab]`;
@@ -329,4 +298,36 @@ pub fn score_continuations(decoder: &Decoder, prompt_ids: &[u32], soft_prompt: O
         out[r] += log_softmax(&logits[i * vocab..(i + 1) * vocab])[t as usize];
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_is_argmax_and_top_p_keeps_the_nucleus() {
+        let mut rng = Rng::new(1);
+        let p = SamplingParams::default();
+        assert_eq!(sample(&[0.1, 3.0, -1.0], &p, &mut rng), 1);
+        // A tiny top_p keeps only the most likely token, whatever the temperature.
+        let p = SamplingParams { temperature: 5.0, top_p: 1e-6, ..Default::default() };
+        for _ in 0..20 {
+            assert_eq!(sample(&[0.1, 3.0, -1.0], &p, &mut rng), 1);
+        }
+        // Full nucleus at high temperature visits every token.
+        let p = SamplingParams { temperature: 100.0, top_p: 1.0, ..Default::default() };
+        let mut seen = [false; 3];
+        for _ in 0..200 {
+            seen[sample(&[0.1, 3.0, -1.0], &p, &mut rng) as usize] = true;
+        }
+        assert_eq!(seen, [true; 3]);
+    }
+
+    #[test]
+    fn log_softmax_normalises() {
+        let lp = log_softmax(&[1.0, 2.0, 3.0]);
+        let s: f32 = lp.iter().map(|x| x.exp()).sum();
+        assert!((s - 1.0).abs() < 1e-6);
+        assert!((lp[2] - (-0.407_605_9)).abs() < 1e-6);
+    }
 }

@@ -103,7 +103,7 @@ pub fn decode_prompt_embeds(b64: &str, width: usize, max_rows: usize) -> Result<
 impl WireSoftPrompt {
     /// Encode `values` (`[rows, d]`) for the wire.
     pub fn encode(values: &[f32], rows: usize, dtype_f16: bool) -> Self {
-        let d = if rows == 0 { 0 } else { values.len() / rows };
+        let d = values.len().checked_div(rows).unwrap_or(0);
         let bytes: Vec<u8> = if dtype_f16 {
             values.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect()
         } else {

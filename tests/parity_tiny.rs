@@ -80,7 +80,7 @@ fn tiny_llama_generation_cache_equals_no_cache_and_reference() {
     let want = json("tiny-llama.json");
     let req = GenerationRequest { prompt_ids: ids(&want["ids"]), soft_prompt: None };
     let p = SamplingParams { max_tokens: 8, ..Default::default() };
-    let cached = generate(&fm.decoder, &[req.clone()], &p, true, &d).unwrap();
+    let cached = generate(&fm.decoder, std::slice::from_ref(&req), &p, true, &d).unwrap();
     let uncached = generate(&fm.decoder, &[req], &p, false, &d).unwrap();
     assert_eq!(cached[0].tokens, ids(&want["greedy"]));
     assert_eq!(cached[0].tokens, uncached[0].tokens);

@@ -96,7 +96,7 @@ fn smollm2_greedy_fibonacci_is_valid_python_and_cache_equals_no_cache() {
     let want = json("smollm2.json");
     let req = GenerationRequest { prompt_ids: ids(&want["code_ids"]), soft_prompt: None };
     let p = SamplingParams { max_tokens: 24, ..Default::default() };
-    let cached = generate(&fm.decoder, &[req.clone()], &p, true, &d).unwrap();
+    let cached = generate(&fm.decoder, std::slice::from_ref(&req), &p, true, &d).unwrap();
     assert_eq!(cached[0].tokens, ids(&want["code_greedy"]));
     let text = format!("{}{}", want["code_prompt"].as_str().unwrap(), fm.tokenizer.decode(&cached[0].tokens).unwrap());
     let ok = std::process::Command::new("python3")

@@ -143,7 +143,8 @@ fn every_bad_input_gets_its_4xx() {
         f(&mut v);
         post(addr, &v)
     };
-    let cases: Vec<(Box<dyn Fn(&mut Value)>, u16, &str)> = vec![
+    type Case = (Box<dyn Fn(&mut Value)>, u16, &'static str);
+    let cases: Vec<Case> = vec![
         (Box::new(|v| v["soft_prompt"]["dtype"] = json!("int8")), 400, "soft_prompt_dtype"),
         (Box::new(|v| v["soft_prompt"]["shape"] = json!([128])), 400, "soft_prompt_rank"),
         (Box::new(|v| v["soft_prompt"]["shape"] = json!([2, 63])), 400, "soft_prompt_width"),
@@ -502,4 +503,21 @@ fn a_client_that_goes_away_or_times_out_stops_using_the_model() {
     assert!(after_timeout - after_stream < 1000, "{after_stream} then {after_timeout}");
     // The engine still serves.
     assert_eq!(post(addr, &json!({"prompt": "Hi", "max_tokens": 2})).0, 200);
+}
+
+#[test]
+fn a_chunked_body_over_the_limit_is_413() {
+    // No Content-Length to refuse up front: the limit must stop the read itself.
+    let addr = start(4);
+    let chunk = vec![b' '; 40 * 1024];
+    let mut req = b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        req.extend_from_slice(&chunk);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let (st, text) = raw(addr, &req, Duration::from_secs(30));
+    assert_eq!(st, 413, "{text}");
+    assert!(text.contains("body_too_large"), "{text}");
 }

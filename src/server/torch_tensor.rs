@@ -453,7 +453,7 @@ mod tests {
                 let at = (rng.next_u64() as usize) % b.len();
                 b[at] = rng.next_u64() as u8;
             }
-            let cut = if rng.next_u64() % 3 == 0 { (rng.next_u64() as usize) % b.len() } else { b.len() };
+            let cut = if rng.next_u64().is_multiple_of(3) { (rng.next_u64() as usize) % b.len() } else { b.len() };
             let _ = load_tensor(&b[..cut]);
         }
         assert_eq!(load_tensor(b"PK\x05\x06").unwrap_err().to_string(), "prompt_embeds: not a zip archive (torch.save output expected)");

@@ -190,7 +190,7 @@ pub fn write<'a>(
     }
     let mut h = serde_json::to_vec(&Value::Object(header)).expect("json");
     // Pad the header to 8 bytes, as the reference writer does, so data stays aligned.
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + h.len() + data.len());
@@ -243,7 +243,7 @@ mod tests {
     fn with_header(h: &str, data_len: usize) -> Vec<u8> {
         let mut b = (h.len() as u64).to_le_bytes().to_vec();
         b.extend_from_slice(h.as_bytes());
-        b.extend(std::iter::repeat(0u8).take(data_len));
+        b.extend(std::iter::repeat_n(0u8, data_len));
         b
     }
 
