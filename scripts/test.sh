@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: sets up what is missing on a fresh machine, fetches the real weights into
-# the cache, starts a real vLLM for the gateway tests (scripts/vllm.sh; installed into the cache
-# the first time), runs every Rust test, then the browser tests (scripts/browser-test.sh).
+# the cache, runs clippy (warnings fail), starts a real vLLM for the gateway tests
+# (scripts/vllm.sh; installed into the cache the first time), runs every Rust test, then the
+# browser tests (scripts/browser-test.sh).
 # CI (.ci/run) calls exactly this. LOPA_SKIP_VLLM=1 skips the vLLM tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,8 @@ if [ "${LOPA_SKIP_WGPU:-0}" != 1 ] && ! ls /usr/share/vulkan/icd.d/lvp_icd*.json
   fi
 fi
 scripts/fetch-weights.sh >/dev/null
+# Lints are part of the tests: any clippy warning fails the run.
+cargo clippy --locked --features full --all-targets -- -D warnings 2>&1
 vllm_pid=""
 cleanup() { [ -z "$vllm_pid" ] || kill -- "-$vllm_pid" 2>/dev/null || kill "$vllm_pid" 2>/dev/null || true; }
 trap cleanup EXIT
