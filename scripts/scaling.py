@@ -20,7 +20,7 @@ GB = 1e9
 small = ("SmolLM2-135M (measured here)", 49_152, 576, 30, 3, 64, 134.5e6)
 big = ("Qwen2.5-1.5B", 151_936, 1_536, 28, 2, 128, 1.54e9)
 # Serving limits (lopa serve defaults: ServeConfig::default()).
-MAX_CONCURRENT, MAX_BODY, MAX_REQ_TOKENS = 256, 4 << 20, 4096
+MAX_CONCURRENT, MAX_BODY, MAX_REQ_TOKENS = 64, 4 << 20, 4096
 # H200 (public specifications).
 H200_BW, H200_BF16, H200_MEM = 4.8e12, 790e12, 141e9
 
@@ -95,7 +95,7 @@ A small deployment needs none of this: `lopa serve` alone runs the model in its 
 |---|---|---|---|
 | gateway | tokenizer and token-embedding table (vocab × d, f32) | {gb(table_bytes(small))} | {gb(table_bytes(big))} |
 | gateway, per request in flight | body ≤ 4 MiB + the prompt_embeds it builds (≤ 4,096 tokens × d as f32, torch.save bytes, base64) | {gb(request_bytes(small))} | {gb(request_bytes(big))} |
-| gateway, worst case | table + 256 requests in flight (`--max-concurrent`) | {gb(table_bytes(small) + MAX_CONCURRENT * request_bytes(small))} | {gb(table_bytes(big) + MAX_CONCURRENT * request_bytes(big))} |
+| gateway, worst case | table + {MAX_CONCURRENT} requests in flight (`--max-concurrent`) | {gb(table_bytes(small) + MAX_CONCURRENT * request_bytes(small))} | {gb(table_bytes(big) + MAX_CONCURRENT * request_bytes(big))} |
 | vLLM | weights (bf16) | {gb(small[6] * 2)} | {gb(big[6] * 2)} |
 | vLLM | KV cache per token (bf16: 2 × layers × KV heads × head dim × 2 B) | {kv_per_token(small) / 1e3:.1f} kB | {kv_per_token(big) / 1e3:.1f} kB |
 | embedded `lopa serve` | the whole model in f32, and activations for one batch (≤ `--max-batch-tokens`) | {gb(small[6] * 4)} | {gb(big[6] * 4)} |

@@ -74,7 +74,7 @@ impl Default for ServeConfig {
             stream_timeout: Duration::from_secs(300),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
-            max_concurrent: 256,
+            max_concurrent: 64,
             max_connections: 1024,
             cors_origins: vec![],
             allowed_hosts: vec![],
