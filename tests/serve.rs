@@ -416,6 +416,9 @@ fn the_concurrency_limit_answers_503_while_streams_hold_their_permits() {
     assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
     let (st, v) = post(addr, &json!({"prompt": "the", "max_tokens": 1}));
     assert_eq!((st, v["error"]["code"].as_str()), (503, Some("overloaded")), "{v}");
+    // Health still answers while the server is full.
+    let (st, h) = http(addr, "GET", "/health", b"");
+    assert_eq!((st, h["status"].as_str()), (200, Some("ok")), "{h}");
     // Once the stream is gone, the permit is back.
     drop(s);
     let t = std::time::Instant::now();

@@ -304,6 +304,11 @@ async fn guard(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Resp
             return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "content_type", "requests must be sent as content-type: application/json").into_response();
         }
     }
+    // Health and model info are cheap and must answer under load (a load balancer would
+    // otherwise pull a server that is only busy).
+    if req.method() == Method::GET {
+        return next.run(req).await;
+    }
     let Ok(permit) = s.permits.clone().try_acquire_owned() else {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many requests in flight; retry later").into_response();
     };
