@@ -45,7 +45,9 @@ pub fn select(choice: BackendChoice) -> Result<Selected> {
         #[cfg(feature = "wgpu")]
         BackendChoice::Auto => {
             use burn::tensor::DeviceKind;
-            Ok(probe(DeviceKind::DiscreteGpu(0)).or_else(|| probe(DeviceKind::IntegratedGpu(0))).unwrap_or_else(cpu))
+            Ok(probe(DeviceKind::DiscreteGpu(0))
+                .or_else(|| probe(DeviceKind::IntegratedGpu(0)))
+                .unwrap_or_else(|| Selected { name: "cpu (flex; no GPU answered through wgpu)".into(), ..cpu() }))
         }
         #[cfg(not(feature = "wgpu"))]
         BackendChoice::Wgpu => Err(Error::Backend("this build has no wgpu backend (enable the `wgpu` feature)".into())),
@@ -58,6 +60,7 @@ pub fn select(choice: BackendChoice) -> Result<Selected> {
 /// so the probe is isolated with `catch_unwind` and a silent panic hook.
 #[cfg(feature = "wgpu")]
 fn probe(kind: burn::tensor::DeviceKind) -> Option<Selected> {
+    private_runtime_dir();
     let label = format!("{kind:?}");
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
@@ -72,6 +75,29 @@ fn probe(kind: burn::tensor::DeviceKind) -> Option<Selected> {
     let name = device.identity().map(|i| i.name).unwrap_or(label);
     Some(Selected { device, name: format!("wgpu ({name})") })
 }
+
+/// The graphics loaders wgpu probes (Wayland, EGL) print an error for each attempt when
+/// `XDG_RUNTIME_DIR` is unset or not a directory; give the process a private one instead.
+#[cfg(all(feature = "wgpu", unix))]
+fn private_runtime_dir() {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let usable = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir());
+    if usable {
+        return;
+    }
+    // One per user; an existing one is used only if it is a real directory of ours, private.
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else { return };
+    let dir = std::env::temp_dir().join(format!("lopa-runtime-{uid}"));
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    let ours = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0);
+    if ours {
+        // Set once, before any wgpu thread exists: the probe is the first GPU work in a process.
+        std::env::set_var("XDG_RUNTIME_DIR", &dir);
+    }
+}
+
+#[cfg(all(feature = "wgpu", not(unix)))]
+fn private_runtime_dir() {}
 
 /// Read a float tensor back to the host as f32.
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
