@@ -87,6 +87,10 @@ export declare class LopaClient {
   softPrompt(input: Input): Promise<SoftPrompt>;
   encodeRequest(input: Input, options?: RequestOptions): Promise<EncodedRequest>;
   complete(endpointUrl: string, input: Input, options?: CompleteOptions): Promise<Completion>;
+  /** Send a request from encodeRequest and read its answer (the soft prompt is not computed again). */
+  send(endpointUrl: string, request: EncodedRequest, options?: CompleteOptions): Promise<Completion>;
+  /** Soft prompts computed so far (by softPrompt, encodeRequest and complete). */
+  readonly computations: number;
   /** Free the model (GPU memory included) and stop the worker. */
   dispose(): Promise<void>;
 }

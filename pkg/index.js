@@ -117,8 +117,12 @@ export class LopaClient {
     return core instanceof WorkerCore ? core.call(method, ...args) : core[method](...args);
   }
 
+  /** Soft prompts computed so far (by softPrompt, encodeRequest and complete). */
+  computations = 0;
+
   /** The soft prompt of a text (or of an object of the task's fields): {data, shape: [m, d]}. */
   softPrompt(input) {
+    this.computations++;
     return this.#run('softPrompt', input);
   }
 
@@ -129,6 +133,7 @@ export class LopaClient {
    */
   encodeRequest(input, options = {}) {
     const { onToken, signal, ...rest } = options;
+    this.computations++;
     return this.#run('encodeRequest', input, rest);
   }
 
@@ -139,8 +144,16 @@ export class LopaClient {
    * Every result also has `request`: {path, bytes}.
    */
   async complete(endpointUrl, input, options = {}) {
-    const stream = !!options.onToken;
-    const req = await this.encodeRequest(input, { ...options, stream: stream || undefined });
+    const req = await this.encodeRequest(input, { ...options, stream: !!options.onToken || undefined });
+    return this.send(endpointUrl, req, options);
+  }
+
+  /**
+   * Send a request made by encodeRequest (so that a page can show it, then send exactly it,
+   * computing the soft prompt once) and read the answer as complete() does. A request encoded
+   * with {stream: true} is read as server-sent events, each piece passed to options.onToken.
+   */
+  async send(endpointUrl, req, options = {}) {
     const url = endpointUrl.replace(/\/+$/, '') + req.path;
     let response;
     try {
@@ -164,7 +177,9 @@ export class LopaClient {
       const best = labels.reduce((a, b) => (probabilities[b] > probabilities[a] ? b : a));
       return { kind: 'classification', label: best, labelWord: task.label_words[best], probabilities, request };
     }
-    if (stream) return { kind: 'generation', ...(await readEvents(response, options.onToken)), request };
+    if ((response.headers.get('content-type') || '').startsWith('text/event-stream')) {
+      return { kind: 'generation', ...(await readEvents(response, options.onToken || (() => {}))), request };
+    }
     const body = await response.json();
     return { kind: 'generation', text: body.choices[0].text, finishReason: body.choices[0].finish_reason, request };
   }

@@ -10,7 +10,7 @@ const $ = (id) => document.getElementById(id);
 
 let client = null;
 let adapters = [];
-const state = { ready: false, last: null, error: null, runs: 0 };
+const state = { ready: false, last: null, error: null, runs: 0, computations: 0 };
 window.lopaDemo = state;
 
 function status(text, error = false) {
@@ -104,30 +104,50 @@ function showAnswer(result, task) {
   }
 }
 
+/** IEEE half to number. */
+function fromF16(h) {
+  const sign = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const f = h & 0x3ff;
+  if (e === 0) return sign * f * 2 ** -24;
+  if (e === 31) return f ? NaN : sign * Infinity;
+  return sign * (1 + f / 1024) * 2 ** (e - 15);
+}
+
+/** The soft prompt inside an encoded request (what the server will receive): {data, shape}. */
+function softPromptOf(request) {
+  const sp = JSON.parse(new TextDecoder().decode(request.body)).soft_prompt;
+  const bytes = Uint8Array.from(atob(sp.data), (c) => c.charCodeAt(0));
+  const data = sp.dtype === 'f32' ? new Float32Array(bytes.buffer) : Float32Array.from(new Uint16Array(bytes.buffer), fromF16);
+  return { data, shape: sp.shape };
+}
+
 async function run() {
   const text = $('text').value;
   $('run').disabled = true;
   state.error = null;
   try {
+    const task = client.adapter.task;
+    // One soft prompt per click: the request is encoded once, shown, drawn and sent as it is.
     const t0 = performance.now();
-    const sp = await client.softPrompt(text);
+    const request = await client.encodeRequest(text, { stream: task.kind === 'generation' || undefined });
     const ms = performance.now() - t0;
+    const sp = softPromptOf(request);
     $('result').hidden = false;
     heatmap(sp.data, sp.shape);
     $('sp-info').textContent = `[${sp.shape.join(' × ')}] computed on this device in ${ms.toFixed(0)} ms (${client.backend})`;
-    const request = await client.encodeRequest(text);
     $('wire-path').textContent = `POST ${endpoint}${request.path}`;
     $('wire-bytes').textContent = `${request.body.length.toLocaleString()} bytes`;
     $('wire-shape').textContent = `[${sp.shape.join(', ')}], f16, base64`;
     const shown = JSON.parse(new TextDecoder().decode(request.body));
     shown.soft_prompt.data = shown.soft_prompt.data.slice(0, 96) + `… (${shown.soft_prompt.data.length} base64 characters)`;
     $('wire-body').textContent = JSON.stringify(shown, null, 2);
-    const task = client.adapter.task;
     let streamed = '';
     const onToken = task.kind === 'generation' ? (piece) => showAnswer({ kind: 'generation', text: (streamed += piece) }, task) : undefined;
-    const result = await client.complete(endpoint, text, { onToken });
+    const result = await client.send(endpoint, request, { onToken });
     showAnswer(result, task);
     state.last = { softPromptMs: ms, shape: sp.shape, requestBytes: request.body.length, result };
+    state.computations = client.computations;
     state.runs++;
     status(`Answered by ${endpoint}.`);
   } catch (e) {

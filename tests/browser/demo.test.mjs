@@ -54,6 +54,8 @@ try {
   await b.page.screenshot({ path: join(ARTIFACTS, 'demo.png'), fullPage: true });
 
   check(sent.length === 2, `${sent.length} requests reached the server (2 expected)`);
+  const computations = await b.page.evaluate(() => window.lopaDemo.computations);
+  check(computations === 2, `one soft prompt computed per click (${computations} for 2 clicks)`);
   for (const r of sent) {
     const body = JSON.parse(r.body);
     const sp = body.soft_prompt;
