@@ -419,12 +419,14 @@ def performance(docs, results=None):
         L += ["", f"burn reaches {b['samples_per_sec'] / t['samples_per_sec']:.2f}× PyTorch's samples/s on the same GPU (the README names the bottleneck)."]
     L += ["", "### Server throughput", ""]
     lb = load(perf / "load-bench.json")
+    command = "`$LOPA_CACHE/vllm/bin/python scripts/load-bench.py --lopa lopa --hf DIR --out docs/perf/load-bench.json`"
     if lb:
-        L += ["| server | requests/s | p50 | p99 | errors | command |", "|---|---|---|---|---|---|"]
-        for r in lb:
-            L.append(f"| {r['mode']} | {r['requests_per_sec']:.2f} | {r['p50_s']:.2f} s | {r['p99_s']:.2f} s | {r['errors']} | `python3 scripts/load-bench.py --lopa lopa --out docs/perf/load-bench.json` |")
+        L += ["| server | requests/s | p50 | p99 | errors / lost |", "|---|---|---|---|---|"]
+        for r in lb["runs"]:
+            L.append(f"| {r['server']} | {r['requests_per_sec']:.2f} | {r['p50_s']:.2f} s | {r['p99_s']:.2f} s | {r['errors']} / {r['lost']} |")
+        L += ["", f"{command}; the deployment picture and memory per part: [SCALING.md](SCALING.md)."]
     else:
-        L.append("Not measured in this report: `python3 scripts/load-bench.py --lopa lopa --out docs/perf/load-bench.json`.")
+        L.append(f"Not measured in this report: {command}.")
     return L
 
 
