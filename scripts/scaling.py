@@ -43,6 +43,8 @@ def gb(x):
     return f"{x / GB:.2f} GB"
 
 
+# The request shape every server was driven with (the same for all runs).
+shape = runs["embedded"]
 rows = []
 for name, label in [("embedded", "`lopa serve` (embedded engine, batched)"), ("embedded-1", "`lopa serve --max-batch 1`"),
                     ("gateway+vllm", "`lopa serve --upstream vllm=…` + vLLM"), ("vllm", "vLLM alone, full `prompt_embeds`")]:
@@ -58,7 +60,7 @@ gw_rps_per_core = 1 / added_big if added_big > 0 else float("inf")
 steps_per_s = H200_BW / (big[6] * 2)
 flops_per_token = 2 * big[6]
 tokens_per_s = H200_BF16 * 0.4 / flops_per_token  # 40% of peak: a usual sustained share for small models
-tokens_per_request = 10 + 16 + r["max_tokens"]  # soft-prompt rows + a short prompt + new tokens, as benchmarked
+tokens_per_request = 10 + 16 + shape["max_tokens"]  # soft-prompt rows + a short prompt + new tokens, as benchmarked
 req_per_s_h200 = tokens_per_s / tokens_per_request
 kv_tokens = (H200_MEM * 0.9 - big[6] * 2) / kv_per_token(big)
 gateways = req_per_s_h200 / gw_rps_per_core if gw_rps_per_core != float("inf") else 0
@@ -107,8 +109,8 @@ a batch by `--max-batch-tokens`, and the number in flight by `--max-concurrent`.
 ## Measured on this machine
 
 One run of `scripts/load-bench.py` ({bench['summary']['machine']}, CPU only, all servers on loopback,
-one after another): {r['clients']} concurrent clients, {r['requests']} completion requests, each
-with its own {r['soft_prompt_rows']}-row f16 soft prompt, greedy, {r['max_tokens']} new tokens;
+one after another): {shape['clients']} concurrent clients, {shape['requests']} completion requests, each
+with its own {shape['soft_prompt_rows']}-row f16 soft prompt, greedy, {shape['max_tokens']} new tokens;
 vLLM 0.32 (CPU build, fp32, `--enforce-eager`) serving the model `lopa export-hf` wrote.
 "Sequential p50" is the median of 16 requests sent one at a time.
 
@@ -129,7 +131,7 @@ To {big[0]} on one H200, then a cluster. Each line states its assumption.
   step: at most {steps_per_s:,.0f} steps/s at 4.8 TB/s, each step advancing every running sequence.
   With continuous batching the limit is compute: {flops_per_token / 1e9:.1f} GFLOP per token at 40% of
   the 790 TFLOP/s bf16 peak is about {tokens_per_s:,.0f} tokens/s. A request like the benchmark's
-  (10 soft rows + ~16 prompt tokens + {r['max_tokens']} new tokens ≈ {tokens_per_request} tokens of work)
+  (10 soft rows + ~16 prompt tokens + {shape['max_tokens']} new tokens ≈ {tokens_per_request} tokens of work)
   then costs about 1/{req_per_s_h200:,.0f} s: **~{req_per_s_h200:,.0f} requests/s per H200**.
   The KV cache has room for about {kv_tokens / 1e6:.1f} M tokens (90% of 141 GB less the weights).
 - **Gateways per H200.** The gateway's work per request grows with d × tokens (embedding gather,
@@ -158,8 +160,8 @@ readme = open(readme_path).read()
 begin, end = "<!-- serving:begin (written by scripts/scaling.py from docs/perf/load-bench.json) -->", "<!-- serving:end -->"
 block = f"""{begin}
 `$LOPA_CACHE/vllm/bin/python scripts/load-bench.py --lopa BIN --hf DIR --out docs/perf/load-bench.json`
-then `python3 scripts/scaling.py`: {r['clients']} concurrent loopback clients, {r['requests']} requests, each
-with its own {r['soft_prompt_rows']}-row f16 soft prompt, greedy, {r['max_tokens']} new tokens, SmolLM2-135M
+then `python3 scripts/scaling.py`: {shape['clients']} concurrent loopback clients, {shape['requests']} requests, each
+with its own {shape['soft_prompt_rows']}-row f16 soft prompt, greedy, {shape['max_tokens']} new tokens, SmolLM2-135M
 on {bench['summary']['machine']} (CPU). Every server is started by the script, one after another;
 any error or lost request fails it.
 

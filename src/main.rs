@@ -425,7 +425,7 @@ struct ServeArgs {
 
 #[cfg(feature = "server")]
 fn serve(a: ServeArgs) -> lopa::Result<()> {
-    use lopa::server::{Backend, ModelInfo, ServeConfig};
+    use lopa::server::{Backend, ServeConfig};
     use std::time::Duration;
     let d = ServeConfig::default();
     let mut cfg = ServeConfig {
@@ -467,9 +467,8 @@ fn serve(a: ServeArgs) -> lopa::Result<()> {
             }
             Some(up) => {
                 let emb = lopa::decoder::TokenEmbedding::load(a.models.model_path())?;
-                let info = ModelInfo { id: emb.id.clone(), tokenizer: emb.tokenizer.clone(), width: emb.config.hidden_size, vocab: emb.config.vocab_size, max_context: emb.config.max_position_embeddings };
                 let vllm = lopa::server::Vllm::connect(&up.url, emb).await?;
-                let info = ModelInfo { max_context: info.max_context.min(vllm.max_model_len), ..info };
+                let info = vllm.model_info();
                 let what = format!("{} through vLLM at {}", info.id, up.url);
                 (lopa::server::router_with(Backend::Vllm(std::sync::Arc::new(vllm)), info, cfg.clone()), what)
             }

@@ -4,6 +4,7 @@
 //! time, whatever they build. A counting allocator measures the peak heap of each parse.
 #![cfg(feature = "server")]
 
+use lopa::generate::Rng;
 use lopa::server::torch_tensor::{load_tensor, write_zip};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,19 +29,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-/// SplitMix64.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+/// A uniform draw below `n`.
+fn below(rng: &mut Rng, n: u64) -> u64 {
+    rng.next_u64() % n
 }
 
 /// A random program the machine accepts op by op: it tracks how many items sit above the last
@@ -53,21 +44,21 @@ fn program(rng: &mut Rng, ops: usize) -> Vec<u8> {
     let mut memo: Vec<u8> = vec![];
     for _ in 0..ops {
         let top = *frames.last().unwrap();
-        match rng.below(14) {
+        match below(rng, 14) {
             0 => {
-                let g: &[u8] = [&b"ctorch._utils\n_rebuild_tensor_v2\n"[..], b"ctorch\nFloatStorage\n", b"ccollections\nOrderedDict\n"][rng.below(3) as usize];
+                let g: &[u8] = [&b"ctorch._utils\n_rebuild_tensor_v2\n"[..], b"ctorch\nFloatStorage\n", b"ccollections\nOrderedDict\n"][below(rng, 3) as usize];
                 p.extend_from_slice(g);
                 *frames.last_mut().unwrap() += 1;
             }
             1 | 2 if top > 0 => {
-                let k = rng.below(4) as u8;
+                let k = below(rng, 4) as u8;
                 p.extend_from_slice(&[b'q', k]);
                 if !memo.contains(&k) {
                     memo.push(k);
                 }
             }
             3..=5 if !memo.is_empty() => {
-                p.extend_from_slice(&[b'h', memo[rng.below(memo.len() as u64) as usize]]);
+                p.extend_from_slice(&[b'h', memo[below(rng, memo.len() as u64) as usize]]);
                 *frames.last_mut().unwrap() += 1;
             }
             6 => {
@@ -80,7 +71,7 @@ fn program(rng: &mut Rng, ops: usize) -> Vec<u8> {
                 *frames.last_mut().unwrap() += 1;
             }
             8 if top >= 1 => {
-                let n = rng.below(top.min(3) as u64) as usize + 1;
+                let n = below(rng, top.min(3) as u64) as usize + 1;
                 p.push(0x84 + n as u8);
                 *frames.last_mut().unwrap() -= n - 1;
             }
@@ -90,14 +81,14 @@ fn program(rng: &mut Rng, ops: usize) -> Vec<u8> {
             }
             10 if top >= 1 => p.push(b'Q'),
             11 => {
-                let s = rng.below(40) as usize;
+                let s = below(rng, 40) as usize;
                 p.push(b'X');
                 p.extend_from_slice(&(s as u32).to_le_bytes());
                 p.extend(std::iter::repeat_n(b'a', s));
                 *frames.last_mut().unwrap() += 1;
             }
             12 => {
-                let v: &[u8] = [&[b'K', 7][..], &[b'M', 1, 2], &[b'J', 1, 2, 3, 4], &[0x8a, 2, 0xff, 0x7f], b"N", &[0x88], &[0x89], b")", b"}"][rng.below(9) as usize];
+                let v: &[u8] = [&[b'K', 7][..], &[b'M', 1, 2], &[b'J', 1, 2, 3, 4], &[0x8a, 2, 0xff, 0x7f], b"N", &[0x88], &[0x89], b")", b"}"][below(rng, 9) as usize];
                 p.extend_from_slice(v);
                 *frames.last_mut().unwrap() += 1;
             }
@@ -116,7 +107,7 @@ fn program(rng: &mut Rng, ops: usize) -> Vec<u8> {
 
 #[test]
 fn valid_pickle_programs_parse_in_bounded_memory_and_time() {
-    let mut rng = Rng(2026);
+    let mut rng = Rng::new(2026);
     let (mut ok, mut worst_peak, mut worst_time) = (0, 0usize, Duration::ZERO);
     let mut why: std::collections::BTreeMap<String, usize> = Default::default();
     for case in 0..3000 {

@@ -42,12 +42,8 @@ fn start_cfg(cfg: ServeConfig) -> SocketAddr {
     start_backend(&fm, Backend::Embedded(engine), cfg)
 }
 
-fn info(fm: &FoundationModel) -> ModelInfo {
-    ModelInfo { id: fm.id.clone(), tokenizer: fm.tokenizer.clone(), width: fm.decoder.hidden_size(), vocab: fm.decoder.vocab_size(), max_context: fm.config.max_position_embeddings }
-}
-
 fn start_backend(fm: &FoundationModel, backend: Backend, cfg: ServeConfig) -> SocketAddr {
-    let info = info(fm);
+    let info = ModelInfo::of(fm);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();

@@ -12,7 +12,7 @@ mod common;
 use burn::tensor::Device;
 use lopa::decoder::{FoundationModel, TokenEmbedding};
 use lopa::server::wire::WireSoftPrompt;
-use lopa::server::{Backend, ModelInfo, ServeConfig, Vllm};
+use lopa::server::{Backend, ServeConfig, Vllm};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -59,7 +59,7 @@ fn servers() -> Option<&'static Servers> {
                 let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let emb = TokenEmbedding::load(&model).unwrap();
                 let vllm = Vllm::connect(&url, emb.clone()).await.unwrap();
-                let info = ModelInfo { id: emb.id.clone(), tokenizer: emb.tokenizer.clone(), width, vocab: emb.config.vocab_size, max_context: vllm.max_model_len.min(emb.config.max_position_embeddings) };
+                let info = vllm.model_info();
                 tx.send(Servers { embedded: embedded.local_addr().unwrap(), gateway: gateway.local_addr().unwrap(), std, width }).unwrap();
                 let a = lopa::server::router(fm, Device::flex(), cfg.clone());
                 let b = lopa::server::router_with(Backend::Vllm(Arc::new(vllm)), info, cfg.clone());

@@ -10,7 +10,7 @@ use crate::decoder::FoundationModel;
 use crate::error::{Error, Result};
 use crate::generate::{generate_with, score_continuations, Generation, GenerationRequest, SamplingParams};
 use burn::tensor::Device;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -75,7 +75,6 @@ pub struct EngineConfig {
 #[derive(Clone)]
 pub struct Engine {
     tx: mpsc::Sender<Work>,
-    alive: Arc<AtomicBool>,
     generated: Arc<AtomicU64>,
 }
 
@@ -88,30 +87,17 @@ pub enum Submit {
     Stopped,
 }
 
-/// Clears the flag when the worker thread ends, by return or by panic.
-struct AliveGuard(Arc<AtomicBool>);
-
-impl Drop for AliveGuard {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::SeqCst);
-    }
-}
-
 impl Engine {
     /// Start the worker thread.
     pub fn start(fm: FoundationModel, device: Device, cfg: EngineConfig) -> Self {
         let (tx, rx) = mpsc::channel::<Work>(cfg.queue.max(1));
-        let alive = Arc::new(AtomicBool::new(true));
         let generated = Arc::new(AtomicU64::new(0));
-        let (guard, count) = (AliveGuard(alive.clone()), generated.clone());
+        let count = generated.clone();
         std::thread::Builder::new()
             .name("lopa-engine".into())
-            .spawn(move || {
-                let _guard = guard;
-                worker(fm, device, cfg, rx, &count)
-            })
+            .spawn(move || worker(fm, device, cfg, rx, &count))
             .expect("spawn engine thread");
-        Engine { tx, alive, generated }
+        Engine { tx, generated }
     }
 
     /// Tokens generated since start, over all requests.
@@ -119,9 +105,10 @@ impl Engine {
         self.generated.load(Ordering::Relaxed)
     }
 
-    /// Whether the worker thread still runs.
+    /// Whether the worker thread still runs: it owns the receiver, which drops when the thread
+    /// ends, by return or by panic.
     pub fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::SeqCst) && !self.tx.is_closed()
+        !self.tx.is_closed()
     }
 
     /// Ask the worker to stop after the work already queued.

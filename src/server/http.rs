@@ -155,7 +155,7 @@ impl Backend {
     async fn health(&self) -> Result<(), ApiError> {
         match self {
             Backend::Embedded(e) if e.is_alive() => Ok(()),
-            Backend::Embedded(_) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "engine_stopped", "the model worker has stopped")),
+            Backend::Embedded(_) => Err(Submit::Stopped.into()),
             Backend::Vllm(v) => v.health().await.map_err(|e| {
                 eprintln!("lopa: health: {e}");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable", "the serving engine does not answer")
@@ -173,6 +173,19 @@ pub struct ModelInfo {
     pub vocab: usize,
     /// Longest sequence (soft prompt + prompt + new tokens) the backend accepts.
     pub max_context: usize,
+}
+
+impl ModelInfo {
+    /// What a loaded model tells the routes.
+    pub fn of(fm: &FoundationModel) -> Self {
+        ModelInfo {
+            id: fm.id.clone(),
+            tokenizer: fm.tokenizer.clone(),
+            width: fm.decoder.hidden_size(),
+            vocab: fm.decoder.vocab_size(),
+            max_context: fm.config.max_position_embeddings,
+        }
+    }
 }
 
 struct AppState {
@@ -254,13 +267,7 @@ async fn await_reply<T>(rx: oneshot::Receiver<crate::Result<T>>, timeout: Durati
 
 /// The router for a loaded model; the engine thread starts here.
 pub fn router(fm: FoundationModel, device: Device, cfg: ServeConfig) -> Router {
-    let info = ModelInfo {
-        id: fm.id.clone(),
-        tokenizer: fm.tokenizer.clone(),
-        width: fm.decoder.hidden_size(),
-        vocab: fm.decoder.vocab_size(),
-        max_context: fm.config.max_position_embeddings,
-    };
+    let info = ModelInfo::of(&fm);
     let engine = Engine::start(fm, device, cfg.engine.clone());
     router_with(Backend::Embedded(engine), info, cfg)
 }
@@ -379,13 +386,13 @@ async fn models(State(s): State<Arc<AppState>>) -> Json<serde_json::Value> {
 /// (a token is at most a few dozen bytes of ordinary text).
 const BYTES_PER_TOKEN_BOUND: usize = 32;
 
-/// Tokenize a prompt within the request's token budget.
-fn prompt_ids(s: &AppState, prompt: &str) -> Result<Vec<u32>, ApiError> {
+/// Tokenize a request's text (`field`: "prompt" or "candidates") within the token budget.
+fn token_ids(s: &AppState, text: &str, field: &'static str) -> Result<Vec<u32>, ApiError> {
     let limit = s.cfg.max_request_tokens;
-    if prompt.len() > limit * BYTES_PER_TOKEN_BOUND {
-        return Err(ApiError::bad("request_tokens", format!("the prompt is {} bytes, more than {limit} tokens can be", prompt.len())));
+    if text.len() > limit * BYTES_PER_TOKEN_BOUND {
+        return Err(ApiError::bad("request_tokens", format!("a {field} text is {} bytes, more than {limit} tokens can be", text.len())));
     }
-    s.info.tokenizer.encode(prompt).map_err(|e| ApiError::bad("prompt", e.to_string()))
+    s.info.tokenizer.encode(text).map_err(|e| ApiError::bad(field, e.to_string()))
 }
 
 /// A completion request that passed every rule.
@@ -423,7 +430,7 @@ fn prepare_completion(s: &AppState, body: &[u8]) -> Result<Completion, ApiError>
         (None, Some(b64)) => Some(super::wire::decode_prompt_embeds(b64, width, max_rows)?),
         (None, None) => None,
     };
-    let ids = prompt_ids(s, &req.prompt)?;
+    let ids = token_ids(s, &req.prompt, "prompt")?;
     let soft_rows = soft.as_ref().map_or(0, |p| p.rows);
     if ids.is_empty() && soft.is_none() {
         return Err(ApiError::bad("prompt", "the prompt is empty and there is no soft prompt"));
@@ -631,7 +638,7 @@ fn prepare_score(s: &AppState, body: &[u8]) -> Result<Scoring, ApiError> {
         return Err(ApiError::bad("candidates", format!("candidates must hold 1 to {MAX_CANDIDATES} strings")));
     }
     let soft = req.soft_prompt.as_ref().map(|w| w.decode(s.info.width, s.cfg.max_soft_prompt_rows)).transpose()?;
-    let ids = prompt_ids(s, &req.prompt)?;
+    let ids = token_ids(s, &req.prompt, "prompt")?;
     if ids.is_empty() && soft.is_none() {
         return Err(ApiError::bad("prompt", "the prompt is empty and there is no soft prompt"));
     }
@@ -641,10 +648,7 @@ fn prepare_score(s: &AppState, body: &[u8]) -> Result<Scoring, ApiError> {
     let mut total = 0usize;
     let mut candidates = Vec::with_capacity(req.candidates.len());
     for c in &req.candidates {
-        if c.len() > limit * BYTES_PER_TOKEN_BOUND {
-            return Err(ApiError::bad("request_tokens", format!("a candidate is {} bytes, more than {limit} tokens can be", c.len())));
-        }
-        let cids = s.info.tokenizer.encode(c).map_err(|e| ApiError::bad("candidates", e.to_string()))?;
+        let cids = token_ids(s, c, "candidates")?;
         if cids.is_empty() {
             return Err(ApiError::bad("candidates", "a candidate is empty"));
         }

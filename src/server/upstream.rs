@@ -13,6 +13,7 @@
 use crate::decoder::TokenEmbedding;
 use crate::error::{Error, Result};
 use crate::generate::{Generation, GenerationRequest, SamplingParams};
+use crate::server::http::ModelInfo;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,7 +61,7 @@ pub struct Vllm {
     model: String,
     embedding: TokenEmbedding,
     /// vLLM's `--max-model-len`.
-    pub max_model_len: usize,
+    max_model_len: usize,
 }
 
 fn upstream(rejected: bool, message: impl Into<String>) -> Error {
@@ -138,19 +139,38 @@ impl Vllm {
         Ok(self.encode(&values, rows))
     }
 
-    /// POST `/v1/completions` with the served model's name; a non-2xx answer is an error.
-    async fn post(&self, mut body: Value) -> Result<Value> {
+    /// What the routes know of the model: the gateway's tokenizer and width, and the shorter of
+    /// its context and vLLM's `--max-model-len`.
+    pub fn model_info(&self) -> ModelInfo {
+        let c = &self.embedding.config;
+        ModelInfo {
+            id: self.embedding.id.clone(),
+            tokenizer: self.embedding.tokenizer.clone(),
+            width: c.hidden_size,
+            vocab: c.vocab_size,
+            max_context: c.max_position_embeddings.min(self.max_model_len),
+        }
+    }
+
+    /// POST `/v1/completions` with the served model's name; a non-2xx answer is an error (a 4xx
+    /// one `rejected`).
+    async fn send(&self, mut body: Value) -> Result<reqwest::Response> {
         body["model"] = json!(self.model);
         let r = self.http.post(format!("{}/v1/completions", self.url)).json(&body).send().await.map_err(|e| upstream(false, e.to_string()))?;
         let status = r.status();
-        let v: Value = r.json().await.map_err(|e| upstream(false, format!("reading vLLM's answer: {e}")))?;
+        if status.is_success() {
+            return Ok(r);
+        }
+        let v: Value = r.json().await.unwrap_or(Value::Null);
         if status.is_client_error() {
             return Err(upstream(true, error_message(&v)));
         }
-        if !status.is_success() {
-            return Err(upstream(false, format!("vLLM answered {status}: {}", error_message(&v))));
-        }
-        Ok(v)
+        Err(upstream(false, format!("vLLM answered {status}: {}", error_message(&v))))
+    }
+
+    /// [`Self::send`], reading the answer as JSON.
+    async fn post(&self, body: Value) -> Result<Value> {
+        self.send(body).await?.json().await.map_err(|e| upstream(false, format!("reading vLLM's answer: {e}")))
     }
 
     fn completion_body(&self, req: &GenerationRequest, p: &SamplingParams, stops: &[String], stream: bool) -> Result<Value> {
@@ -192,14 +212,7 @@ impl Vllm {
     }
 
     async fn stream(&self, req: &GenerationRequest, p: &SamplingParams, stops: &[String], tx: mpsc::UnboundedSender<u32>) -> Result<Generation> {
-        let mut body = self.completion_body(req, p, stops, true)?;
-        body["model"] = json!(self.model);
-        let mut r = self.http.post(format!("{}/v1/completions", self.url)).json(&body).send().await.map_err(|e| upstream(false, e.to_string()))?;
-        if !r.status().is_success() {
-            let status = r.status();
-            let v: Value = r.json().await.unwrap_or(Value::Null);
-            return Err(upstream(status.is_client_error(), error_message(&v)));
-        }
+        let mut r = self.send(self.completion_body(req, p, stops, true)?).await?;
         let (mut buf, mut ids, mut finish) = (Vec::<u8>::new(), Vec::new(), None::<String>);
         while let Some(bytes) = r.chunk().await.map_err(|e| upstream(false, e.to_string()))? {
             buf.extend_from_slice(&bytes);
