@@ -7,9 +7,9 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use criterion::{criterion_group, criterion_main, Criterion};
-use lopa::decoder::FoundationModel;
-use lopa::encoder::SentenceEncoder;
-use lopa::generator::{GeneratorConfig, Method};
+use lopa::model::decoder::FoundationModel;
+use lopa::model::encoder::SentenceEncoder;
+use lopa::model::generator::{GeneratorConfig, Method};
 use std::time::Duration;
 
 /// A text that the MiniLM tokenizer turns into exactly `n` ids ([CLS] and [SEP] included).

@@ -2,7 +2,7 @@
 //! Run: `cargo run --example quickstart` (needs scripts/fetch-weights.sh first).
 
 use burn::tensor::Device;
-use lopa::{decoder::FoundationModel, encoder::SentenceEncoder, generate::*, generator::*};
+use lopa::model::{decoder::FoundationModel, encoder::SentenceEncoder, generate::*, generator::*, sampling::SamplingParams, SoftPrompt};
 
 fn main() -> lopa::Result<()> {
     let device = Device::flex(); // or lopa::device::select(BackendChoice::Auto)?.device
@@ -15,7 +15,7 @@ fn main() -> lopa::Result<()> {
 
     // The frozen model with the soft prompt in front: generation with a KV cache.
     let ids = fm.tokenizer.encode("The movie was")?;
-    let req = GenerationRequest { prompt_ids: ids, soft_prompt: Some((lopa::device::to_vec(z.reshape([10, 576]))?, 10)) };
+    let req = GenerationRequest { prompt_ids: ids, soft_prompt: Some(SoftPrompt::from_tensor(z)?) };
     let out = generate(&fm.decoder, &[req], &SamplingParams { max_tokens: 16, ..Default::default() }, true, &device)?;
     println!("{}", fm.tokenizer.decode(&out[0].tokens)?);
     Ok(())

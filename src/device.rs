@@ -5,26 +5,17 @@ use crate::error::{Error, Result};
 use burn::tensor::{Device, Tensor};
 
 /// What the user asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum BackendChoice {
     /// A discrete or integrated GPU through wgpu if one answers, else the CPU.
+    #[default]
     Auto,
     /// The `flex` CPU backend.
     Cpu,
     /// wgpu's default adapter, whatever it is (including CPU Vulkan drivers such as lavapipe).
+    #[cfg_attr(feature = "cli", value(alias = "gpu"))]
     Wgpu,
-}
-
-impl std::str::FromStr for BackendChoice {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "cpu" => Ok(Self::Cpu),
-            "wgpu" | "gpu" => Ok(Self::Wgpu),
-            _ => Err(Error::Config(format!("unknown backend `{s}` (auto, cpu, wgpu)"))),
-        }
-    }
 }
 
 /// A device and a human-readable name of what runs.

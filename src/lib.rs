@@ -6,7 +6,7 @@
 //! only the frozen model.
 //!
 //! ```no_run
-//! use lopa::{decoder::FoundationModel, encoder::SentenceEncoder, generator::{GeneratorConfig, Method}};
+//! use lopa::model::{decoder::FoundationModel, encoder::SentenceEncoder, generator::{GeneratorConfig, Method}};
 //! let device = burn::tensor::Device::flex();
 //! let fm = FoundationModel::load(lopa::paths::default_foundation_model(), &device)?;
 //! let enc = SentenceEncoder::from_dir(lopa::paths::default_encoder(), &device)?;
@@ -15,31 +15,16 @@
 //! # Ok::<(), lopa::Error>(())
 //! ```
 
-pub mod adapter;
-pub mod bundle;
-pub mod client;
-pub mod decoder;
-pub mod device;
-pub mod encoder;
+// Layers, lowest first; each imports only from the ones above it in this list.
 pub mod error;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod export;
-pub mod generate;
-pub mod generator;
-pub mod lora;
-pub mod nn;
 pub mod paths;
+pub mod rng;
+pub mod device;
+pub mod model;
+pub mod adapter;
+pub mod client;
+pub mod endpoint;
 #[cfg(feature = "train")]
-pub mod plot;
-pub mod tasks;
-#[cfg(feature = "server")]
-pub mod server;
-pub mod tokenizer;
-#[cfg(feature = "train")]
-pub mod train;
-pub mod weights;
-pub mod wire;
-#[cfg(feature = "browser")]
-pub mod wasm;
+pub mod training;
 
 pub use error::{Error, Result};

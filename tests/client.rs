@@ -5,13 +5,13 @@
 mod common;
 
 use lopa::adapter::{Adapter, AdapterMeta, ModelIdentity};
-use lopa::bundle::encoder_bundle;
+use lopa::client::bundle::encoder_bundle;
 use lopa::client::{Client, Input, RequestOptions};
-use lopa::encoder::SentenceEncoder;
-use lopa::generator::{GeneratorConfig, Method};
-use lopa::server::wire::{CompletionRequest, ScoreRequest};
-use lopa::tasks::TaskSpec;
-use lopa::weights::safetensors::StoreAs;
+use lopa::model::encoder::SentenceEncoder;
+use lopa::model::generator::{GeneratorConfig, Method};
+use lopa::endpoint::wire::{CompletionRequest, Dtype, ScoreRequest};
+use lopa::adapter::task::TaskSpec;
+use lopa::model::weights::safetensors::StoreAs;
 
 /// A random (untrained) LoPA adapter recorded against `enc`.
 fn adapter(enc: &SentenceEncoder, task: &str) -> Adapter {
@@ -44,51 +44,52 @@ fn bundles_round_trip_and_requests_parse_as_the_server_types() {
 
     // f32 bundles reproduce the directory load exactly.
     let f32_client = Client::from_bundles(&encoder_bundle(&enc, &weights, StoreAs::F32).unwrap(), &tokenizer, &a.bundle(StoreAs::F32), &device).unwrap();
-    let want = direct.soft_prompt(&input).unwrap();
-    let got = f32_client.soft_prompt(&input).unwrap();
-    assert_eq!((got.rows, got.width), (10, 576));
+    let want = direct.query(&input).unwrap();
+    let got = f32_client.query(&input).unwrap();
+    assert_eq!((got.soft_prompt.rows(), got.soft_prompt.width()), (10, 576));
     assert_eq!(got.prompt, "a gripping, funny film It was", "classification fields are trimmed, as in training");
-    assert_eq!(got.values, want.values);
+    assert_eq!(got.soft_prompt.values(), want.soft_prompt.values());
 
     // f16 bundles (what the browser downloads): the cost in soft-prompt units.
     let enc16 = encoder_bundle(&enc, &weights, StoreAs::F16).unwrap();
     let f16_client = Client::from_bundles(&enc16, &tokenizer, &a.bundle(StoreAs::F16), &device).unwrap();
-    let half = f16_client.soft_prompt(&input).unwrap();
-    let diff = common::max_abs_diff(&half.values, &want.values);
-    let scale = want.values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let half = f16_client.query(&input).unwrap();
+    let diff = common::max_abs_diff(half.soft_prompt.values(), want.soft_prompt.values());
+    let scale = want.soft_prompt.values().iter().fold(0f32, |m, v| m.max(v.abs()));
     println!("measured: f16 bundles vs f32: soft prompt max abs diff {diff:.2e} (values up to {scale:.3}); encoder bundle {:.1} MB", enc16.len() as f64 / 1e6);
     assert!(diff < 2e-3 * scale.max(1.0), "f16 bundles moved the soft prompt by {diff}");
     assert!(enc16.len() < weights.len() / 2 + 1_000_000);
 
     // Classification → /v1/score, exactly what the server's own type accepts.
-    let req = direct.request(&want, &RequestOptions::default()).unwrap();
-    assert_eq!(req.path, "/v1/score");
-    let score: ScoreRequest = serde_json::from_str(&req.body).unwrap();
+    let req = direct.request(&want, &RequestOptions::default());
+    assert_eq!(req.path(), "/v1/score");
+    let score: ScoreRequest = serde_json::from_str(&req.body()).unwrap();
     assert_eq!(score.prompt, "a gripping, funny film It was");
     assert_eq!(score.candidates, vec![" terrible", " great"], "candidates in label order 0, 1");
     let sp = score.soft_prompt.unwrap();
     assert_eq!((sp.shape.clone(), sp.dtype.as_str()), (vec![10, 576], "f16"));
     let decoded = sp.decode(576, 64).unwrap();
-    assert!(common::max_abs_diff(&decoded.values, &want.values) <= 1e-3 * scale.max(1.0));
-    let f32_req = direct.request(&want, &RequestOptions { dtype: Some("f32".into()), ..Default::default() }).unwrap();
-    let exact = serde_json::from_str::<ScoreRequest>(&f32_req.body).unwrap().soft_prompt.unwrap().decode(576, 64).unwrap();
-    assert_eq!(exact.values, want.values, "f32 on the wire is exact");
-    assert_eq!(direct.request(&want, &RequestOptions { dtype: Some("bf16".into()), ..Default::default() }).unwrap_err().to_string(), "input: dtype `bf16` is not supported (f16, f32)");
+    assert!(common::max_abs_diff(decoded.values(), want.soft_prompt.values()) <= 1e-3 * scale.max(1.0));
+    let f32_req = direct.request(&want, &RequestOptions { dtype: Dtype::F32, ..Default::default() });
+    let exact = serde_json::from_str::<ScoreRequest>(&f32_req.body()).unwrap().soft_prompt.unwrap().decode(576, 64).unwrap();
+    assert_eq!(exact.values(), want.soft_prompt.values(), "f32 on the wire is exact");
+    let bf16 = serde_json::from_str::<RequestOptions>(r#"{"dtype": "bf16"}"#).unwrap_err().to_string();
+    assert!(bf16.starts_with("soft_prompt.dtype `bf16` is not supported (f32, f16)"), "{bf16}");
 
     // Generation → /v1/completions with the options.
     let gen = Client::new(enc.clone(), adapter(&enc, "cruxeval-o"), &device).unwrap();
     let fields = Input::Fields([("code".to_string(), "def f(x):\n    return x".to_string()), ("input".to_string(), "3".to_string())].into());
-    let sp = gen.soft_prompt(&fields).unwrap();
+    let sp = gen.query(&fields).unwrap();
     let opts = RequestOptions { max_tokens: Some(20), temperature: Some(0.5), stop: Some(vec!["\n".into()]), stream: true, ..Default::default() };
-    let req = gen.request(&sp, &opts).unwrap();
-    assert_eq!(req.path, "/v1/completions");
-    let c: CompletionRequest = serde_json::from_str(&req.body).unwrap();
+    let req = gen.request(&sp, &opts);
+    assert_eq!(req.path(), "/v1/completions");
+    let c: CompletionRequest = serde_json::from_str(&req.body()).unwrap();
     assert_eq!((c.max_tokens, c.temperature, c.stream), (20, Some(0.5), true));
     assert!(c.prompt.contains("def f(x):\n    return x"), "code keeps its whitespace");
 
     // Inputs that do not fit the task.
-    assert_eq!(direct.soft_prompt(&Input::Fields(Default::default())).unwrap_err().to_string(), "input: task `sst2` needs the field `sentence`");
-    assert_eq!(gen.soft_prompt(&Input::Text("x".into())).unwrap_err().to_string(), "input: task `cruxeval-o` takes the fields {code, input}: pass an object, not a string");
+    assert_eq!(direct.query(&Input::Fields(Default::default())).unwrap_err().to_string(), "input: task `sst2` needs the field `sentence`");
+    assert_eq!(gen.query(&Input::Text("x".into())).unwrap_err().to_string(), "input: task `cruxeval-o` takes the fields {code, input}: pass an object, not a string");
 }
 
 #[test]

@@ -4,11 +4,12 @@
 mod common;
 use common::*;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use lopa::decoder::FoundationModel;
-use lopa::encoder::{Pooling, SentenceEncoder};
-use lopa::generate::{generate, GenerationRequest, SamplingParams};
-use lopa::generator::{GeneratorConfig, Method, PromptGenerator};
-use lopa::weights::{gguf::Gguf, safetensors};
+use lopa::model::decoder::FoundationModel;
+use lopa::model::encoder::{Pooling, SentenceEncoder};
+use lopa::model::generate::{generate, GenerationRequest};
+use lopa::model::sampling::SamplingParams;
+use lopa::model::generator::{GeneratorConfig, Method, PromptGenerator};
+use lopa::model::weights::{gguf::Gguf, safetensors};
 
 fn dev() -> Device {
     Device::flex()
@@ -97,7 +98,7 @@ fn batched_generation_with_padding_equals_one_at_a_time() {
     let z: Vec<f32> = (0..2 * hd).map(|i| ((i as f32) * 0.37).sin() * 0.5).collect();
     let reqs = vec![
         GenerationRequest { prompt_ids: fm.tokenizer.encode("the theme").unwrap(), soft_prompt: None },
-        GenerationRequest { prompt_ids: fm.tokenizer.encode("a longer prompt than that").unwrap(), soft_prompt: Some((z, 2)) },
+        GenerationRequest { prompt_ids: fm.tokenizer.encode("a longer prompt than that").unwrap(), soft_prompt: Some(lopa::model::SoftPrompt::new(z, 2, hd).unwrap()) },
         GenerationRequest { prompt_ids: fm.tokenizer.encode("x").unwrap(), soft_prompt: None },
     ];
     let p = SamplingParams { max_tokens: 6, ..Default::default() };
@@ -229,7 +230,7 @@ fn scoring_continuations_equals_summed_logprobs_of_a_full_forward() {
     let z: Vec<f32> = (0..2 * hd).map(|i| ((i as f32) * 0.13).cos() * 0.5).collect();
     let prompt = fm.tokenizer.encode("the theme").unwrap();
     let cands = vec![fm.tokenizer.encode(" the").unwrap(), fm.tokenizer.encode(" of 42 tests").unwrap(), vec![7]];
-    let got = lopa::generate::score_continuations(&fm.decoder, &prompt, Some((&z, 2)), &cands, &d).unwrap();
+    let got = lopa::model::generate::score_continuations(&fm.decoder, &prompt, Some(&lopa::model::SoftPrompt::new(z.clone(), 2, fm.decoder.hidden_size()).unwrap()), &cands, &d).unwrap();
     for (c, g) in cands.iter().zip(&got) {
         let ids: Vec<i64> = prompt.iter().chain(c).map(|&t| t as i64).collect();
         let n = ids.len();
@@ -238,7 +239,7 @@ fn scoring_continuations_equals_summed_logprobs_of_a_full_forward() {
         let v = fm.decoder.vocab_size();
         let want: f32 = c.iter().enumerate().map(|(j, &t)| {
             let row = 2 + prompt.len() - 1 + j;
-            lopa::generate::log_softmax(&logits[row * v..(row + 1) * v])[t as usize]
+            lopa::model::sampling::log_softmax(&logits[row * v..(row + 1) * v])[t as usize]
         }).sum();
         assert!((g - want).abs() < 1e-4, "{g} vs {want}");
     }

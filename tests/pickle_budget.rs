@@ -4,8 +4,8 @@
 //! time, whatever they build. A counting allocator measures the peak heap of each parse.
 #![cfg(feature = "server")]
 
-use lopa::generate::Rng;
-use lopa::server::torch_tensor::{load_tensor, write_zip};
+use lopa::rng::Rng;
+use lopa::endpoint::torch_tensor::{load_tensor, write_zip};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

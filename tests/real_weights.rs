@@ -5,9 +5,10 @@
 mod common;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
-use lopa::decoder::FoundationModel;
-use lopa::encoder::SentenceEncoder;
-use lopa::generate::{generate, GenerationRequest, SamplingParams};
+use lopa::model::decoder::FoundationModel;
+use lopa::model::encoder::SentenceEncoder;
+use lopa::model::generate::{generate, GenerationRequest};
+use lopa::model::sampling::SamplingParams;
 use std::sync::OnceLock;
 
 fn fm() -> Option<&'static FoundationModel> {
@@ -70,7 +71,7 @@ fn mean_nll(fm: &FoundationModel, ids_: &[u32]) -> f32 {
     let v = fm.decoder.vocab_size();
     let logits = lopa::device::to_vec(fm.decoder.forward(ids_tensor(ids_), None).unwrap()).unwrap();
     let n = ids_.len() - 1;
-    (0..n).map(|p| -lopa::generate::log_softmax(&logits[p * v..(p + 1) * v])[ids_[p + 1] as usize]).sum::<f32>() / n as f32
+    (0..n).map(|p| -lopa::model::sampling::log_softmax(&logits[p * v..(p + 1) * v])[ids_[p + 1] as usize]).sum::<f32>() / n as f32
 }
 
 #[test]

@@ -6,11 +6,12 @@
 mod common;
 use burn::tensor::Device;
 use common::fixture;
-use lopa::decoder::FoundationModel;
-use lopa::generate::{generate, GenerationRequest, SamplingParams};
-use lopa::server::engine::Engine;
-use lopa::server::wire::WireSoftPrompt;
-use lopa::server::{Backend, ModelInfo, ServeConfig};
+use lopa::model::decoder::FoundationModel;
+use lopa::model::generate::{generate, GenerationRequest};
+use lopa::model::sampling::SamplingParams;
+use lopa::endpoint::engine::Engine;
+use lopa::model::SoftPrompt;
+use lopa::endpoint::{Backend, ModelInfo, ServeConfig};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -50,8 +51,8 @@ fn start_backend(fm: &FoundationModel, backend: Backend, cfg: ServeConfig) -> So
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
-            let app = lopa::server::router_with(backend, info, cfg.clone());
-            lopa::server::serve(listener, app, &cfg, std::future::pending()).await.unwrap();
+            let app = lopa::endpoint::router_with(backend, info, cfg.clone());
+            lopa::endpoint::serve(listener, app, &cfg, std::future::pending()).await.unwrap();
         });
     });
     rx.recv_timeout(Duration::from_secs(30)).unwrap()
@@ -84,7 +85,7 @@ fn soft(seed: usize, rows: usize) -> Vec<f32> {
 fn direct(prompt: &str, z: &[f32], rows: usize, max_tokens: usize) -> Vec<u32> {
     let d = Device::flex();
     let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &d).unwrap();
-    let req = GenerationRequest { prompt_ids: fm.tokenizer.encode(prompt).unwrap(), soft_prompt: Some((z.to_vec(), rows)) };
+    let req = GenerationRequest { prompt_ids: fm.tokenizer.encode(prompt).unwrap(), soft_prompt: Some(SoftPrompt::new(z.to_vec(), rows, 64).unwrap()) };
     let p = SamplingParams { max_tokens, stop_token_ids: fm.tokenizer.eos_token_ids.clone(), ..Default::default() };
     generate(&fm.decoder, &[req], &p, true, &d).unwrap().remove(0).tokens
 }
@@ -103,7 +104,7 @@ fn completions_match_the_library_in_f32_and_f16() {
     let z = soft(1, 3);
     let want = direct("the theme", &z, 3, 6);
     for f16 in [false, true] {
-        let w = WireSoftPrompt::encode(&z, 3, f16);
+        let w = common::wire(&z, 3, f16);
         let (st, v) = post(addr, &json!({"prompt": "the theme", "max_tokens": 6, "temperature": 0, "logprobs": 1, "soft_prompt": w}));
         assert_eq!(st, 200, "{v}");
         assert_eq!(tokens(&v), want, "f16 = {f16}");
@@ -118,7 +119,7 @@ fn concurrent_clients_are_batched_and_each_gets_its_own_answer() {
             std::thread::spawn(move || {
                 let z = soft(i, 2);
                 let prompt = ["the", "a theme", "the 42", "x", "he", "tests"][i];
-                let (st, v) = post(addr, &json!({"prompt": prompt, "max_tokens": 5, "temperature": 0, "logprobs": 1, "soft_prompt": WireSoftPrompt::encode(&z, 2, false)}));
+                let (st, v) = post(addr, &json!({"prompt": prompt, "max_tokens": 5, "temperature": 0, "logprobs": 1, "soft_prompt": common::wire(&z, 2, false)}));
                 assert_eq!(st, 200, "{v}");
                 (tokens(&v), direct(prompt, &z, 2, 5))
             })
@@ -133,7 +134,7 @@ fn concurrent_clients_are_batched_and_each_gets_its_own_answer() {
 #[test]
 fn every_bad_input_gets_its_4xx() {
     let addr = start(4);
-    let ok = WireSoftPrompt::encode(&soft(0, 2), 2, false);
+    let ok = common::wire(&soft(0, 2), 2, false);
     let with = |f: &dyn Fn(&mut Value)| {
         let mut v = json!({"prompt": "the", "max_tokens": 2, "soft_prompt": ok.clone()});
         f(&mut v);
@@ -147,7 +148,7 @@ fn every_bad_input_gets_its_4xx() {
         (Box::new(|v| v["soft_prompt"]["shape"] = json!([9, 64])), 400, "soft_prompt_rows"),
         (Box::new(|v| v["soft_prompt"]["data"] = json!("not base64!")), 400, "soft_prompt_base64"),
         (Box::new(|v| v["soft_prompt"]["shape"] = json!([1, 64])), 400, "soft_prompt_too_long"),
-        (Box::new(|v| v["soft_prompt"] = serde_json::to_value(WireSoftPrompt::encode(&[f32::INFINITY; 128], 2, false)).unwrap()), 400, "soft_prompt_non_finite"),
+        (Box::new(|v| v["soft_prompt"] = serde_json::to_value(common::wire(&[f32::INFINITY; 128], 2, false)).unwrap()), 400, "soft_prompt_non_finite"),
         (Box::new(|v| v["max_tokens"] = json!(0)), 400, "max_tokens"),
         (Box::new(|v| v["temperature"] = json!(7)), 400, "temperature"),
         (Box::new(|v| v["top_p"] = json!(0)), 400, "top_p"),
@@ -182,13 +183,13 @@ fn lopa_b64(b: &[u8]) -> String {
 fn score_endpoint_ranks_label_words_like_the_library() {
     let addr = start(4);
     let z = soft(3, 2);
-    let w = WireSoftPrompt::encode(&z, 2, true);
+    let w = common::wire(&z, 2, true);
     let (st, v) = http(addr, "POST", "/v1/score", &serde_json::to_vec(&json!({"prompt": "the theme", "candidates": [" the", " of"], "soft_prompt": w})).unwrap());
     assert_eq!(st, 200, "{v}");
     let d = Device::flex();
     let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &d).unwrap();
     let cands: Vec<Vec<u32>> = [" the", " of"].iter().map(|c| fm.tokenizer.encode(c).unwrap()).collect();
-    let want = lopa::generate::score_continuations(&fm.decoder, &fm.tokenizer.encode("the theme").unwrap(), Some((&z, 2)), &cands, &d).unwrap();
+    let want = lopa::model::generate::score_continuations(&fm.decoder, &fm.tokenizer.encode("the theme").unwrap(), Some(&SoftPrompt::new(z.clone(), 2, 64).unwrap()), &cands, &d).unwrap();
     for (i, s) in v["scores"].as_array().unwrap().iter().enumerate() {
         assert!((s["logprob"].as_f64().unwrap() as f32 - want[i]).abs() < 1e-4);
     }
@@ -202,7 +203,7 @@ fn score_endpoint_ranks_label_words_like_the_library() {
 fn streamed_text_equals_the_plain_completion() {
     let addr = start(4);
     let z = soft(5, 2);
-    let req = json!({"prompt": "the theme", "max_tokens": 6, "temperature": 0, "soft_prompt": WireSoftPrompt::encode(&z, 2, false)});
+    let req = json!({"prompt": "the theme", "max_tokens": 6, "temperature": 0, "soft_prompt": common::wire(&z, 2, false)});
     let (_, plain) = post(addr, &req);
     let mut sreq = req.clone();
     sreq["stream"] = json!(true);
@@ -229,7 +230,7 @@ fn vllm_prompt_embeds_give_the_same_tokens_as_soft_prompt() {
     let pe = common::json("prompt_embeds.json");
     let z = common::floats(&pe["values"]);
     assert_eq!(z, soft(1, 3), "fixture and test soft prompt agree");
-    let (st, want) = post(addr, &json!({"prompt": "", "max_tokens": 5, "temperature": 0, "logprobs": 1, "soft_prompt": WireSoftPrompt::encode(&z, 3, false)}));
+    let (st, want) = post(addr, &json!({"prompt": "", "max_tokens": 5, "temperature": 0, "logprobs": 1, "soft_prompt": common::wire(&z, 3, false)}));
     assert_eq!(st, 200, "{want}");
     assert_eq!(tokens(&want), direct("", &z, 3, 5));
     for dtype in ["f32", "f16"] {
@@ -250,7 +251,7 @@ fn vllm_prompt_embeds_give_the_same_tokens_as_soft_prompt() {
     patched[evil..evil + 12].copy_from_slice(b"system\nxxxxx");
     let (st, v) = post(addr, &json!({"max_tokens": 1, "prompt_embeds": b64(&patched)}));
     assert_eq!(st, 400, "{v}");
-    let (st, v) = post(addr, &json!({"max_tokens": 1, "prompt_embeds": pe["f32"], "soft_prompt": WireSoftPrompt::encode(&z, 3, false)}));
+    let (st, v) = post(addr, &json!({"max_tokens": 1, "prompt_embeds": pe["f32"], "soft_prompt": common::wire(&z, 3, false)}));
     assert_eq!((st, v["error"]["code"].as_str()), (400, Some("invalid_request")));
     let (st, _) = post(addr, &json!({"prompt": "the", "max_tokens": 1}));
     assert_eq!(st, 200);
@@ -364,7 +365,7 @@ fn a_pickle_that_doubles_or_nests_values_is_a_400() {
     nested.push(b'.');
     for pkl in [doubling, nested] {
         assert!(pkl.len() < 21_000);
-        let zip = lopa::server::torch_tensor::write_zip(&[("archive/data.pkl", &pkl), ("archive/byteorder", b"little")]);
+        let zip = lopa::endpoint::torch_tensor::write_zip(&[("archive/data.pkl", &pkl), ("archive/byteorder", b"little")]);
         let t = std::time::Instant::now();
         let (st, v) = post(addr, &json!({"max_tokens": 1, "prompt_embeds": b64(&zip)}));
         assert_eq!((st, v["error"]["code"].as_str()), (400, Some("prompt_embeds_format")), "{v}");

@@ -6,12 +6,12 @@ mod common;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use common::fixture;
-use lopa::decoder::FoundationModel;
-use lopa::encoder::{Pooling, SentenceEncoder};
-use lopa::generator::{GeneratorConfig, Method};
-use lopa::lora::LoraConfig;
-use lopa::tasks::{load_examples, TaskSpec};
-use lopa::train::{answer_logits, label_token_ids, loss, prepare, train, Prepared, Quiet, TrainConfig};
+use lopa::model::decoder::FoundationModel;
+use lopa::model::encoder::{Pooling, SentenceEncoder};
+use lopa::model::generator::{GeneratorConfig, Method};
+
+use lopa::adapter::task::{load_examples, Metric, TaskSpec};
+use lopa::training::{answer_logits, label_token_ids, loss, prepare, train, Prepared, Quiet, TrainConfig};
 use std::path::PathBuf;
 
 fn encoder(device: &Device) -> SentenceEncoder {
@@ -28,7 +28,7 @@ fn task() -> TaskSpec {
         encoder_template: "{sentence}".into(),
         label_column: "label".into(),
         label_words: [("0".to_string(), " t".to_string()), ("1".to_string(), " the".to_string())].into(),
-        metric: "accuracy".into(),
+        metric: Metric::Accuracy,
         positive_label: None,
         kind: Default::default(),
         answer_template: None,
@@ -81,7 +81,7 @@ fn config(file: PathBuf, method: Method, epochs: usize) -> TrainConfig {
         generator: g,
         learning_rate: 3e-2,
         warmup_ratio: 0.0,
-        lr_schedule: "constant".into(),
+        lr_schedule: Default::default(),
         weight_decay: 0.0,
         epochs,
         batch_size: 4,
@@ -160,18 +160,18 @@ fn lopa_learns_a_toy_task_and_resume_continues() {
     // The best adapter reloads, reproduces its dev accuracy, and exports Z_S for PEFT.
     let a = lopa::adapter::Adapter::load(&run.join("best")).unwrap();
     a.meta.check_compatible(&fm, Some(&enc)).unwrap();
-    let g = lopa::generator::PromptGenerator::from_tensors(&a.meta.generator, &a.weights, &plain).unwrap();
+    let g = lopa::model::generator::PromptGenerator::from_tensors(&a.meta.generator, &a.weights, &plain).unwrap();
     let ex = load_examples(&cfg.task, &cfg.dev_file).unwrap();
     let fm_plain = FoundationModel::load(fixture("tiny-llama.gguf"), &plain).unwrap();
     let data = prepare(&ex, &cfg.dev_file, &fm_plain, Some(&enc), 64, &plain).unwrap();
     let ids = label_token_ids(&cfg.task, &fm_plain).unwrap();
-    let preds = lopa::train::predict(&fm_plain.decoder, &g, &data, &ids, 8, &plain).unwrap();
+    let preds = lopa::training::predict(&fm_plain.decoder, &g, &data, &ids, 8, &plain).unwrap();
     let acc = preds.iter().zip(&data).filter(|(p, d)| **p == d.label).count() as f64 / data.len() as f64;
     assert_eq!(acc, s2.best_dev_accuracy);
     a.export_peft(&run.join("peft"), &fm_plain).unwrap();
     let peft: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("peft/adapter_config.json")).unwrap()).unwrap();
     assert_eq!((peft["peft_type"].as_str(), peft["num_virtual_tokens"].as_u64(), peft["token_dim"].as_u64()), (Some("PROMPT_TUNING"), Some(4), Some(64)));
-    let st = lopa::weights::safetensors::parse(&std::fs::read(run.join("peft/adapter_model.safetensors")).unwrap()).unwrap();
+    let st = lopa::model::weights::safetensors::parse(&std::fs::read(run.join("peft/adapter_model.safetensors")).unwrap()).unwrap();
     assert_eq!(st.tensors.get("prompt_embeddings").unwrap(), a.weights.get("task_prompt").unwrap());
     // An adapter is refused by a different frozen model.
     let other = FoundationModel::load(fixture("tiny-qwen2"), &plain).unwrap();
@@ -203,7 +203,7 @@ fn every_method_trains_one_epoch() {
     let file = data_file(&dir);
     for m in Method::ALL {
         let mut cfg = config(file.clone(), m, 1);
-        cfg.generator.lora = (m == Method::Lora).then(|| LoraConfig::for_decoder(&fm.config, 4, 8.0));
+        cfg.generator.lora = (m == Method::Lora).then(|| fm.config.lora(4, 8.0));
         let s = train(&cfg, &fm, Some(&enc), &plain, &ad, &dir.join(m.name()), false, &mut Quiet).unwrap();
         assert!(s.epochs[0].train_loss.is_finite(), "{m:?}");
         assert_eq!(s.trainable_parameters, cfg.generator.trainable_parameters());
@@ -215,7 +215,7 @@ fn lora_starts_at_the_frozen_model_learns_and_changes_only_itself() {
     let Setup { plain, ad, fm, enc } = setup();
     let dir = tmpdir("lora");
     let mut cfg = config(data_file(&dir), Method::Lora, 12);
-    cfg.generator.lora = Some(LoraConfig::for_decoder(&fm.config, 4, 8.0));
+    cfg.generator.lora = Some(fm.config.lora(4, 8.0));
     let g = cfg.generator.init(&ad).unwrap();
     let ex = load_examples(&cfg.task, &cfg.train_file).unwrap();
     let mut data = prepare(&ex, &cfg.train_file, &fm, None, 64, &plain).unwrap();
@@ -223,7 +223,7 @@ fn lora_starts_at_the_frozen_model_learns_and_changes_only_itself() {
     data.iter_mut().for_each(|p| p.answer = vec![ids[p.label]]);
     let batch: Vec<&Prepared> = data.iter().take(4).collect();
     // B = 0 at init: the adapted model is exactly the frozen one.
-    let plain_logits = lopa::generate::teacher_forced_logits(&fm.decoder, None, &batch.iter().map(|p| (p.ids.as_slice(), p.answer.as_slice())).collect::<Vec<_>>(), &ad).unwrap();
+    let plain_logits = lopa::model::generate::teacher_forced_logits(&fm.decoder, None, &batch.iter().map(|p| (p.ids.as_slice(), p.answer.as_slice())).collect::<Vec<_>>(), &ad).unwrap();
     let lora_logits = answer_logits(&fm.decoder, &g, &batch, &ad).unwrap();
     assert_eq!(plain_logits.clone().into_data().try_to_vec::<f32>().unwrap(), lora_logits.clone().into_data().try_to_vec::<f32>().unwrap());
     // Gradients reach A and B of every layer, never the frozen weights.
@@ -252,12 +252,12 @@ fn generation_task_learns_its_answer_tokens() {
     let mut cfg = config(file.clone(), Method::Lopa, 40);
     cfg.task = TaskSpec {
         name: "toy-gen".into(),
-        kind: lopa::tasks::TaskKind::Generation,
+        kind: lopa::adapter::task::TaskKind::Generation,
         template: "{sentence}:".into(),
         encoder_template: "{sentence}".into(),
         label_column: String::new(),
         label_words: Default::default(),
-        metric: "exact_match".into(),
+        metric: Metric::ExactMatch,
         positive_label: None,
         answer_template: Some(" the\n".into()),
         check_template: None,
@@ -275,15 +275,16 @@ fn generation_task_learns_its_answer_tokens() {
 
     // Zero-shot on a generation task scores the frozen model's own greedy answers: the same
     // rows answered here by `generate` on the bare decoder (no soft prompt, no LoRA).
-    use lopa::generate::{generate, GenerationRequest, SamplingParams};
-    let rows = lopa::tasks::load_rows(&cfg.task, &file, cfg.task.dev_rows).unwrap();
-    let data = lopa::train::prepare(&rows, &file, &fm, None, usize::MAX, &ad).unwrap();
+    use lopa::model::generate::{generate, GenerationRequest};
+    use lopa::model::sampling::SamplingParams;
+    let rows = lopa::adapter::task::load_rows(&cfg.task, &file, cfg.task.dev_rows).unwrap();
+    let data = lopa::training::prepare(&rows, &file, &fm, None, usize::MAX, &ad).unwrap();
     let max_tokens = data.iter().map(|p| p.answer.len()).max().unwrap() + 8;
     let params = SamplingParams { max_tokens, stop_token_ids: fm.tokenizer.eos_token_ids.clone(), ..Default::default() };
     let reqs: Vec<_> = data.iter().map(|p| GenerationRequest { prompt_ids: p.ids.clone(), soft_prompt: None }).collect();
     let bare = generate(&fm.decoder, &reqs, &params, true, &ad).unwrap();
     let right = bare.iter().filter(|g| fm.tokenizer.decode(&g.tokens).unwrap().split('\n').next().unwrap().trim() == "the").count();
-    let (zero_shot, f1) = lopa::train::zero_shot(&cfg.task, &file, 0, &fm, &ad).unwrap();
+    let (zero_shot, f1) = lopa::training::zero_shot(&cfg.task, &file, 0, &fm, &ad).unwrap();
     assert_eq!(f1, None);
     assert_eq!(zero_shot, right as f64 / 6.0, "zero-shot must score the bare model's greedy answers");
     assert!(zero_shot < 1.0, "the untrained model already answers ` the` everywhere: the toy task tests nothing");

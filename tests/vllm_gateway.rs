@@ -10,9 +10,8 @@
 
 mod common;
 use burn::tensor::Device;
-use lopa::decoder::{FoundationModel, TokenEmbedding};
-use lopa::server::wire::WireSoftPrompt;
-use lopa::server::{Backend, ServeConfig, Vllm};
+use lopa::model::decoder::{FoundationModel, TokenEmbedding};
+use lopa::endpoint::{Backend, ServeConfig, Vllm};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -61,12 +60,12 @@ fn servers() -> Option<&'static Servers> {
                 let vllm = Vllm::connect(&url, emb.clone()).await.unwrap();
                 let info = vllm.model_info();
                 tx.send(Servers { embedded: embedded.local_addr().unwrap(), gateway: gateway.local_addr().unwrap(), std, width }).unwrap();
-                let a = lopa::server::router(fm, Device::flex(), cfg.clone());
-                let b = lopa::server::router_with(Backend::Vllm(Arc::new(vllm)), info, cfg.clone());
+                let a = lopa::endpoint::router(fm, Device::flex(), cfg.clone());
+                let b = lopa::endpoint::router_with(Backend::Vllm(Arc::new(vllm)), info, cfg.clone());
                 let (c1, c2) = (cfg.clone(), cfg);
                 tokio::join!(
-                    async move { lopa::server::serve(embedded, a, &c1, std::future::pending()).await.unwrap() },
-                    async move { lopa::server::serve(gateway, b, &c2, std::future::pending()).await.unwrap() },
+                    async move { lopa::endpoint::serve(embedded, a, &c1, std::future::pending()).await.unwrap() },
+                    async move { lopa::endpoint::serve(gateway, b, &c2, std::future::pending()).await.unwrap() },
                 );
             });
         });
@@ -97,7 +96,7 @@ fn post_json(addr: SocketAddr, path: &str, v: &Value) -> Value {
 
 /// A soft prompt of `rows` rows at the scale of the model's token embeddings (seeded).
 fn soft(seed: u64, rows: usize, s: &Servers) -> Vec<f32> {
-    let mut rng = lopa::generate::Rng::new(seed);
+    let mut rng = lopa::rng::Rng::new(seed);
     (0..rows * s.width)
         .map(|_| {
             // Box-Muller.
@@ -120,7 +119,7 @@ fn greedy_completions_match_the_embedded_engine() {
     for (i, rows) in [1usize, 10, 40].into_iter().enumerate() {
         let z = soft(i as u64, rows, s);
         for f16 in [false, true] {
-            let req = json!({"prompt": prompts[i], "max_tokens": 12, "temperature": 0, "logprobs": 1, "soft_prompt": WireSoftPrompt::encode(&z, rows, f16)});
+            let req = json!({"prompt": prompts[i], "max_tokens": 12, "temperature": 0, "logprobs": 1, "soft_prompt": common::wire(&z, rows, f16)});
             let (a, b) = (post_json(s.embedded, "/v1/completions", &req), post_json(s.gateway, "/v1/completions", &req));
             assert_eq!(ids(&a), ids(&b), "m = {rows}, f16 = {f16}: {a} / {b}");
             assert_eq!(a["choices"][0]["text"], b["choices"][0]["text"]);
@@ -146,7 +145,7 @@ fn streamed_text_through_vllm_equals_the_embedded_completion() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(s) = servers() else { return };
     let z = soft(7, 10, s);
-    let req = json!({"prompt": "Once upon a time", "max_tokens": 12, "temperature": 0, "soft_prompt": WireSoftPrompt::encode(&z, 10, false)});
+    let req = json!({"prompt": "Once upon a time", "max_tokens": 12, "temperature": 0, "soft_prompt": common::wire(&z, 10, false)});
     let want = post_json(s.embedded, "/v1/completions", &req);
     let mut sreq = req.clone();
     sreq["stream"] = json!(true);
@@ -175,7 +174,7 @@ fn label_words_score_alike_through_vllm() {
         for rows in [0usize, 10] {
             let mut req = json!({"prompt": prompt, "candidates": cands});
             if rows > 0 {
-                req["soft_prompt"] = serde_json::to_value(WireSoftPrompt::encode(&soft(100 + k as u64, rows, s), rows, true)).unwrap();
+                req["soft_prompt"] = serde_json::to_value(common::wire(&soft(100 + k as u64, rows, s), rows, true)).unwrap();
             }
             let (a, b) = (post_json(s.embedded, "/v1/score", &req), post_json(s.gateway, "/v1/score", &req));
             let (sa, sb) = (a["scores"].as_array().unwrap(), b["scores"].as_array().unwrap());
@@ -196,7 +195,7 @@ fn label_words_score_alike_through_vllm() {
 fn the_gateway_checks_the_model_and_refuses_hostile_tensors_itself() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(s) = servers() else { return };
-    let (st, body) = post(s.gateway, "/v1/completions", &json!({"prompt": "x", "max_tokens": 1, "soft_prompt": WireSoftPrompt::encode(&[f32::NAN; 576], 1, false)}));
+    let (st, body) = post(s.gateway, "/v1/completions", &json!({"prompt": "x", "max_tokens": 1, "soft_prompt": common::wire(&[f32::NAN; 576], 1, false)}));
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("soft_prompt_non_finite"), "{body}");
     // A memo-doubling pickle sent as prompt_embeds never reaches vLLM.
@@ -205,16 +204,16 @@ fn the_gateway_checks_the_model_and_refuses_hostile_tensors_itself() {
         pkl.extend_from_slice(b"h\x00h\x00\x86q\x00");
     }
     pkl.push(b'.');
-    let zip = lopa::server::torch_tensor::write_zip(&[("archive/data.pkl", &pkl)]);
+    let zip = lopa::endpoint::torch_tensor::write_zip(&[("archive/data.pkl", &pkl)]);
     use base64::Engine as _;
     let (st, body) = post(s.gateway, "/v1/completions", &json!({"max_tokens": 1, "prompt_embeds": base64::engine::general_purpose::STANDARD.encode(zip)}));
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("prompt_embeds_format"), "{body}");
     // vLLM's own answer to a client's valid prompt_embeds matches the same soft prompt's.
     let z = soft(3, 5, s);
-    let pe = base64::engine::general_purpose::STANDARD.encode(lopa::server::torch_tensor::save_tensor(&[5, s.width], &z));
+    let pe = base64::engine::general_purpose::STANDARD.encode(lopa::endpoint::torch_tensor::save_tensor(&[5, s.width], &z));
     let a = post_json(s.gateway, "/v1/completions", &json!({"prompt_embeds": pe, "max_tokens": 6, "temperature": 0, "logprobs": 1}));
-    let b = post_json(s.embedded, "/v1/completions", &json!({"soft_prompt": WireSoftPrompt::encode(&z, 5, false), "max_tokens": 6, "temperature": 0, "logprobs": 1}));
+    let b = post_json(s.embedded, "/v1/completions", &json!({"soft_prompt": common::wire(&z, 5, false), "max_tokens": 6, "temperature": 0, "logprobs": 1}));
     assert_eq!(ids(&a), ids(&b));
     // A gateway whose model is not the one vLLM serves refuses to start, saying what differs.
     let url = std::env::var("LOPA_TEST_VLLM").unwrap();

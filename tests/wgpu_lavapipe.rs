@@ -6,9 +6,9 @@
 mod common;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use common::*;
-use lopa::decoder::FoundationModel;
+use lopa::model::decoder::FoundationModel;
 use lopa::device::{select, BackendChoice};
-use lopa::generator::{GeneratorConfig, Method};
+use lopa::model::generator::{GeneratorConfig, Method};
 
 fn wgpu() -> Option<Device> {
     if std::env::var("LOPA_SKIP_WGPU").as_deref() == Ok("1") {
@@ -27,7 +27,7 @@ fn wgpu_matches_the_cpu_backend_and_trains() {
     // Generator: the same weights on both devices.
     let g_cpu = GeneratorConfig::new(Method::Lopa, 64, 32).init(&cpu).unwrap();
     let w = g_cpu.to_tensors().unwrap();
-    let g_gpu = lopa::generator::PromptGenerator::from_tensors(&g_cpu.config, &w, &gpu).unwrap();
+    let g_gpu = lopa::model::generator::PromptGenerator::from_tensors(&g_cpu.config, &w, &gpu).unwrap();
     let f: Vec<f32> = (0..3 * 32).map(|i| ((i as f32) * 0.7).sin()).collect();
     let z_cpu = lopa::device::to_vec(g_cpu.forward(Tensor::from_data(TensorData::new(f.clone(), [3, 32]), &cpu)).unwrap()).unwrap();
     let z_gpu = lopa::device::to_vec(g_gpu.forward(Tensor::from_data(TensorData::new(f, [3, 32]), &gpu)).unwrap()).unwrap();
@@ -54,8 +54,8 @@ fn wgpu_matches_the_cpu_backend_and_trains() {
     let fm_ad = FoundationModel::from_gguf_bytes(&bytes, "tiny", &ad).unwrap();
     let g = GeneratorConfig::new(Method::Lopa, 64, 32).init(&ad).unwrap();
     let before = lopa::device::to_vec(g.task_prompt.as_ref().unwrap().val()).unwrap();
-    let data: Vec<lopa::train::Prepared> = (0..2)
-        .map(|i| lopa::train::Prepared {
+    let data: Vec<lopa::training::Prepared> = (0..2)
+        .map(|i| lopa::training::Prepared {
             ids: vec![5, 70, 200],
             answer: vec![[33u32, 258][i]],
             features: Tensor::<1>::random([32], Distribution::Normal(0.0, 1.0), &cpu).into_data().try_to_vec::<f32>().unwrap(),
@@ -63,8 +63,8 @@ fn wgpu_matches_the_cpu_backend_and_trains() {
             fields: Default::default(),
         })
         .collect();
-    let batch: Vec<&lopa::train::Prepared> = data.iter().collect();
-    let l = lopa::train::loss(lopa::train::answer_logits(&fm_ad.decoder, &g, &batch, &ad).unwrap(), &batch, &ad);
+    let batch: Vec<&lopa::training::Prepared> = data.iter().collect();
+    let l = lopa::training::loss(lopa::training::answer_logits(&fm_ad.decoder, &g, &batch, &ad).unwrap(), &batch, &ad);
     let lv: f32 = l.clone().into_scalar();
     assert!(lv.is_finite() && lv > 0.0, "loss {lv}");
     let mut grads = l.backward();

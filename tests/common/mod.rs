@@ -61,3 +61,10 @@ pub fn real_weights() -> Option<(PathBuf, PathBuf)> {
     }
     panic!("real weights missing under {:?}: run scripts/fetch-weights.sh (or set LOPA_SKIP_REAL=1)", lopa::paths::cache_dir());
 }
+
+/// Row-major values as a soft prompt on the wire (f16 or f32).
+#[allow(dead_code)]
+pub fn wire(values: &[f32], rows: usize, f16: bool) -> lopa::endpoint::wire::WireSoftPrompt {
+    let z = lopa::model::SoftPrompt::new(values.to_vec(), rows, values.len() / rows).expect("[rows, d]");
+    lopa::endpoint::wire::WireSoftPrompt::encode(&z, if f16 { lopa::endpoint::wire::Dtype::F16 } else { lopa::endpoint::wire::Dtype::F32 })
+}

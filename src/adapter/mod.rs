@@ -1,0 +1,186 @@
+//! A trained adapter on disk: `adapter.safetensors` (the generator's weights, PyTorch layout) and
+//! `adapter.json` (method, sizes, task, and the identity and sha256 of the encoder and frozen
+//! model it was trained with, so that a mismatch is refused at load). Written atomically.
+//! Also exports Z_S as a Hugging Face PEFT prompt-tuning adapter.
+
+pub mod task;
+
+use crate::model::decoder::FoundationModel;
+use crate::model::encoder::SentenceEncoder;
+use crate::error::{Error, Result};
+use crate::model::generator::GeneratorConfig;
+use crate::adapter::task::TaskSpec;
+use crate::model::weights::{safetensors, TensorMap};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Identity of a model an adapter depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelIdentity {
+    pub id: String,
+    pub sha256: String,
+    pub hidden_size: usize,
+}
+
+/// `adapter.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdapterMeta {
+    pub format: String,
+    pub lopa_version: String,
+    pub generator: GeneratorConfig,
+    pub task: TaskSpec,
+    pub foundation_model: ModelIdentity,
+    pub encoder: Option<ModelIdentity>,
+    #[serde(default)]
+    pub encoder_pooling: Option<crate::model::encoder::Pooling>,
+    #[serde(default)]
+    pub encoder_normalize: bool,
+}
+
+impl AdapterMeta {
+    /// Metadata for an adapter trained with these models.
+    pub fn new(generator: &GeneratorConfig, task: &TaskSpec, fm: &FoundationModel, encoder: Option<&SentenceEncoder>) -> Self {
+        Self {
+            format: "lopa-adapter/1".into(),
+            lopa_version: env!("CARGO_PKG_VERSION").into(),
+            generator: generator.clone(),
+            task: task.clone(),
+            foundation_model: ModelIdentity { id: fm.id.clone(), sha256: fm.sha256.clone(), hidden_size: fm.decoder.hidden_size() },
+            encoder: encoder.map(|e| ModelIdentity { id: e.id.clone(), sha256: e.sha256.clone(), hidden_size: e.hidden_size() }),
+            encoder_pooling: encoder.map(|e| e.pooling),
+            encoder_normalize: encoder.is_some_and(|e| e.normalize),
+        }
+    }
+
+    /// Refuse models other than the ones the adapter was trained with.
+    pub fn check_compatible(&self, fm: &FoundationModel, encoder: Option<&SentenceEncoder>) -> Result<()> {
+        check_identity("foundation model", &self.foundation_model, &fm.id, &fm.sha256)?;
+        if let (Some(want), Some(e)) = (&self.encoder, encoder) {
+            check_identity("encoder", want, &e.id, &e.sha256)?;
+        }
+        if let (Some(want), None) = (&self.encoder, encoder) {
+            if self.generator.method.uses_encoder() {
+                return Err(Error::Config(format!("adapter needs the encoder {} (sha256 {})", want.id, short(&want.sha256))));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Compare a model against the identity an adapter recorded.
+pub fn check_identity(role: &str, want: &ModelIdentity, id: &str, sha256: &str) -> Result<()> {
+    if want.sha256 != sha256 {
+        return Err(Error::Config(format!(
+            "adapter was trained with {role} {} (sha256 {}), not {id} (sha256 {})",
+            want.id,
+            short(&want.sha256),
+            short(sha256)
+        )));
+    }
+    Ok(())
+}
+
+fn short(s: &str) -> &str {
+    &s[..s.len().min(12)]
+}
+
+/// Weights + metadata.
+#[derive(Debug, Clone)]
+pub struct Adapter {
+    pub meta: AdapterMeta,
+    pub weights: TensorMap,
+}
+
+impl Adapter {
+    /// Parse from the two files' bytes (the browser path).
+    pub fn from_bytes(meta_json: &[u8], weights: &[u8]) -> Result<Self> {
+        let meta: AdapterMeta = serde_json::from_slice(meta_json).map_err(|e| Error::Config(format!("adapter.json: {e}")))?;
+        if !meta.format.starts_with("lopa-adapter/") {
+            return Err(Error::Config(format!("adapter.json: unknown format `{}`", meta.format)));
+        }
+        Ok(Self { meta, weights: safetensors::parse(weights)?.tensors })
+    }
+
+    /// Load `dir/adapter.json` + `dir/adapter.safetensors`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        Self::from_bytes(&crate::error::read_file(dir.join("adapter.json"))?, &crate::error::read_file(dir.join("adapter.safetensors"))?)
+    }
+
+    /// Write to `dir` atomically: a reader sees the old adapter or the new one, never a mix.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let files = vec![
+            ("adapter.json".to_string(), serde_json::to_vec_pretty(&self.meta).expect("json")),
+            ("adapter.safetensors".to_string(), self.safetensors_bytes(safetensors::StoreAs::F32)),
+        ];
+        write_dir_atomic(dir, &files)
+    }
+
+    /// The weights as safetensors bytes.
+    pub fn safetensors_bytes(&self, store_as: safetensors::StoreAs) -> Vec<u8> {
+        let mut md = BTreeMap::new();
+        md.insert("format".to_string(), "pt".to_string());
+        md.insert("lopa_method".to_string(), self.meta.generator.method.name().to_string());
+        safetensors::write(self.weights.names().map(|n| (n, self.weights.get(n).expect("listed"))), &md, store_as)
+    }
+
+    /// Export Z_S as a PEFT prompt-tuning adapter (`adapter_config.json` +
+    /// `adapter_model.safetensors` with `prompt_embeddings`). Only the input-independent part of
+    /// a LoPA prompt fits PEFT's format; the instance-dependent gate needs lopa's generator.
+    pub fn export_peft(&self, dir: &Path, fm: &FoundationModel) -> Result<()> {
+        let zs = self.weights.get("task_prompt").ok_or_else(|| Error::Config("this method has no task prompt Z_S to export".into()))?;
+        let cfg = serde_json::json!({
+            "peft_type": "PROMPT_TUNING",
+            "task_type": "CAUSAL_LM",
+            "num_virtual_tokens": zs.shape[0],
+            "token_dim": zs.shape[1],
+            "num_transformer_submodules": 1,
+            "num_attention_heads": fm.config.num_attention_heads,
+            "num_layers": fm.config.num_hidden_layers,
+            "prompt_tuning_init": "RANDOM",
+            "base_model_name_or_path": fm.id,
+            "inference_mode": true,
+            "revision": null,
+            "tokenizer_name_or_path": null
+        });
+        let w = safetensors::write([("prompt_embeddings", zs)], &BTreeMap::new(), safetensors::StoreAs::F32);
+        write_dir_atomic(dir, &[("adapter_config.json".into(), serde_json::to_vec_pretty(&cfg).expect("json")), ("adapter_model.safetensors".into(), w)])
+    }
+}
+
+/// Write one file atomically (temporary file in the same folder, then rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Replace a whole folder of files atomically: build a sibling, then swap it in.
+pub fn write_dir_atomic(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<()> {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let name = dir.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "adapter".into());
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    // Keep files that are not being replaced (e.g. checkpoint.json beside the adapter).
+    if dir.is_dir() {
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
+            let n = entry.file_name().to_string_lossy().to_string();
+            if !files.iter().any(|(f, _)| *f == n) {
+                std::fs::copy(entry.path(), tmp.join(&n)).map_err(|e| Error::io(entry.path(), e))?;
+            }
+        }
+    }
+    for (n, bytes) in files {
+        let p = tmp.join(n);
+        std::fs::write(&p, bytes).map_err(|e| Error::io(&p, e))?;
+    }
+    if dir.exists() {
+        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}

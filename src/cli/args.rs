@@ -1,0 +1,53 @@
+//! Flags several commands share, and loading a saved adapter with the models it needs.
+
+use burn::tensor::Device;
+use lopa::adapter::Adapter;
+use lopa::device::{select, BackendChoice, Selected};
+use lopa::model::decoder::FoundationModel;
+use lopa::model::encoder::SentenceEncoder;
+use lopa::model::generator::PromptGenerator;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Clone)]
+pub struct ModelArgs {
+    /// Frozen foundation model: a .gguf file or a Hugging Face directory [default: cached SmolLM2-135M-Instruct].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Sentence encoder: a Hugging Face BERT directory [default: cached all-MiniLM-L6-v2].
+    #[arg(long)]
+    pub encoder: Option<PathBuf>,
+    /// Compute backend: a GPU through wgpu if present, else the CPU.
+    #[arg(long, value_enum, default_value_t)]
+    pub backend: BackendChoice,
+}
+
+impl ModelArgs {
+    pub fn model_path(&self) -> PathBuf {
+        self.model.clone().unwrap_or_else(lopa::paths::default_foundation_model)
+    }
+    pub fn encoder_path(&self) -> PathBuf {
+        self.encoder.clone().unwrap_or_else(lopa::paths::default_encoder)
+    }
+    pub fn device(&self) -> lopa::Result<Selected> {
+        select(self.backend)
+    }
+}
+
+/// A saved adapter with the frozen model, and the encoder when its method reads the input.
+pub struct Loaded {
+    pub fm: FoundationModel,
+    pub encoder: Option<SentenceEncoder>,
+    pub adapter: Adapter,
+    pub generator: PromptGenerator,
+}
+
+impl Loaded {
+    pub fn load(models: &ModelArgs, dir: &Path, device: &Device) -> lopa::Result<Self> {
+        let adapter = Adapter::load(dir)?;
+        let fm = FoundationModel::load(models.model_path(), device)?;
+        let encoder = if adapter.meta.generator.method.uses_encoder() { Some(SentenceEncoder::from_dir(models.encoder_path(), device)?) } else { None };
+        adapter.meta.check_compatible(&fm, encoder.as_ref())?;
+        let generator = PromptGenerator::from_tensors(&adapter.meta.generator, &adapter.weights, device)?;
+        Ok(Self { fm, encoder, adapter, generator })
+    }
+}

@@ -1,0 +1,36 @@
+//! `lopa eval`: a saved adapter's score on a labelled file.
+
+use crate::args::{Loaded, ModelArgs};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    models: ModelArgs,
+    /// Adapter directory (adapter.json + adapter.safetensors).
+    #[arg(long)]
+    adapter: PathBuf,
+    /// Labelled file [default: the task's dev split].
+    #[arg(long)]
+    file: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
+}
+
+pub fn run(a: Args) -> lopa::Result<()> {
+    let dev = a.models.device()?;
+    let l = Loaded::load(&a.models, &a.adapter, &dev.device)?;
+    let task = &l.adapter.meta.task;
+    let (file, rows) = match a.file {
+        Some(f) => (f, None),
+        None => (task.default_files(&lopa::adapter::task::data_dir()).1, task.dev_rows),
+    };
+    let mut ex = lopa::adapter::task::load_rows(task, &file, rows)?;
+    if a.limit > 0 {
+        ex.truncate(a.limit);
+    }
+    let data = lopa::training::prepare(&ex, &file, &l.fm, l.encoder.as_ref(), usize::MAX, &dev.device)?;
+    let (score, f1) = lopa::training::evaluate(task, &l.fm, &l.generator, &data, 16, &dev.device)?;
+    println!("{}", serde_json::json!({"file": file, "examples": data.len(), "metric": task.metric, "score": score, "f1": f1}));
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! `lopa info`: a model's configuration and identity.
+
+use crate::args::ModelArgs;
+use lopa::model::decoder::FoundationModel;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    models: ModelArgs,
+}
+
+pub fn run(a: Args) -> lopa::Result<()> {
+    let dev = a.models.device()?;
+    let fm = FoundationModel::load(a.models.model_path(), &dev.device)?;
+    println!("backend: {}", dev.name);
+    println!("model: {} (sha256 {})", fm.id, fm.sha256);
+    println!("{}", serde_json::to_string_pretty(&fm.config).expect("json"));
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! The `lopa` command line: one file per command, each with its flags (`Args`) and `run`.
+
+mod args;
+mod bench_train;
+mod embed;
+mod eval;
+mod export_hf;
+mod export_web;
+mod generate;
+mod info;
+mod predict;
+#[cfg(feature = "server")]
+mod serve;
+mod soft_prompt;
+mod train;
+mod zero_shot;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "lopa", version, about = "Low-Rank Prompt Adaptation: private soft prompts for one frozen model")]
+// A later flag overrides an earlier one, so scripts/run.sh "$@" can change its defaults.
+#[command(args_override_self = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a model's configuration.
+    Info(info::Args),
+    /// Complete a prompt with the frozen model (no soft prompt).
+    Generate(generate::Args),
+    /// Print the sentence embedding of a text.
+    Embed(embed::Args),
+    /// Train a soft-prompt generator (LoPA, a variant, or a baseline) against the frozen model.
+    Train(train::Args),
+    /// Measure training throughput (samples/s) with random weights of the default models' shapes.
+    BenchTrain(bench_train::Args),
+    /// Serve the frozen model over HTTP (OpenAI-style /v1/completions with a `soft_prompt` field),
+    /// in this process or as the gateway in front of vLLM (`--upstream`).
+    #[cfg(feature = "server")]
+    Serve(serve::Args),
+    /// Write the frozen model as a Hugging Face folder (config.json, model.safetensors in f32,
+    /// tokenizer.json): what vLLM loads to serve exactly the model `lopa serve` runs.
+    ExportHf(export_hf::Args),
+    /// Dev score of the frozen model alone (no soft prompt): the zero-shot baseline.
+    ZeroShot(zero_shot::Args),
+    /// Evaluate a saved adapter on a labelled file.
+    Eval(eval::Args),
+    /// Write the browser's weight files into one folder: encoder.safetensors (the encoder as a
+    /// single-file bundle), tokenizer.json, adapters/NAME.safetensors for each adapter, and
+    /// adapters.json listing them. f16 by default.
+    ExportWeb(export_web::Args),
+    /// Print the soft prompts of inputs (JSON), computed from the browser files as the browser
+    /// package does: the native reference for its parity test.
+    SoftPrompt(soft_prompt::Args),
+    /// Classify one input with a saved adapter.
+    Predict(predict::Args),
+}
+
+fn run(cli: Cli) -> lopa::Result<()> {
+    match cli.command {
+        Command::Info(a) => info::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Embed(a) => embed::run(a),
+        Command::Train(a) => train::run(a),
+        Command::BenchTrain(a) => bench_train::run(a),
+        #[cfg(feature = "server")]
+        Command::Serve(a) => serve::run(a),
+        Command::ExportHf(a) => export_hf::run(a),
+        Command::ZeroShot(a) => zero_shot::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::ExportWeb(a) => export_web::run(a),
+        Command::SoftPrompt(a) => soft_prompt::run(a),
+        Command::Predict(a) => predict::run(a),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lopa: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! `lopa predict`: one input through a saved adapter: a label with its probabilities, or an answer.
+
+use crate::args::{Loaded, ModelArgs};
+use lopa::adapter::task::{TaskKind, TaskSpec};
+use serde_json::{json, Map, Value};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    models: ModelArgs,
+    #[arg(long)]
+    adapter: PathBuf,
+    /// The input, as `column=value` pairs for the task's template (e.g. `sentence=a fine film`).
+    #[arg(required = true)]
+    fields: Vec<String>,
+}
+
+pub fn run(a: Args) -> lopa::Result<()> {
+    let dev = a.models.device()?;
+    let l = Loaded::load(&a.models, &a.adapter, &dev.device)?;
+    let task = &l.adapter.meta.task;
+    let mut row = Map::new();
+    for f in &a.fields {
+        let (k, v) = f.split_once('=').ok_or_else(|| lopa::Error::Input(format!("`{f}` is not column=value")))?;
+        row.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    // The label / answer column only has to be present; it is not used for prediction.
+    if let Some(label) = task.labels().first() {
+        row.insert(task.label_column.clone(), Value::String(label.to_string()));
+    }
+    for col in task.answer_template.iter().flat_map(|t| TaskSpec::placeholders(t)) {
+        row.entry(col).or_insert(Value::String(String::new()));
+    }
+    let tmp = std::env::temp_dir().join(format!("lopa-predict-{}.jsonl", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_string(&row).expect("json")).map_err(|e| lopa::Error::io(&tmp, e))?;
+    let ex = lopa::adapter::task::load_examples(task, &tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let data = lopa::training::prepare(&ex?, &tmp, &l.fm, l.encoder.as_ref(), usize::MAX, &dev.device)?;
+    if task.kind == TaskKind::Generation {
+        let answer = lopa::training::generate_answers(&l.fm, &l.generator, &data, 64, 1, &dev.device)?;
+        println!("{}", json!({"answer": answer[0]}));
+        return Ok(());
+    }
+    let label_ids = lopa::training::label_token_ids(task, &l.fm)?;
+    let p = lopa::training::label_probabilities(&l.fm.decoder, &l.generator, &data, &label_ids, 1, &dev.device)?.remove(0);
+    let labels = task.labels();
+    let probs: Map<String, Value> = labels.iter().zip(&p).map(|(l, pr)| (l.to_string(), json!(pr))).collect();
+    let best = (0..labels.len()).max_by(|&x, &y| p[x].total_cmp(&p[y])).unwrap_or(0);
+    println!("{}", json!({"label": labels[best], "label_word": task.label_words[labels[best]], "probabilities": probs}));
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! The embedded engine: one worker thread owns the frozen model and serves a bounded queue.
+//! It takes the first waiting request, collects more for up to `batch_window` (at most
+//! `max_batch` requests and `max_batch_tokens` tokens), and runs requests with equal sampling
+//! settings as one batched generation, each row with its own soft prompt. A full queue is
+//! reported to the caller (HTTP 429). A request whose caller dropped its reply receiver (the
+//! client went away, timed out, or its stream found a stop string) is skipped while queued and
+//! its row stops at the next token while running.
+
+use crate::model::decoder::FoundationModel;
+use crate::error::{Error, Result};
+use crate::model::generate::{generate_with, score_continuations, Generation, GenerationRequest};
+use crate::model::sampling::SamplingParams;
+use burn::tensor::Device;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+struct Job {
+    request: GenerationRequest,
+    params: SamplingParams,
+    reply: oneshot::Sender<Result<Generation>>,
+    /// Streaming requests get each token as it is chosen.
+    tokens: Option<mpsc::UnboundedSender<u32>>,
+}
+
+/// Candidate continuations to score after one prompt.
+struct ScoreJob {
+    request: GenerationRequest,
+    candidates: Vec<Vec<u32>>,
+    reply: oneshot::Sender<Result<Vec<f32>>>,
+}
+
+enum Work {
+    Generate(Job),
+    Score(ScoreJob),
+    /// Finish what is running and stop the worker.
+    Shutdown,
+}
+
+impl Work {
+    /// Token positions the work puts through the model at once: its share of a batch's budget.
+    fn tokens(&self) -> usize {
+        let soft = |r: &GenerationRequest| r.soft_prompt.as_ref().map_or(0, |z| z.rows());
+        match self {
+            Work::Generate(j) => soft(&j.request) + j.request.prompt_ids.len() + j.params.max_tokens,
+            Work::Score(j) => j.candidates.iter().map(|c| soft(&j.request) + j.request.prompt_ids.len() + c.len()).sum(),
+            Work::Shutdown => 0,
+        }
+    }
+
+    /// Whoever asked is no longer waiting for the answer.
+    fn abandoned(&self) -> bool {
+        match self {
+            Work::Generate(j) => j.reply.is_closed(),
+            Work::Score(j) => j.reply.is_closed(),
+            Work::Shutdown => false,
+        }
+    }
+}
+
+/// Batching settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Most requests per forward pass (1 = one at a time).
+    pub max_batch: usize,
+    /// Most token positions (soft prompt + prompt + new tokens, summed over rows) per batch.
+    pub max_batch_tokens: usize,
+    /// How long the worker waits for more requests after the first.
+    pub batch_window: Duration,
+    /// Requests waiting beyond this are refused.
+    pub queue: usize,
+}
+
+/// Handle to the worker; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    tx: mpsc::Sender<Work>,
+    generated: Arc<AtomicU64>,
+}
+
+/// Why a submission failed before reaching the model.
+#[derive(Debug)]
+pub enum Submit {
+    /// The queue is full: try later.
+    QueueFull,
+    /// The worker is gone.
+    Stopped,
+}
+
+impl Engine {
+    /// Start the worker thread.
+    pub fn start(fm: FoundationModel, device: Device, cfg: EngineConfig) -> Self {
+        let (tx, rx) = mpsc::channel::<Work>(cfg.queue.max(1));
+        let generated = Arc::new(AtomicU64::new(0));
+        let count = generated.clone();
+        std::thread::Builder::new()
+            .name("lopa-engine".into())
+            .spawn(move || worker(fm, device, cfg, rx, &count))
+            .expect("spawn engine thread");
+        Engine { tx, generated }
+    }
+
+    /// Tokens generated since start, over all requests.
+    pub fn generated_tokens(&self) -> u64 {
+        self.generated.load(Ordering::Relaxed)
+    }
+
+    /// Whether the worker thread still runs: it owns the receiver, which drops when the thread
+    /// ends, by return or by panic.
+    pub fn is_alive(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
+    /// Ask the worker to stop after the work already queued.
+    pub fn shutdown(&self) {
+        let _ = self.tx.try_send(Work::Shutdown);
+    }
+
+    /// Queue a request; the receiver yields its generation. Dropping the receiver cancels it.
+    pub fn submit(&self, request: GenerationRequest, params: SamplingParams) -> std::result::Result<oneshot::Receiver<Result<Generation>>, Submit> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Work::Generate(Job { request, params, reply, tokens: None }))?;
+        Ok(rx)
+    }
+
+    /// Like [`Self::submit`], also sending each new token on `tokens` as it is generated.
+    pub fn submit_streaming(&self, request: GenerationRequest, params: SamplingParams, tokens: mpsc::UnboundedSender<u32>) -> std::result::Result<oneshot::Receiver<Result<Generation>>, Submit> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Work::Generate(Job { request, params, reply, tokens: Some(tokens) }))?;
+        Ok(rx)
+    }
+
+    /// Queue a scoring request: the summed log-probability of each candidate continuation.
+    pub fn submit_score(&self, request: GenerationRequest, candidates: Vec<Vec<u32>>) -> std::result::Result<oneshot::Receiver<Result<Vec<f32>>>, Submit> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Work::Score(ScoreJob { request, candidates, reply }))?;
+        Ok(rx)
+    }
+
+    fn send(&self, w: Work) -> std::result::Result<(), Submit> {
+        match self.tx.try_send(w) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(Submit::QueueFull),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Submit::Stopped),
+        }
+    }
+}
+
+/// Run `f`, turning a panic inside the model into an error so the worker keeps serving.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => Err(Error::Backend("the model failed on this request".into())),
+    }
+}
+
+/// The next batch: the first live request, then more within the window and the budgets. A
+/// request that would overflow the token budget waits in `held` for the next batch.
+fn next_batch(rx: &mut mpsc::Receiver<Work>, held: &mut Option<Work>, cfg: &EngineConfig) -> Option<Vec<Work>> {
+    let first = loop {
+        let w = match held.take() {
+            Some(w) => w,
+            None => rx.blocking_recv()?,
+        };
+        if !w.abandoned() {
+            break w;
+        }
+    };
+    let mut tokens = first.tokens();
+    let mut work = vec![first];
+    let deadline = Instant::now() + cfg.batch_window;
+    while work.len() < cfg.max_batch.max(1) && !matches!(work.last(), Some(Work::Shutdown)) {
+        match rx.try_recv() {
+            Ok(w) if w.abandoned() => {}
+            Ok(w) if tokens + w.tokens() > cfg.max_batch_tokens => {
+                *held = Some(w);
+                break;
+            }
+            Ok(w) => {
+                tokens += w.tokens();
+                work.push(w);
+            }
+            Err(mpsc::error::TryRecvError::Empty) if Instant::now() < deadline => std::thread::sleep(Duration::from_micros(200)),
+            Err(_) => break,
+        }
+    }
+    Some(work)
+}
+
+fn worker(fm: FoundationModel, device: Device, cfg: EngineConfig, mut rx: mpsc::Receiver<Work>, generated: &AtomicU64) {
+    let mut held = None;
+    let mut stopping = false;
+    while !stopping {
+        let Some(work) = next_batch(&mut rx, &mut held, &cfg) else { return };
+        let mut jobs = vec![];
+        for w in work {
+            match w {
+                Work::Generate(j) => jobs.push(j),
+                Work::Score(j) => {
+                    let soft = j.request.soft_prompt.as_ref();
+                    let r = guarded(|| score_continuations(&fm.decoder, &j.request.prompt_ids, soft, &j.candidates, &device));
+                    let _ = j.reply.send(r);
+                }
+                Work::Shutdown => stopping = true,
+            }
+        }
+        // Rows in one forward pass must share sampling settings.
+        while !jobs.is_empty() {
+            let params = jobs[0].params.clone();
+            let (same, rest): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.params == params);
+            jobs = rest;
+            let requests: Vec<GenerationRequest> = same.iter().map(|j| j.request.clone()).collect();
+            let mut on_token = |r: usize, t: u32, _lp: f32| {
+                generated.fetch_add(1, Ordering::Relaxed);
+                let job = &same[r];
+                if let Some(tx) = &job.tokens {
+                    let _ = tx.send(t);
+                }
+                !job.reply.is_closed()
+            };
+            let result = guarded(|| generate_with(&fm.decoder, &requests, &params, true, &device, &mut on_token));
+            match result {
+                Ok(gens) => {
+                    for (j, g) in same.into_iter().zip(gens) {
+                        let _ = j.reply.send(Ok(g));
+                    }
+                }
+                Err(e) => {
+                    for j in same {
+                        // Input errors stay input errors (a 4xx); anything else is the server's.
+                        let e = match &e {
+                            Error::Input(m) => Error::Input(m.clone()),
+                            other => Error::Backend(other.to_string()),
+                        };
+                        let _ = j.reply.send(Err(e));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! BERT-family sentence encoder (Devlin et al. 2019, <https://arxiv.org/abs/1810.04805>), the
+//! frozen f(x) of LoPA. Config field names follow Hugging Face `config.json`; the module layout
+//! mirrors the checkpoint's tensor names (`embeddings.word_embeddings.weight`, `encoder.layer.N...`).
+
+use crate::error::{Error, Result};
+use crate::model::nn::{attention, key_padding_bias, layer_norm, linear, merge_heads, split_heads};
+use crate::model::tokenizer::Tokenizer;
+use crate::model::weights::{safetensors, TensorMap};
+use burn::module::{Module, Param};
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::activation::{gelu, tanh};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+/// Hugging Face `BertConfig` fields lopa uses.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_ln_eps")]
+    pub layer_norm_eps: f64,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_ln_eps() -> f64 {
+    1e-12
+}
+
+impl BertConfig {
+    /// Parse `config.json`, checking the values lopa depends on.
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        let c: Self = serde_json::from_slice(bytes).map_err(|e| Error::Config(format!("encoder config.json: {e}")))?;
+        if c.hidden_size == 0 || c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
+            return Err(Error::Config(format!(
+                "hidden_size {} is not a positive multiple of num_attention_heads {}",
+                c.hidden_size, c.num_attention_heads
+            )));
+        }
+        if !matches!(c.hidden_act.as_str(), "gelu" | "gelu_new" | "gelu_pytorch_tanh") {
+            return Err(Error::Config(format!("hidden_act `{}` is not supported", c.hidden_act)));
+        }
+        Ok(c)
+    }
+    fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+}
+
+/// How token states become one sentence vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// Mean over non-padding tokens (sentence-transformers).
+    Mean,
+    /// The first token's state (`[CLS]` / `<s>`; the LoPA paper's GLUE setting).
+    FirstToken,
+    /// BERT's pooler: tanh(dense(first token)) (`pooler_output`).
+    Pooler,
+}
+
+#[derive(Module, Debug)]
+pub struct BertEmbeddings {
+    pub word_embeddings: Param<Tensor<2>>,
+    pub position_embeddings: Param<Tensor<2>>,
+    pub token_type_embeddings: Param<Tensor<2>>,
+    pub layer_norm: LayerNorm,
+}
+
+#[derive(Module, Debug)]
+pub struct BertLayer {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub attention_output: Linear,
+    pub attention_layer_norm: LayerNorm,
+    pub intermediate: Linear,
+    pub output: Linear,
+    pub output_layer_norm: LayerNorm,
+}
+
+/// A BERT encoder with an optional pooler.
+#[derive(Module, Debug)]
+pub struct Bert {
+    pub embeddings: BertEmbeddings,
+    pub layers: Vec<BertLayer>,
+    pub pooler: Option<Linear>,
+    heads: usize,
+    head_dim: usize,
+    tanh_gelu: bool,
+}
+
+impl Bert {
+    /// Build from checkpoint tensors (an optional `bert.` prefix is accepted).
+    pub fn from_tensors(cfg: &BertConfig, mut w: TensorMap, device: &Device) -> Result<Self> {
+        w.strip_prefix("bert.");
+        let h = cfg.hidden_size;
+        let eps = cfg.layer_norm_eps;
+        let e = |n: &str, rows: usize| -> Result<Param<Tensor<2>>> {
+            Ok(Param::from_tensor(w.tensor(&format!("embeddings.{n}.weight"), [rows, h], device)?))
+        };
+        let embeddings = BertEmbeddings {
+            word_embeddings: e("word_embeddings", cfg.vocab_size)?,
+            position_embeddings: e("position_embeddings", cfg.max_position_embeddings)?,
+            token_type_embeddings: e("token_type_embeddings", cfg.type_vocab_size)?,
+            layer_norm: layer_norm(&w, "embeddings.LayerNorm", h, eps, device)?,
+        };
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let p = format!("encoder.layer.{i}");
+                Ok(BertLayer {
+                    query: linear(&w, &format!("{p}.attention.self.query"), h, h, true, device)?,
+                    key: linear(&w, &format!("{p}.attention.self.key"), h, h, true, device)?,
+                    value: linear(&w, &format!("{p}.attention.self.value"), h, h, true, device)?,
+                    attention_output: linear(&w, &format!("{p}.attention.output.dense"), h, h, true, device)?,
+                    attention_layer_norm: layer_norm(&w, &format!("{p}.attention.output.LayerNorm"), h, eps, device)?,
+                    intermediate: linear(&w, &format!("{p}.intermediate.dense"), h, cfg.intermediate_size, true, device)?,
+                    output: linear(&w, &format!("{p}.output.dense"), cfg.intermediate_size, h, true, device)?,
+                    output_layer_norm: layer_norm(&w, &format!("{p}.output.LayerNorm"), h, eps, device)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let pooler = if w.contains("pooler.dense.weight") { Some(linear(&w, "pooler.dense", h, h, true, device)?) } else { None };
+        Ok(Self {
+            embeddings,
+            layers,
+            pooler,
+            heads: cfg.num_attention_heads,
+            head_dim: cfg.head_dim(),
+            tanh_gelu: cfg.hidden_act != "gelu",
+        }
+        .no_grad())
+    }
+
+    /// Token states. `input_ids`: `[b, s]`; `mask`: row-major `[b, s]` of 0/1. Returns `[b, s, h]`.
+    pub fn forward(&self, input_ids: Tensor<2, Int>, mask: &[f32]) -> Tensor<3> {
+        let [b, s] = input_ids.dims();
+        let device = input_ids.device();
+        let word = self.embeddings.word_embeddings.val();
+        let h = word.dims()[1];
+        let tok = word.select(0, input_ids.reshape([b * s])).reshape([b, s, h]);
+        let pos = self.embeddings.position_embeddings.val().narrow(0, 0, s).unsqueeze_dim::<3>(0);
+        let typ = self.embeddings.token_type_embeddings.val().narrow(0, 0, 1).unsqueeze_dim::<3>(0);
+        let mut x = self.embeddings.layer_norm.forward(tok + pos + typ);
+        let bias = key_padding_bias(mask, b, s, &device);
+        for l in &self.layers {
+            let q = split_heads(l.query.forward(x.clone()), self.heads, self.head_dim);
+            let k = split_heads(l.key.forward(x.clone()), self.heads, self.head_dim);
+            let v = split_heads(l.value.forward(x.clone()), self.heads, self.head_dim);
+            let ctx = merge_heads(attention(q, k, v, bias.clone()));
+            let a = l.attention_layer_norm.forward(l.attention_output.forward(ctx) + x);
+            let i = l.intermediate.forward(a.clone());
+            let i = if self.tanh_gelu { gelu_tanh(i) } else { gelu(i) };
+            x = l.output_layer_norm.forward(l.output.forward(i) + a);
+        }
+        x
+    }
+
+    /// Pool token states `[b, s, h]` into `[b, h]`.
+    pub fn pool(&self, states: Tensor<3>, mask: &[f32], pooling: Pooling) -> Result<Tensor<2>> {
+        let [b, s, h] = states.dims();
+        Ok(match pooling {
+            Pooling::Mean => {
+                let m = Tensor::<3>::from_data(TensorData::new(mask.to_vec(), [b, s, 1]), &states.device());
+                let sum = (states * m.clone()).sum_dim(1).reshape([b, h]);
+                sum / m.sum_dim(1).reshape([b, 1]).clamp_min(1e-9)
+            }
+            Pooling::FirstToken => states.narrow(1, 0, 1).reshape([b, h]),
+            Pooling::Pooler => {
+                let p = self.pooler.as_ref().ok_or_else(|| Error::Config("pooling `pooler` needs pooler.dense weights".into()))?;
+                tanh(p.forward(states.narrow(1, 0, 1).reshape([b, h])))
+            }
+        })
+    }
+}
+
+fn gelu_tanh(x: Tensor<3>) -> Tensor<3> {
+    let c = (2.0f64 / std::f64::consts::PI).sqrt();
+    let inner = (x.clone() + x.clone().powi_scalar(3) * 0.044715) * c;
+    x.clone() * 0.5 * (tanh(inner) + 1.0)
+}
+
+/// Scale rows `[b, h]` to unit L2 norm.
+pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
+    let n = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+    x / n
+}
+
+/// The full f(x): tokenizer + BERT + pooling (+ optional L2 normalisation).
+#[derive(Debug, Clone)]
+pub struct SentenceEncoder {
+    pub bert: Bert,
+    pub tokenizer: Tokenizer,
+    pub pooling: Pooling,
+    pub normalize: bool,
+    pub config: BertConfig,
+    /// Identity for adapter compatibility checks.
+    pub id: String,
+    /// sha256 of the weights file.
+    pub sha256: String,
+}
+
+impl SentenceEncoder {
+    /// Load from Hugging Face files held in memory: `config.json`, `model.safetensors`, `tokenizer.json`.
+    pub fn from_bytes(config: &[u8], weights: &[u8], tokenizer: &[u8], pooling: Pooling, normalize: bool, device: &Device) -> Result<Self> {
+        let cfg = BertConfig::from_json(config)?;
+        let w = safetensors::parse(weights)?.tensors;
+        let bert = Bert::from_tensors(&cfg, w, device)?;
+        let tokenizer = Tokenizer::from_json_bytes(tokenizer, cfg.max_position_embeddings)?;
+        let sha256 = crate::model::weights::sha256_hex(weights);
+        Ok(Self { bert, tokenizer, pooling, normalize, config: cfg, id: "encoder".into(), sha256 })
+    }
+
+    /// Load from a Hugging Face model directory (mean pooling + L2 norm, the sentence-transformers
+    /// default, unless the directory's `1_Pooling/config.json` says CLS).
+    pub fn from_dir(dir: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let read = |n: &str| crate::error::read_file(dir.join(n));
+        let pooling = match read("1_Pooling/config.json") {
+            Ok(b) if String::from_utf8_lossy(&b).contains("\"pooling_mode_cls_token\": true") => Pooling::FirstToken,
+            _ => Pooling::Mean,
+        };
+        let normalize = dir.join("2_Normalize").exists() || read("modules.json").map(|b| String::from_utf8_lossy(&b).contains("Normalize")).unwrap_or(false);
+        let mut enc = Self::from_bytes(&read("config.json")?, &read("model.safetensors")?, &read("tokenizer.json")?, pooling, normalize, device)?;
+        enc.id = dir.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        Ok(enc)
+    }
+
+    /// Token ids and 0/1 mask for a batch, right-padded with id 0.
+    pub fn tokenize(&self, texts: &[&str]) -> Result<(Vec<i64>, Vec<f32>, usize)> {
+        let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.tokenizer.encode_with_special_tokens(t)).collect::<Result<_>>()?;
+        let s = ids.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut flat = vec![0i64; texts.len() * s];
+        let mut mask = vec![0f32; texts.len() * s];
+        for (r, row) in ids.iter().enumerate() {
+            for (c, &id) in row.iter().enumerate() {
+                flat[r * s + c] = id as i64;
+                mask[r * s + c] = 1.0;
+            }
+        }
+        Ok((flat, mask, s))
+    }
+
+    /// Sentence embeddings `[b, h]` of `texts`.
+    pub fn embed(&self, texts: &[&str], device: &Device) -> Result<Tensor<2>> {
+        if texts.is_empty() {
+            return Err(Error::Input("no texts to embed".into()));
+        }
+        let (ids, mask, s) = self.tokenize(texts)?;
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [texts.len(), s]), device);
+        let states = self.bert.forward(ids, &mask);
+        let pooled = self.bert.pool(states, &mask, self.pooling)?;
+        Ok(if self.normalize { l2_normalize(pooled) } else { pooled })
+    }
+
+    /// Width of the sentence embedding (h).
+    pub fn hidden_size(&self) -> usize {
+        self.config.hidden_size
+    }
+}

@@ -1,0 +1,62 @@
+//! `lopa export-hf`: a frozen model (GGUF or Hugging Face folder) written as a Hugging Face folder
+//! that other serving engines load, so that they serve exactly the weights lopa runs: f32 tensors
+//! (GGUF blocks dequantized, llama Q/K rows un-permuted), `config.json`, `generation_config.json`
+//! with the stop tokens, `tokenizer.json` and `tokenizer_config.json`.
+
+use crate::model::decoder::FoundationModel;
+use crate::error::{Error, Result};
+use crate::model::weights::safetensors::{self, StoreAs};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Write `model` (a `.gguf` file or HF folder) as a Hugging Face folder in `out`.
+pub fn export_hf(model: &Path, out: &Path) -> Result<()> {
+    let (cfg, tensors, tok) = FoundationModel::read_hf_tensors(model)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let architecture = match cfg.model_type.as_str() {
+        "qwen2" => "Qwen2ForCausalLM",
+        "mistral" => "MistralForCausalLM",
+        _ => "LlamaForCausalLM",
+    };
+    let token = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i));
+    let eos = tok.eos_token_ids.clone();
+    let config = json!({
+        "architectures": [architecture],
+        "model_type": cfg.model_type,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_hidden_layers,
+        "num_attention_heads": cfg.num_attention_heads,
+        "num_key_value_heads": cfg.kv_heads(),
+        "head_dim": cfg.head_dim(),
+        "hidden_act": "silu",
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "attention_bias": cfg.attention_bias.unwrap_or(false),
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": eos.first(),
+        "torch_dtype": "float32",
+    });
+    let generation = json!({"bos_token_id": tok.bos_token_id, "eos_token_id": eos});
+    let tokenizer_config = json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": token(tok.bos_token_id),
+        "eos_token": token(eos.first().copied()),
+        "add_bos_token": tok.add_bos,
+        "clean_up_tokenization_spaces": false,
+        "model_max_length": cfg.max_position_embeddings,
+    });
+    let write = |name: &str, bytes: &[u8]| std::fs::write(out.join(name), bytes).map_err(|e| Error::io(out.join(name), e));
+    let pretty = |v: &serde_json::Value| serde_json::to_vec_pretty(v).expect("json");
+    let items: Vec<(&str, &crate::model::weights::HostTensor)> = tensors.names().map(|n| (n, tensors.get(n).expect("listed"))).collect();
+    let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    write("model.safetensors", &safetensors::write(items, &metadata, StoreAs::F32))?;
+    write("config.json", &pretty(&config))?;
+    write("generation_config.json", &pretty(&generation))?;
+    write("tokenizer_config.json", &pretty(&tokenizer_config))?;
+    write("tokenizer.json", tok.to_json()?.as_bytes())
+}

@@ -1,0 +1,63 @@
+//! Building burn `nn` layers from checkpoint tensors (Hugging Face names and layouts), and the
+//! attention helpers the encoder and the decoder share.
+
+use crate::error::Result;
+use crate::model::weights::TensorMap;
+use burn::module::Param;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, RmsNorm, RmsNormConfig};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// A `torch.nn.Linear` called `{prefix}.weight` (`[d_out, d_in]`) and optionally `{prefix}.bias`.
+pub fn linear(w: &TensorMap, prefix: &str, d_in: usize, d_out: usize, bias: bool, device: &Device) -> Result<Linear> {
+    let weight = Param::from_tensor(w.linear_weight(&format!("{prefix}.weight"), d_in, d_out, device)?);
+    let bias = if bias { Some(Param::from_tensor(w.tensor(&format!("{prefix}.bias"), [d_out], device)?)) } else { None };
+    Ok(Linear { weight, bias })
+}
+
+/// A LayerNorm called `{prefix}.weight`/`.bias` (or the older `.gamma`/`.beta`).
+pub fn layer_norm(w: &TensorMap, prefix: &str, d: usize, eps: f64, device: &Device) -> Result<LayerNorm> {
+    let (g, b) = if w.contains(&format!("{prefix}.gamma")) { ("gamma", "beta") } else { ("weight", "bias") };
+    let mut ln = LayerNormConfig::new(d).with_epsilon(eps).init(device);
+    ln.gamma = Param::from_tensor(w.tensor(&format!("{prefix}.{g}"), [d], device)?);
+    ln.beta = Some(Param::from_tensor(w.tensor(&format!("{prefix}.{b}"), [d], device)?));
+    Ok(ln)
+}
+
+/// An RMSNorm called `{prefix}.weight`.
+pub fn rms_norm(w: &TensorMap, prefix: &str, d: usize, eps: f64, device: &Device) -> Result<RmsNorm> {
+    let mut n = RmsNormConfig::new(d).with_epsilon(eps).init(device);
+    n.gamma = Param::from_tensor(w.tensor(&format!("{prefix}.weight"), [d], device)?);
+    Ok(n)
+}
+
+/// `[b, s, heads * head_dim]` → `[b, heads, s, head_dim]`.
+pub fn split_heads(x: Tensor<3>, heads: usize, head_dim: usize) -> Tensor<4> {
+    let [b, s, _] = x.dims();
+    x.reshape([b, s, heads, head_dim]).swap_dims(1, 2)
+}
+
+/// `[b, heads, s, head_dim]` → `[b, s, heads * head_dim]`.
+pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
+    let [b, h, s, hd] = x.dims();
+    x.swap_dims(1, 2).reshape([b, s, h * hd])
+}
+
+/// Scaled dot-product attention. `q`: `[b, h, s, hd]`, `k`, `v`: `[b, h, t, hd]`,
+/// `bias`: additive mask broadcastable to `[b, h, s, t]` (0 = attend, large negative = blocked).
+/// Returns `[b, h, s, hd]`.
+pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
+    let hd = q.dims()[3];
+    let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt()) + bias;
+    softmax(scores, 3).matmul(v)
+}
+
+/// The additive value for a blocked attention position: large enough to zero the weight after
+/// softmax, finite so that a fully masked (padding) row gives no NaN.
+pub const MASKED: f32 = -1e9;
+
+/// An additive key-padding bias `[b, 1, 1, t]` from a 0/1 mask given row-major `[b, t]`.
+pub fn key_padding_bias(mask: &[f32], b: usize, t: usize, device: &Device) -> Tensor<4> {
+    let v: Vec<f32> = mask.iter().map(|&m| if m > 0.5 { 0.0 } else { MASKED }).collect();
+    Tensor::from_data(TensorData::new(v, [b, 1, 1, t]), device)
+}
