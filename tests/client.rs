@@ -21,7 +21,7 @@ fn adapter(enc: &SentenceEncoder, task: &str) -> Adapter {
     let meta = AdapterMeta {
         format: "lopa-adapter/1".into(),
         lopa_version: "test".into(),
-        generator: cfg,
+        adaptation: lopa::model::adaptation::AdaptationConfig::Prompt(cfg),
         task: TaskSpec::builtin(task).unwrap(),
         foundation_model: ModelIdentity { id: "fm".into(), sha256: "0".repeat(64), hidden_size: 576 },
         encoder: Some(ModelIdentity { id: enc.id.clone(), sha256: enc.sha256.clone(), hidden_size: enc.hidden_size() }),

@@ -131,8 +131,8 @@ fn generator_matches_reference_for_every_method() {
     let f: Vec<f32> = want["f"].as_array().unwrap().iter().flat_map(floats).collect();
     let f = Tensor::<2>::from_data(TensorData::new(f, [2, h]), &d);
     // Every method that makes a soft prompt (LoRA makes none; tests/train_tiny.rs covers it).
-    for method in Method::ALL.into_iter().filter(|m| !m.needs_server_weights()) {
-        let cfg = GeneratorConfig { method, num_virtual_tokens: m, token_dim: dd, encoder_dim: h, hidden_dim: hh, rank: r, dropout: 0.1, task_prompt_init_std: 1.0, lora: None };
+    for method in Method::ALL {
+        let cfg = GeneratorConfig { method, num_virtual_tokens: m, token_dim: dd, encoder_dim: h, hidden_dim: hh, rank: r, dropout: 0.1, task_prompt_init_std: 1.0 };
         let bytes = std::fs::read(fixture(&format!("generator/{}.safetensors", method.name()))).unwrap();
         let g = PromptGenerator::from_tensors(&cfg, &safetensors::parse(&bytes).unwrap().tensors, &d).unwrap();
         let z = g.forward(f.clone()).unwrap();
@@ -148,7 +148,7 @@ fn adapter_with_wrong_shapes_is_refused_with_the_tensor_named() {
     let d = dev();
     let bytes = std::fs::read(fixture("generator/lopa.safetensors")).unwrap();
     let w = safetensors::parse(&bytes).unwrap().tensors;
-    let cfg = GeneratorConfig { method: Method::Lopa, num_virtual_tokens: 4, token_dim: 8, encoder_dim: 5, hidden_dim: 6, rank: 2, dropout: 0.1, task_prompt_init_std: 1.0, lora: None };
+    let cfg = GeneratorConfig { method: Method::Lopa, num_virtual_tokens: 4, token_dim: 8, encoder_dim: 5, hidden_dim: 6, rank: 2, dropout: 0.1, task_prompt_init_std: 1.0 };
     let e = PromptGenerator::from_tensors(&cfg, &w, &d).unwrap_err().to_string();
     assert_eq!(e, "tensor `task_prompt`: expected shape [4, 8], found [3, 8]");
 }
@@ -187,7 +187,7 @@ fn nan_weights_are_refused() {
     let mut t = w.get("task_prompt").unwrap().clone();
     t.data[5] = f32::NAN;
     w.insert("task_prompt", t);
-    let cfg = GeneratorConfig { method: Method::Pt, num_virtual_tokens: 3, token_dim: 8, encoder_dim: 5, hidden_dim: 6, rank: 2, dropout: 0.1, task_prompt_init_std: 1.0, lora: None };
+    let cfg = GeneratorConfig { method: Method::Pt, num_virtual_tokens: 3, token_dim: 8, encoder_dim: 5, hidden_dim: 6, rank: 2, dropout: 0.1, task_prompt_init_std: 1.0 };
     let e = PromptGenerator::from_tensors(&cfg, &w, &d).unwrap_err().to_string();
     assert_eq!(e, "tensor `task_prompt`: non-finite value NaN at flat index 5");
 }

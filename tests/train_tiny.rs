@@ -8,6 +8,7 @@ use burn::tensor::{Device, Tensor};
 use common::fixture;
 use lopa::model::decoder::FoundationModel;
 use lopa::model::encoder::{Pooling, SentenceEncoder};
+use lopa::model::adaptation::{Adaptation, AdaptationConfig, AdaptationKind};
 use lopa::model::generator::{GeneratorConfig, Method};
 
 use lopa::adapter::task::{load_examples, Metric, TaskSpec};
@@ -78,7 +79,7 @@ fn config(file: PathBuf, method: Method, epochs: usize) -> TrainConfig {
         task: task(),
         train_file: file.clone(),
         dev_file: file,
-        generator: g,
+        adaptation: AdaptationConfig::Prompt(g),
         learning_rate: 3e-2,
         warmup_ratio: 0.0,
         lr_schedule: Default::default(),
@@ -112,13 +113,14 @@ fn frozen_models_are_bit_for_bit_unchanged_and_only_the_generator_gets_gradients
     let cfg = config(data_file(&dir), Method::Lopa, 2);
 
     // Gradients of one step: present for Z_S and the heads, absent for every frozen weight.
-    let g = cfg.generator.init(&ad).unwrap();
+    let a = cfg.adaptation.init(&ad).unwrap();
+    let g = a.generator().unwrap();
     let ex = load_examples(&cfg.task, &cfg.train_file).unwrap();
     let mut data = prepare(&ex, &cfg.train_file, &fm, Some(&enc), 64, &plain).unwrap();
     let ids = label_token_ids(&cfg.task, &fm).unwrap();
     data.iter_mut().for_each(|p| p.answer = vec![ids[p.label]]);
     let batch: Vec<&Prepared> = data.iter().take(4).collect();
-    let grads = loss(answer_logits(&fm.decoder, &g, &batch, &ad).unwrap(), &batch, &ad).backward();
+    let grads = loss(answer_logits(&fm.decoder, Some(&a), &batch, &ad).unwrap(), &batch, &ad).backward();
     assert!(g.task_prompt.as_ref().unwrap().val().grad(&grads).is_some(), "Z_S must get a gradient");
     assert!(g.u_head.as_ref().unwrap().output.weight.val().grad(&grads).is_some());
     assert!(g.v_head.as_ref().unwrap().hidden.weight.val().grad(&grads).is_some());
@@ -160,12 +162,12 @@ fn lopa_learns_a_toy_task_and_resume_continues() {
     // The best adapter reloads, reproduces its dev accuracy, and exports Z_S for PEFT.
     let a = lopa::adapter::Adapter::load(&run.join("best")).unwrap();
     a.meta.check_compatible(&fm, Some(&enc)).unwrap();
-    let g = lopa::model::generator::PromptGenerator::from_tensors(&a.meta.generator, &a.weights, &plain).unwrap();
+    let g = Adaptation::from_tensors(&a.meta.adaptation, &a.weights, &plain).unwrap();
     let ex = load_examples(&cfg.task, &cfg.dev_file).unwrap();
     let fm_plain = FoundationModel::load(fixture("tiny-llama.gguf"), &plain).unwrap();
     let data = prepare(&ex, &cfg.dev_file, &fm_plain, Some(&enc), 64, &plain).unwrap();
     let ids = label_token_ids(&cfg.task, &fm_plain).unwrap();
-    let preds = lopa::training::predict(&fm_plain.decoder, &g, &data, &ids, 8, &plain).unwrap();
+    let preds = lopa::training::predict(&fm_plain.decoder, Some(&g), &data, &ids, 8, &plain).unwrap();
     let acc = preds.iter().zip(&data).filter(|(p, d)| **p == d.label).count() as f64 / data.len() as f64;
     assert_eq!(acc, s2.best_dev_accuracy);
     a.export_peft(&run.join("peft"), &fm_plain).unwrap();
@@ -201,12 +203,14 @@ fn every_method_trains_one_epoch() {
     let Setup { plain, ad, fm, enc } = setup();
     let dir = tmpdir("methods");
     let file = data_file(&dir);
-    for m in Method::ALL {
-        let mut cfg = config(file.clone(), m, 1);
-        cfg.generator.lora = (m == Method::Lora).then(|| fm.config.lora(4, 8.0));
-        let s = train(&cfg, &fm, Some(&enc), &plain, &ad, &dir.join(m.name()), false, &mut Quiet).unwrap();
-        assert!(s.epochs[0].train_loss.is_finite(), "{m:?}");
-        assert_eq!(s.trainable_parameters, cfg.generator.trainable_parameters());
+    for kind in AdaptationKind::ALL {
+        let cfg = match kind {
+            AdaptationKind::Prompt(m) => config(file.clone(), m, 1),
+            AdaptationKind::Lora => TrainConfig { adaptation: AdaptationConfig::Lora(fm.config.lora(4, 8.0)), ..config(file.clone(), Method::Lopa, 1) },
+        };
+        let s = train(&cfg, &fm, Some(&enc), &plain, &ad, &dir.join(kind.name()), false, &mut Quiet).unwrap();
+        assert!(s.epochs[0].train_loss.is_finite(), "{kind:?}");
+        assert_eq!(s.trainable_parameters, cfg.adaptation.trainable_parameters());
     }
 }
 
@@ -214,9 +218,8 @@ fn every_method_trains_one_epoch() {
 fn lora_starts_at_the_frozen_model_learns_and_changes_only_itself() {
     let Setup { plain, ad, fm, enc } = setup();
     let dir = tmpdir("lora");
-    let mut cfg = config(data_file(&dir), Method::Lora, 12);
-    cfg.generator.lora = Some(fm.config.lora(4, 8.0));
-    let g = cfg.generator.init(&ad).unwrap();
+    let cfg = TrainConfig { adaptation: AdaptationConfig::Lora(fm.config.lora(4, 8.0)), ..config(data_file(&dir), Method::Lopa, 12) };
+    let g = cfg.adaptation.init(&ad).unwrap();
     let ex = load_examples(&cfg.task, &cfg.train_file).unwrap();
     let mut data = prepare(&ex, &cfg.train_file, &fm, None, 64, &plain).unwrap();
     let ids = label_token_ids(&cfg.task, &fm).unwrap();
@@ -224,11 +227,11 @@ fn lora_starts_at_the_frozen_model_learns_and_changes_only_itself() {
     let batch: Vec<&Prepared> = data.iter().take(4).collect();
     // B = 0 at init: the adapted model is exactly the frozen one.
     let plain_logits = lopa::model::generate::teacher_forced_logits(&fm.decoder, None, &batch.iter().map(|p| (p.ids.as_slice(), p.answer.as_slice())).collect::<Vec<_>>(), &ad).unwrap();
-    let lora_logits = answer_logits(&fm.decoder, &g, &batch, &ad).unwrap();
+    let lora_logits = answer_logits(&fm.decoder, Some(&g), &batch, &ad).unwrap();
     assert_eq!(plain_logits.clone().into_data().try_to_vec::<f32>().unwrap(), lora_logits.clone().into_data().try_to_vec::<f32>().unwrap());
     // Gradients reach A and B of every layer, never the frozen weights.
     let grads = loss(lora_logits, &batch, &ad).backward();
-    let lora = g.lora.as_ref().unwrap();
+    let Adaptation::Lora(lora) = &g else { panic!("a LoRA config makes a LoRA") };
     assert!(lora.layers[0].q_proj.lora_b.val().grad(&grads).is_some(), "B must get a gradient");
     assert!(lora.layers[1].v_proj.lora_b.val().grad(&grads).is_some());
     assert!(fm.decoder.layers[0].self_attn.q_proj.weight.val().grad(&grads).is_none(), "frozen q_proj got a gradient");
@@ -239,7 +242,7 @@ fn lora_starts_at_the_frozen_model_learns_and_changes_only_itself() {
     assert!(s.best_dev_accuracy >= 0.9, "LoRA did not learn the toy task: {}", s.best_dev_accuracy);
     // And it is refused where only soft prompts can go.
     let a = lopa::adapter::Adapter::load(&dir.join("run/best")).unwrap();
-    assert_eq!(a.meta.generator.method, Method::Lora);
+    assert_eq!(a.meta.adaptation.kind(), AdaptationKind::Lora);
     let e = lopa::client::Client::new(enc, a, &plain).unwrap_err().to_string();
     assert_eq!(e, "config: a `lora` adapter changes the server's model; it cannot run on the client as a soft prompt");
 }

@@ -8,7 +8,7 @@ pub mod task;
 use crate::model::decoder::FoundationModel;
 use crate::model::encoder::SentenceEncoder;
 use crate::error::{Error, Result};
-use crate::model::generator::GeneratorConfig;
+use crate::model::adaptation::AdaptationConfig;
 use crate::adapter::task::TaskSpec;
 use crate::model::weights::{safetensors, TensorMap};
 use serde::{Deserialize, Serialize};
@@ -28,7 +28,9 @@ pub struct ModelIdentity {
 pub struct AdapterMeta {
     pub format: String,
     pub lopa_version: String,
-    pub generator: GeneratorConfig,
+    /// `"generator": {…}` for a soft-prompt method, `"lora": {…}` for a LoRA.
+    #[serde(flatten)]
+    pub adaptation: AdaptationConfig,
     pub task: TaskSpec,
     pub foundation_model: ModelIdentity,
     pub encoder: Option<ModelIdentity>,
@@ -40,11 +42,11 @@ pub struct AdapterMeta {
 
 impl AdapterMeta {
     /// Metadata for an adapter trained with these models.
-    pub fn new(generator: &GeneratorConfig, task: &TaskSpec, fm: &FoundationModel, encoder: Option<&SentenceEncoder>) -> Self {
+    pub fn new(adaptation: &AdaptationConfig, task: &TaskSpec, fm: &FoundationModel, encoder: Option<&SentenceEncoder>) -> Self {
         Self {
             format: "lopa-adapter/1".into(),
             lopa_version: env!("CARGO_PKG_VERSION").into(),
-            generator: generator.clone(),
+            adaptation: adaptation.clone(),
             task: task.clone(),
             foundation_model: ModelIdentity { id: fm.id.clone(), sha256: fm.sha256.clone(), hidden_size: fm.decoder.hidden_size() },
             encoder: encoder.map(|e| ModelIdentity { id: e.id.clone(), sha256: e.sha256.clone(), hidden_size: e.hidden_size() }),
@@ -60,7 +62,7 @@ impl AdapterMeta {
             check_identity("encoder", want, &e.id, &e.sha256)?;
         }
         if let (Some(want), None) = (&self.encoder, encoder) {
-            if self.generator.method.uses_encoder() {
+            if self.adaptation.uses_encoder() {
                 return Err(Error::Config(format!("adapter needs the encoder {} (sha256 {})", want.id, short(&want.sha256))));
             }
         }
@@ -120,7 +122,7 @@ impl Adapter {
     pub fn safetensors_bytes(&self, store_as: safetensors::StoreAs) -> Vec<u8> {
         let mut md = BTreeMap::new();
         md.insert("format".to_string(), "pt".to_string());
-        md.insert("lopa_method".to_string(), self.meta.generator.method.name().to_string());
+        md.insert("lopa_method".to_string(), self.meta.adaptation.kind().name().to_string());
         safetensors::write(self.weights.names().map(|n| (n, self.weights.get(n).expect("listed"))), &md, store_as)
     }
 

@@ -5,10 +5,10 @@ use lopa::adapter::Adapter;
 use lopa::device::{select, BackendChoice, Selected};
 use lopa::model::decoder::FoundationModel;
 use lopa::model::encoder::SentenceEncoder;
-use lopa::model::generator::PromptGenerator;
+use lopa::model::adaptation::Adaptation;
 use std::path::{Path, PathBuf};
 
-#[derive(clap::Args, Clone)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct ModelArgs {
     /// Frozen foundation model: a .gguf file or a Hugging Face directory [default: cached SmolLM2-135M-Instruct].
     #[arg(long)]
@@ -33,21 +33,21 @@ impl ModelArgs {
     }
 }
 
-/// A saved adapter with the frozen model, and the encoder when its method reads the input.
+/// A saved adapter with the frozen model, and the encoder when it reads the input.
 pub struct Loaded {
     pub fm: FoundationModel,
     pub encoder: Option<SentenceEncoder>,
     pub adapter: Adapter,
-    pub generator: PromptGenerator,
+    pub adaptation: Adaptation,
 }
 
 impl Loaded {
     pub fn load(models: &ModelArgs, dir: &Path, device: &Device) -> lopa::Result<Self> {
         let adapter = Adapter::load(dir)?;
         let fm = FoundationModel::load(models.model_path(), device)?;
-        let encoder = if adapter.meta.generator.method.uses_encoder() { Some(SentenceEncoder::from_dir(models.encoder_path(), device)?) } else { None };
+        let encoder = if adapter.meta.adaptation.uses_encoder() { Some(SentenceEncoder::from_dir(models.encoder_path(), device)?) } else { None };
         adapter.meta.check_compatible(&fm, encoder.as_ref())?;
-        let generator = PromptGenerator::from_tensors(&adapter.meta.generator, &adapter.weights, device)?;
-        Ok(Self { fm, encoder, adapter, generator })
+        let adaptation = Adaptation::from_tensors(&adapter.meta.adaptation, &adapter.weights, device)?;
+        Ok(Self { fm, encoder, adapter, adaptation })
     }
 }

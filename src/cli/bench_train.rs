@@ -3,6 +3,7 @@
 
 use burn::optim::{AdamWConfig, GradientsParams};
 use lopa::device::{select, BackendChoice};
+use lopa::model::adaptation::Adaptation;
 use lopa::model::generator::{GeneratorConfig, Method};
 use lopa::training::Prepared;
 
@@ -39,7 +40,8 @@ pub fn run(a: Args) -> lopa::Result<()> {
     let t0 = std::time::Instant::now();
     let decoder = lopa::model::decoder::Decoder::random(&cfg, 1, &ad)?;
     let load_s = t0.elapsed().as_secs_f64();
-    let mut g = GeneratorConfig::new(method, 576, 384).init(&ad)?;
+    let config = GeneratorConfig::new(method, 576, 384);
+    let mut g = Adaptation::Prompt(config.init(&ad)?);
     let mut optim = AdamWConfig::new().init();
     let mut rng = lopa::rng::Rng::new(3);
     let data: Vec<Prepared> = (0..b)
@@ -55,13 +57,13 @@ pub fn run(a: Args) -> lopa::Result<()> {
     let mut times = vec![];
     for step in 0..warmup + steps {
         let t = std::time::Instant::now();
-        let logits = lopa::training::answer_logits(&decoder, &g, &batch, &ad)?;
+        let logits = lopa::training::answer_logits(&decoder, Some(&g), &batch, &ad)?;
         let l = lopa::training::loss(logits, &batch, &ad);
         let mut grads = l.backward();
         let grads = GradientsParams::from_module(&mut grads, &g);
         g = optim.step(1e-3, g, grads);
         // Reading one parameter back forces the step to finish on asynchronous backends.
-        let _: f32 = g.task_prompt.as_ref().map(|z| z.val().sum().into_scalar()).unwrap_or(0.0);
+        let _: f32 = g.generator().and_then(|p| p.task_prompt.as_ref()).map(|z| z.val().sum().into_scalar()).unwrap_or(0.0);
         let dt = t.elapsed().as_secs_f64();
         eprintln!("step {step}: {dt:.3} s{}", if step < warmup { " (warm-up)" } else { "" });
         if step >= warmup {
@@ -96,7 +98,7 @@ pub fn run(a: Args) -> lopa::Result<()> {
     println!("{}", serde_json::json!({
         "matmul_tflops": matmul_tflops,
         "backend": dev.name, "method": method.name(), "batch_size": b, "seq_len": s, "layers": layers,
-        "virtual_tokens": g.config.prompt_len(), "step_seconds": mean, "samples_per_sec": b as f64 / mean,
+        "virtual_tokens": config.prompt_len(), "step_seconds": mean, "samples_per_sec": b as f64 / mean,
         "weights_init_seconds": load_s
     }));
     Ok(())

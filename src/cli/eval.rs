@@ -30,7 +30,7 @@ pub fn run(a: Args) -> lopa::Result<()> {
         ex.truncate(a.limit);
     }
     let data = lopa::training::prepare(&ex, &file, &l.fm, l.encoder.as_ref(), usize::MAX, &dev.device)?;
-    let (score, f1) = lopa::training::evaluate(task, &l.fm, &l.generator, &data, 16, &dev.device)?;
+    let (score, f1) = lopa::training::evaluate(task, &l.fm, Some(&l.adaptation), &data, 16, &dev.device)?;
     println!("{}", serde_json::json!({"file": file, "examples": data.len(), "metric": task.metric, "score": score, "f1": f1}));
     Ok(())
 }

@@ -46,7 +46,7 @@ pub fn run(a: Args) -> lopa::Result<()> {
         let bytes = ad.bundle(a.dtype);
         let file = format!("adapters/{name}.safetensors");
         list.push(serde_json::json!({"name": name, "file": file, "bytes": bytes.len(), "task": ad.meta.task.name, "kind": ad.meta.task.kind,
-            "method": ad.meta.generator.method.name(), "trainable_parameters": ad.meta.generator.trainable_parameters()}));
+            "method": ad.meta.adaptation.kind().name(), "trainable_parameters": ad.meta.adaptation.trainable_parameters()}));
         files.push((file, bytes));
     }
     files.push(("adapters.json".to_string(), serde_json::to_vec_pretty(&list).expect("json")));

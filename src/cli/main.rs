@@ -80,7 +80,14 @@ fn run(cli: Cli) -> lopa::Result<()> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let args = match train::expand_config(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("lopa: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(Cli::parse_from(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lopa: {e}");

@@ -38,12 +38,12 @@ pub fn run(a: Args) -> lopa::Result<()> {
     let _ = std::fs::remove_file(&tmp);
     let data = lopa::training::prepare(&ex?, &tmp, &l.fm, l.encoder.as_ref(), usize::MAX, &dev.device)?;
     if task.kind == TaskKind::Generation {
-        let answer = lopa::training::generate_answers(&l.fm, &l.generator, &data, 64, 1, &dev.device)?;
+        let answer = lopa::training::generate_answers(&l.fm, Some(&l.adaptation), &data, 64, 1, &dev.device)?;
         println!("{}", json!({"answer": answer[0]}));
         return Ok(());
     }
     let label_ids = lopa::training::label_token_ids(task, &l.fm)?;
-    let p = lopa::training::label_probabilities(&l.fm.decoder, &l.generator, &data, &label_ids, 1, &dev.device)?.remove(0);
+    let p = lopa::training::label_probabilities(&l.fm.decoder, Some(&l.adaptation), &data, &label_ids, 1, &dev.device)?.remove(0);
     let labels = task.labels();
     let probs: Map<String, Value> = labels.iter().zip(&p).map(|(l, pr)| (l.to_string(), json!(pr))).collect();
     let best = (0..labels.len()).max_by(|&x, &y| p[x].total_cmp(&p[y])).unwrap_or(0);

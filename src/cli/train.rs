@@ -2,14 +2,19 @@
 
 use crate::args::ModelArgs;
 use burn::module::Module;
+use lopa::model::adaptation::{AdaptationConfig, AdaptationKind};
 use lopa::model::decoder::FoundationModel;
 use lopa::model::encoder::SentenceEncoder;
 use lopa::model::generator::{GeneratorConfig, Method};
 use lopa::training::LrSchedule;
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Debug)]
 pub struct Args {
+    /// A JSON object of these flags (e.g. configs/sst2-long.json); flags given here override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     models: ModelArgs,
     /// Built-in task: sst2, rte, mrpc, cruxeval-o, cruxeval-i.
@@ -26,8 +31,8 @@ pub struct Args {
     dev_file: Option<PathBuf>,
     /// lopa, lopa-add, lopa-max, lopa-concat, pt, idpg, or lora (the baseline that needs
     /// server-side weights: a LoRA on the frozen model's q/k/v).
-    #[arg(long, value_enum, default_value_t = Method::Lopa)]
-    method: Method,
+    #[arg(long, value_enum, default_value_t = AdaptationKind::Prompt(Method::Lopa))]
+    method: AdaptationKind,
     /// Number of virtual tokens m.
     #[arg(long, default_value_t = 10)]
     m: usize,
@@ -114,28 +119,31 @@ pub fn run(a: Args) -> lopa::Result<()> {
         None => lopa::adapter::task::TaskSpec::builtin(&a.task)?,
     };
     let (train_file, dev_file) = task.default_files(&lopa::adapter::task::data_dir());
-    let method = a.method;
     let dev = a.models.device()?;
     eprintln!("lopa: backend {}", dev.name);
     let ad = dev.device.clone().autodiff();
     let fm = FoundationModel::load(a.models.model_path(), &ad)?;
-    let enc = if method.uses_encoder() { Some(SentenceEncoder::from_dir(a.models.encoder_path(), &dev.device)?) } else { None };
-    let mut generator = GeneratorConfig::new(method, fm.decoder.hidden_size(), enc.as_ref().map_or(1, |e| e.hidden_size()));
-    generator.num_virtual_tokens = a.m;
-    generator.rank = a.rank;
-    generator.hidden_dim = a.hidden;
-    if method == Method::Lora {
-        generator.lora = Some(fm.config.lora(a.lora_rank, a.lora_alpha));
-    }
-    generator.task_prompt_init_std = match a.prompt_init_std {
-        Some(s) => s,
-        None => fm.decoder.embedding_std()?,
+    let uses_encoder = matches!(a.method, AdaptationKind::Prompt(m) if m.uses_encoder());
+    let enc = if uses_encoder { Some(SentenceEncoder::from_dir(a.models.encoder_path(), &dev.device)?) } else { None };
+    let adaptation = match a.method {
+        AdaptationKind::Prompt(method) => {
+            let mut g = GeneratorConfig::new(method, fm.decoder.hidden_size(), enc.as_ref().map_or(1, |e| e.hidden_size()));
+            g.num_virtual_tokens = a.m;
+            g.rank = a.rank;
+            g.hidden_dim = a.hidden;
+            g.task_prompt_init_std = match a.prompt_init_std {
+                Some(s) => s,
+                None => fm.decoder.embedding_std()?,
+            };
+            AdaptationConfig::Prompt(g)
+        }
+        AdaptationKind::Lora => AdaptationConfig::Lora(fm.config.lora(a.lora_rank, a.lora_alpha)),
     };
     let cfg = lopa::training::TrainConfig {
         task,
         train_file: a.train_file.unwrap_or(train_file),
         dev_file: a.dev_file.unwrap_or(dev_file),
-        generator,
+        adaptation,
         learning_rate: a.lr,
         warmup_ratio: a.warmup,
         lr_schedule: a.lr_schedule,
@@ -147,7 +155,7 @@ pub fn run(a: Args) -> lopa::Result<()> {
         train_limit: a.train_limit,
         dev_limit: a.dev_limit,
     };
-    eprintln!("lopa: {} on {} with {} trainable parameters", method.name(), cfg.task.name, cfg.generator.trainable_parameters());
+    eprintln!("lopa: {} on {} with {} trainable parameters", a.method.name(), cfg.task.name, cfg.adaptation.trainable_parameters());
     let zero = if a.zero_shot {
         let plain = fm.clone();
         let (acc, f1) = lopa::training::zero_shot(&cfg.task, &cfg.dev_file, cfg.dev_limit, &FoundationModel { decoder: plain.decoder.valid(), ..plain }, &dev.device)?;
@@ -171,3 +179,102 @@ pub fn run(a: Args) -> lopa::Result<()> {
     Ok(())
 }
 
+/// `lopa train --config FILE`: the file's JSON object becomes flags placed before the command
+/// line's own, so that flags given there override it (`args_override_self`). Keys are flag
+/// names (`train-limit` or `train_limit`); `true` is a bare switch, `false` and `null` leave it
+/// out, a list repeats the flag. Unknown keys are refused by the parser like unknown flags.
+pub fn expand_config(args: Vec<OsString>) -> lopa::Result<Vec<OsString>> {
+    if args.get(1).is_none_or(|a| a != "train") {
+        return Ok(args);
+    }
+    let mut rest = Vec::with_capacity(args.len());
+    let mut files = vec![];
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("--config") => files.push(PathBuf::from(it.next().ok_or_else(|| lopa::Error::Config("--config needs a file".into()))?)),
+            Some(s) if s.starts_with("--config=") => files.push(PathBuf::from(&s["--config=".len()..])),
+            _ => rest.push(a),
+        }
+    }
+    let mut flags: Vec<OsString> = vec![];
+    for path in &files {
+        let bad = |why: String| lopa::Error::Config(format!("{}: {why}", path.display()));
+        let v: serde_json::Value = serde_json::from_slice(&lopa::error::read_file(path)?).map_err(|e| bad(e.to_string()))?;
+        let obj = v.as_object().ok_or_else(|| bad("must be a JSON object of `lopa train` flags".into()))?;
+        for (key, value) in obj {
+            let flag = format!("--{}", key.replace('_', "-"));
+            if flag == "--config" {
+                return Err(bad("a config cannot name another config".into()));
+            }
+            let values = match value {
+                serde_json::Value::Array(items) => items.clone(),
+                other => vec![other.clone()],
+            };
+            for v in values {
+                match v {
+                    serde_json::Value::Bool(true) => flags.push(flag.clone().into()),
+                    serde_json::Value::Bool(false) | serde_json::Value::Null => {}
+                    serde_json::Value::String(s) => flags.extend([flag.clone().into(), s.into()]),
+                    serde_json::Value::Number(n) => flags.extend([flag.clone().into(), n.to_string().into()]),
+                    _ => return Err(bad(format!("`{key}`: a flag takes a string, a number, a boolean or a list of them"))),
+                }
+            }
+        }
+    }
+    // `lopa train`, the files' flags, then the command line's.
+    let mut out: Vec<OsString> = rest.drain(..2).collect();
+    out.extend(flags);
+    out.extend(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(config: &str, cli: &[&str]) -> Result<Args, String> {
+        let dir = std::env::temp_dir().join(format!("lopa-config-{}-{}", std::process::id(), config.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.json");
+        std::fs::write(&path, config).unwrap();
+        let mut argv: Vec<OsString> = vec!["lopa".into(), "train".into(), "--config".into(), path.clone().into()];
+        argv.extend(cli.iter().map(OsString::from));
+        let argv = expand_config(argv).map_err(|e| e.to_string())?;
+        match crate::Cli::try_parse_from(argv).map_err(|e| e.to_string())?.command {
+            crate::Command::Train(a) => Ok(a),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_config_sets_flags_and_the_command_line_overrides_them() {
+        let a = parse(r#"{"task": "rte", "train_limit": 800, "epochs": 5, "zero-shot": true, "lr-schedule": "linear", "method": "pt", "resume": false}"#, &["--epochs", "2"]).unwrap();
+        assert_eq!((a.task.as_str(), a.train_limit, a.epochs, a.zero_shot, a.lr_schedule, a.method, a.resume), ("rte", 800, 2, true, LrSchedule::Linear, AdaptationKind::Prompt(Method::Pt), false));
+        assert_eq!(parse("{}", &[]).unwrap().epochs, 3, "an empty config changes nothing");
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_the_file_and_the_key() {
+        let e = parse(r#"{"epochz": 2}"#, &[]).unwrap_err();
+        assert!(e.contains("--epochz"), "{e}");
+        let e = parse(r#"{"epochs": "two"}"#, &[]).unwrap_err();
+        assert!(e.contains("two"), "{e}");
+        let e = parse(r#"{"method": "bert"}"#, &[]).unwrap_err();
+        assert!(e.contains("bert"), "{e}");
+        assert!(parse("[1]", &[]).unwrap_err().ends_with("c.json: must be a JSON object of `lopa train` flags"));
+        assert!(parse(r#"{"task": {"name": "x"}}"#, &[]).unwrap_err().ends_with("`task`: a flag takes a string, a number, a boolean or a list of them"));
+        assert!(parse(r#"{"config": "other.json"}"#, &[]).unwrap_err().ends_with("a config cannot name another config"));
+        assert!(parse("{oops", &[]).unwrap_err().contains("c.json: key must be a string"));
+    }
+
+    #[test]
+    fn the_shipped_configs_parse() {
+        for f in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/configs")).unwrap() {
+            let path = f.unwrap().path();
+            let argv = expand_config(vec!["lopa".into(), "train".into(), "--config".into(), path.clone().into()]).unwrap();
+            assert!(crate::Cli::try_parse_from(argv).is_ok(), "{}", path.display());
+        }
+    }
+}

@@ -51,13 +51,12 @@ pub struct RequestOptions {
 /// Whether an adapter can run on the client with this encoder: it makes soft prompts (LoRA
 /// changes the server's model) and was trained with this encoder.
 pub fn check_runs_on_client(meta: &AdapterMeta, encoder: &SentenceEncoder) -> Result<()> {
-    let method = meta.generator.method;
-    if method.needs_server_weights() {
-        return Err(Error::Config(format!("a `{}` adapter changes the server's model; it cannot run on the client as a soft prompt", method.name())));
-    }
+    let Some(generator) = meta.adaptation.generator() else {
+        return Err(Error::Config(format!("a `{}` adapter changes the server's model; it cannot run on the client as a soft prompt", meta.adaptation.kind().name())));
+    };
     match &meta.encoder {
         Some(want) => check_identity("encoder", want, &encoder.id, &encoder.sha256),
-        None if method.uses_encoder() => Err(Error::Config("adapter.json records no encoder, but its method needs one".into())),
+        None if generator.method.uses_encoder() => Err(Error::Config("adapter.json records no encoder, but its method needs one".into())),
         None => Ok(()),
     }
 }
@@ -76,7 +75,8 @@ impl Client {
     pub fn new(encoder: SentenceEncoder, adapter: Adapter, device: &Device) -> Result<Self> {
         let meta = adapter.meta;
         check_runs_on_client(&meta, &encoder)?;
-        let generator = PromptGenerator::from_tensors(&meta.generator, &adapter.weights, device)?;
+        let config = meta.adaptation.generator().expect("checked: a soft-prompt adapter");
+        let generator = PromptGenerator::from_tensors(config, &adapter.weights, device)?;
         Ok(Self { encoder, generator, meta, device: device.clone() })
     }
 
@@ -111,11 +111,8 @@ impl Client {
     /// The soft prompt `[1, m, d]` for an input, on the device, and the prompt text.
     pub fn soft_prompt_tensor(&self, input: &Input) -> Result<(Tensor<3>, String)> {
         let (prompt, encoder_text) = self.task().render(&self.fields(input)?);
-        let features = if self.meta.generator.method.uses_encoder() {
-            self.encoder.embed(&[encoder_text.as_str()], &self.device)?
-        } else {
-            Tensor::zeros([1, self.meta.generator.encoder_dim], &self.device)
-        };
+        let c = &self.generator.config;
+        let features = if c.method.uses_encoder() { self.encoder.embed(&[encoder_text.as_str()], &self.device)? } else { Tensor::zeros([1, c.encoder_dim], &self.device) };
         Ok((self.generator.forward(features)?, prompt))
     }
 

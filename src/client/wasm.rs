@@ -83,7 +83,7 @@ impl WasmClient {
     /// `[m, d]` of every soft prompt this adapter makes.
     #[wasm_bindgen(getter)]
     pub fn shape(&self) -> Vec<u32> {
-        let g = &self.client.meta.generator;
+        let g = &self.client.generator.config;
         vec![g.prompt_len() as u32, g.token_dim as u32]
     }
 

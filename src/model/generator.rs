@@ -5,12 +5,11 @@
 //! Z (m x d) = Z_S ⊙ σ(u·vᵀ), u = MLP_u(f(x)) (m x r), v = MLP_v(f(x)) (d x r).
 
 use crate::error::{Error, Result};
-use crate::model::lora::{DecoderLora, LoraConfig};
-use crate::model::weights::{HostTensor, TensorMap};
+use crate::model::weights::TensorMap;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::activation::{sigmoid, tanh};
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// How the soft prompt is made.
@@ -30,13 +29,11 @@ pub enum Method {
     Pt,
     /// IDPG (Wu et al. 2022): a full-rank instance prompt MLP(f(x)) reshaped to m x d.
     Idpg,
-    /// LoRA on the decoder's q/k/v (Hu et al. 2021): no soft prompt; needs server-side weights.
-    Lora,
 }
 
 impl Method {
     /// All methods, in the order the paper's tables list them.
-    pub const ALL: [Method; 7] = [Method::Pt, Method::Idpg, Method::Lopa, Method::LopaAdd, Method::LopaMax, Method::LopaConcat, Method::Lora];
+    pub const ALL: [Method; 6] = [Method::Pt, Method::Idpg, Method::Lopa, Method::LopaAdd, Method::LopaMax, Method::LopaConcat];
 
     /// The CLI / config name.
     pub fn name(self) -> &'static str {
@@ -47,22 +44,17 @@ impl Method {
             Method::LopaConcat => "lopa-concat",
             Method::Pt => "pt",
             Method::Idpg => "idpg",
-            Method::Lora => "lora",
         }
     }
     fn has_task_prompt(self) -> bool {
-        !matches!(self, Method::Idpg | Method::Lora)
+        self != Method::Idpg
     }
     fn has_low_rank_heads(self) -> bool {
-        !matches!(self, Method::Pt | Method::Idpg | Method::Lora)
+        !matches!(self, Method::Pt | Method::Idpg)
     }
     /// Whether the prompt depends on the input (needs the encoder).
     pub fn uses_encoder(self) -> bool {
-        !matches!(self, Method::Pt | Method::Lora)
-    }
-    /// Whether the adapter changes the server's model (LoRA) instead of making a soft prompt.
-    pub fn needs_server_weights(self) -> bool {
-        self == Method::Lora
+        self != Method::Pt
     }
 }
 
@@ -72,7 +64,7 @@ impl std::str::FromStr for Method {
         Method::ALL
             .into_iter()
             .find(|m| m.name() == s)
-            .ok_or_else(|| Error::Config(format!("unknown method `{s}` (one of: lopa, lopa-add, lopa-max, lopa-concat, pt, idpg, lora)")))
+            .ok_or_else(|| Error::Config(format!("unknown method `{s}` (one of: lopa, lopa-add, lopa-max, lopa-concat, pt, idpg)")))
     }
 }
 
@@ -96,9 +88,6 @@ pub struct GeneratorConfig {
     /// Std of Z_S at init (paper: N(0, 1)).
     #[serde(default = "one")]
     pub task_prompt_init_std: f64,
-    /// Method `lora`: the LoRA's sizes.
-    #[serde(default)]
-    pub lora: Option<LoraConfig>,
 }
 
 fn default_dropout() -> f64 {
@@ -111,7 +100,7 @@ fn one() -> f64 {
 impl GeneratorConfig {
     /// A config with the paper's defaults for m=10, r=4, H=256.
     pub fn new(method: Method, token_dim: usize, encoder_dim: usize) -> Self {
-        Self { method, num_virtual_tokens: 10, token_dim, encoder_dim, hidden_dim: 256, rank: 4, dropout: 0.1, task_prompt_init_std: 1.0, lora: None }
+        Self { method, num_virtual_tokens: 10, token_dim, encoder_dim, hidden_dim: 256, rank: 4, dropout: 0.1, task_prompt_init_std: 1.0 }
     }
 
     /// Check the sizes are usable.
@@ -128,9 +117,6 @@ impl GeneratorConfig {
                 return Err(Error::Config(format!("{n} must be positive")));
             }
         }
-        if self.method == Method::Lora && self.lora.is_none_or(|l| l.rank == 0) {
-            return Err(Error::Config("method lora needs a LoRA config with a positive rank".into()));
-        }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::Config(format!("dropout {} must be in [0, 1)", self.dropout)));
         }
@@ -141,7 +127,6 @@ impl GeneratorConfig {
     pub fn prompt_len(&self) -> usize {
         match self.method {
             Method::LopaConcat => 2 * self.num_virtual_tokens,
-            Method::Lora => 0,
             _ => self.num_virtual_tokens,
         }
     }
@@ -153,7 +138,6 @@ impl GeneratorConfig {
         match self.method {
             Method::Pt => m * d,
             Method::Idpg => h * hh + hh + hh * m * d + m * d,
-            Method::Lora => self.lora.map_or(0, |l| l.parameters()),
             _ => m * d + 2 * (h * hh + hh) + hh * r * (m + d) + r * (m + d),
         }
     }
@@ -174,7 +158,6 @@ impl GeneratorConfig {
             u_head: low_rank.then(|| head(m * r)),
             v_head: low_rank.then(|| head(d * r)),
             instance_head: (self.method == Method::Idpg).then(|| head(m * d)),
-            lora: self.lora.filter(|_| self.method == Method::Lora).map(|l| l.init(device)),
             config: self.clone(),
         })
     }
@@ -206,8 +189,6 @@ pub struct PromptGenerator {
     pub v_head: Option<MlpHead>,
     /// IDPG's full-rank head: h → m·d.
     pub instance_head: Option<MlpHead>,
-    /// Method `lora`: the decoder's q/k/v updates.
-    pub lora: Option<DecoderLora>,
     #[module(skip)]
     pub config: GeneratorConfig,
 }
@@ -234,12 +215,11 @@ impl PromptGenerator {
             Method::LopaConcat => Tensor::cat(vec![zs(), low_rank()], 1),
             Method::Pt => zs(),
             Method::Idpg => self.instance_head.as_ref().expect("idpg head").forward(f).reshape([b, m, d]),
-            Method::Lora => return Err(Error::Config("method lora makes no soft prompt: it changes the decoder (see Decoder::with_lora)".into())),
         })
     }
 
     /// Parameter names and device tensors in PyTorch layout (Linear weights `[out, in]`).
-    fn named(&self) -> Vec<(String, Tensor<2>)> {
+    pub fn named(&self) -> Vec<(String, Tensor<2>)> {
         let mut out = Vec::new();
         if let Some(z) = &self.task_prompt {
             out.push(("task_prompt".to_string(), z.val()));
@@ -254,35 +234,12 @@ impl PromptGenerator {
                 }
             }
         }
-        if let Some(lora) = &self.lora {
-            // PEFT's layout: lora_A `[r, d_in]`, lora_B `[d_out, r]`.
-            for (i, l) in lora.layers.iter().enumerate() {
-                for (n, p) in [("q_proj", &l.q_proj), ("k_proj", &l.k_proj), ("v_proj", &l.v_proj)] {
-                    out.push((format!("lora.layers.{i}.{n}.lora_A.weight"), p.lora_a.val().transpose()));
-                    out.push((format!("lora.layers.{i}.{n}.lora_B.weight"), p.lora_b.val().transpose()));
-                }
-            }
-        }
         out
     }
 
-    /// Read the weights back to host memory (native; the browser uses [`Self::to_tensors_async`]).
+    /// Read the weights back to host memory, in PyTorch layout.
     pub fn to_tensors(&self) -> Result<TensorMap> {
-        let mut map = TensorMap::new();
-        for (name, t) in self.named() {
-            map.insert(name.clone(), host(&name, t.into_data())?);
-        }
-        Ok(map)
-    }
-
-    /// Async read-back, for WebGPU where synchronous reads are not allowed.
-    pub async fn to_tensors_async(&self) -> Result<TensorMap> {
-        let mut map = TensorMap::new();
-        for (name, t) in self.named() {
-            let data = t.into_data_async().await.map_err(|e| Error::Backend(format!("{e:?}")))?;
-            map.insert(name.clone(), host(&name, data)?);
-        }
-        Ok(map)
+        TensorMap::from_device(self.named())
     }
 
     /// Build from saved weights (PyTorch layout), checking every shape against `config`.
@@ -303,25 +260,8 @@ impl PromptGenerator {
         load(&mut g.u_head, "u_head", m * r)?;
         load(&mut g.v_head, "v_head", d * r)?;
         load(&mut g.instance_head, "instance_head", m * d)?;
-        if let (Some(lora), Some(c)) = (&mut g.lora, &config.lora) {
-            for (i, l) in lora.layers.iter_mut().enumerate() {
-                for (n, p, out) in [("q_proj", &mut l.q_proj, c.q_dim), ("k_proj", &mut l.k_proj, c.kv_dim), ("v_proj", &mut l.v_proj, c.kv_dim)] {
-                    p.lora_a = Param::from_tensor(w.linear_weight(&format!("lora.layers.{i}.{n}.lora_A.weight"), c.hidden_size, c.rank, device)?);
-                    p.lora_b = Param::from_tensor(w.linear_weight(&format!("lora.layers.{i}.{n}.lora_B.weight"), c.rank, out, device)?);
-                }
-            }
-        }
         Ok(g)
     }
-}
-
-fn host(name: &str, data: TensorData) -> Result<HostTensor> {
-    let shape = data.shape().to_vec();
-    let mut v = data.try_to_vec::<f32>().map_err(|e| Error::tensor(name, format!("{e:?}")))?;
-    // Biases travel as [1, n] internally; store them 1-D like PyTorch.
-    let shape = if name.ends_with(".bias") { vec![shape[1]] } else { shape };
-    v.shrink_to_fit();
-    HostTensor::new(shape, v)
 }
 
 #[cfg(test)]
@@ -338,18 +278,9 @@ mod tests {
         for method in Method::ALL {
             let mut c = GeneratorConfig::new(method, 576, 384);
             c.num_virtual_tokens = 10;
-            if method == Method::Lora {
-                c.lora = Some(crate::model::decoder::Decoder::smollm2_135m_config().lora(16, 32.0));
-            }
             let g = c.init(&d).unwrap();
             assert_eq!(g.num_params(), c.trainable_parameters(), "{method:?}");
         }
-        // LoRA r = 16 on q/k/v of SmolLM2-135M: 30 layers · 16 · (3·576 + 576 + 2·192).
-        let mut c = GeneratorConfig::new(Method::Lora, 576, 384);
-        c.lora = Some(crate::model::decoder::Decoder::smollm2_135m_config().lora(16, 32.0));
-        assert_eq!(c.trainable_parameters(), 1_290_240);
-        c.lora = None;
-        assert_eq!(c.validate().unwrap_err().to_string(), "config: method lora needs a LoRA config with a positive rank");
         // The paper's formula by hand for m=10, d=576, h=384, H=256, r=4.
         let c = GeneratorConfig::new(Method::Lopa, 576, 384);
         assert_eq!(c.trainable_parameters(), 5760 + 2 * (384 * 256 + 256) + 256 * 4 * 586 + 4 * 586);
@@ -375,7 +306,7 @@ mod tests {
         let e = g.forward(Tensor::zeros([1, 5], &d)).unwrap_err().to_string();
         assert_eq!(e, "input: sentence embedding has width 5, the generator expects 4");
         assert_eq!("nope".parse::<Method>().unwrap_err().to_string(),
-            "config: unknown method `nope` (one of: lopa, lopa-add, lopa-max, lopa-concat, pt, idpg, lora)");
+            "config: unknown method `nope` (one of: lopa, lopa-add, lopa-max, lopa-concat, pt, idpg)");
     }
 
     #[test]
@@ -386,19 +317,9 @@ mod tests {
             c.hidden_dim = 6;
             c.num_virtual_tokens = 3;
             c.rank = 2;
-            if method == Method::Lora {
-                c.lora = Some(LoraConfig { rank: 2, alpha: 4.0, num_hidden_layers: 2, hidden_size: 8, q_dim: 8, kv_dim: 4 });
-            }
             let g = c.init(&d).unwrap();
             let w = g.to_tensors().unwrap();
             let g2 = PromptGenerator::from_tensors(&c, &w, &d).unwrap();
-            if method == Method::Lora {
-                let w2 = g2.to_tensors().unwrap();
-                assert_eq!(w.len(), 2 * 3 * 2);
-                assert!(w.names().all(|n| w.get(n).unwrap().data == w2.get(n).unwrap().data), "lora weights round-trip");
-                assert_eq!(w.get("lora.layers.1.k_proj.lora_A.weight").unwrap().shape, vec![2, 8], "PEFT layout [r, d_in]");
-                continue;
-            }
             let f = Tensor::<2>::random([2, 4], Distribution::Normal(0.0, 1.0), &d);
             let a = g.forward(f.clone()).unwrap().into_data().try_to_vec::<f32>().unwrap();
             let b = g2.forward(f).unwrap().into_data().try_to_vec::<f32>().unwrap();

@@ -3,6 +3,8 @@
 //! the server's model, so a LoRA adapter has to live on the server, one per task or user. lopa
 //! trains and evaluates it in-process for comparison; `lopa serve` and the browser refuse it.
 
+use crate::error::{Error, Result};
+use crate::model::weights::TensorMap;
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
@@ -24,6 +26,17 @@ pub struct LoraConfig {
 }
 
 impl LoraConfig {
+    /// Check the sizes are usable.
+    pub fn validate(&self) -> Result<()> {
+        if self.rank == 0 || self.num_hidden_layers == 0 || self.hidden_size == 0 || self.q_dim == 0 || self.kv_dim == 0 {
+            return Err(Error::Config(format!("a LoRA needs positive sizes, got {self:?}")));
+        }
+        if !self.alpha.is_finite() {
+            return Err(Error::Config(format!("LoRA alpha {} is not finite", self.alpha)));
+        }
+        Ok(())
+    }
+
     /// Trainable parameters: r·(d + out) for each of q, k, v in every layer.
     pub fn parameters(&self) -> usize {
         let (r, d) = (self.rank, self.hidden_size);
@@ -74,4 +87,31 @@ pub struct DecoderLora {
     pub layers: Vec<LoraLayer>,
     #[module(skip)]
     pub scale: f64,
+}
+
+impl DecoderLora {
+    /// Parameter names and device tensors in PEFT's layout: lora_A `[r, d_in]`, lora_B `[d_out, r]`.
+    pub fn named(&self) -> Vec<(String, Tensor<2>)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            for (n, p) in [("q_proj", &l.q_proj), ("k_proj", &l.k_proj), ("v_proj", &l.v_proj)] {
+                out.push((format!("lora.layers.{i}.{n}.lora_A.weight"), p.lora_a.val().transpose()));
+                out.push((format!("lora.layers.{i}.{n}.lora_B.weight"), p.lora_b.val().transpose()));
+            }
+        }
+        out
+    }
+
+    /// Build from saved weights (PEFT layout), checking every shape against `config`.
+    pub fn from_tensors(config: &LoraConfig, w: &TensorMap, device: &Device) -> Result<Self> {
+        config.validate()?;
+        let mut lora = config.init(device);
+        for (i, l) in lora.layers.iter_mut().enumerate() {
+            for (n, p, out) in [("q_proj", &mut l.q_proj, config.q_dim), ("k_proj", &mut l.k_proj, config.kv_dim), ("v_proj", &mut l.v_proj, config.kv_dim)] {
+                p.lora_a = Param::from_tensor(w.linear_weight(&format!("lora.layers.{i}.{n}.lora_A.weight"), config.hidden_size, config.rank, device)?);
+                p.lora_b = Param::from_tensor(w.linear_weight(&format!("lora.layers.{i}.{n}.lora_B.weight"), config.rank, out, device)?);
+            }
+        }
+        Ok(lora)
+    }
 }

@@ -14,6 +14,7 @@ pub mod encoder;
 pub mod lora;
 pub mod decoder;
 pub mod generator;
+pub mod adaptation;
 pub mod soft_prompt;
 pub mod sampling;
 pub mod generate;

@@ -1,7 +1,7 @@
-//! Training a soft-prompt generator against a frozen foundation model (LoPA §3; PT and IDPG
-//! baselines share the loop). Only the generator is trainable; the encoder runs once per
-//! example up front (it is frozen, so f(x) never changes) and the decoder's parameters are
-//! `no_grad`.
+//! Training an adaptation against a frozen foundation model: a soft-prompt generator (LoPA §3;
+//! the PT and IDPG baselines share the loop) or a LoRA (the paper's server-side reference). Only
+//! the adaptation is trainable; the encoder runs once per example up front (it is frozen, so f(x)
+//! never changes) and the decoder's parameters are `no_grad`.
 
 pub mod plot;
 
@@ -9,7 +9,8 @@ use crate::adapter::{Adapter, AdapterMeta};
 use crate::model::decoder::{Decoder, FoundationModel};
 use crate::model::encoder::SentenceEncoder;
 use crate::error::{Error, Result};
-use crate::model::generator::{GeneratorConfig, PromptGenerator};
+use crate::model::adaptation::{Adaptation, AdaptationConfig};
+use crate::model::generator::PromptGenerator;
 use crate::adapter::task::{load_rows, scores, Example, Metric, TaskKind, TaskSpec};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
@@ -25,7 +26,7 @@ pub struct TrainConfig {
     pub task: TaskSpec,
     pub train_file: PathBuf,
     pub dev_file: PathBuf,
-    pub generator: GeneratorConfig,
+    pub adaptation: AdaptationConfig,
     pub learning_rate: f64,
     /// Fraction of steps with linear warm-up, then constant (paper: 6%).
     pub warmup_ratio: f64,
@@ -155,16 +156,17 @@ fn soft_prompts(generator: &PromptGenerator, batch: &[&Prepared], device: &Devic
 /// Teacher-forced logits for every answer token behind each example's soft prompt
 /// (`[Σ answer lengths, vocab]`; an empty answer counts as the one slot after the prompt, which
 /// is what classification scores). See [`crate::model::generate::teacher_forced_logits`].
-pub fn answer_logits(decoder: &Decoder, generator: &PromptGenerator, batch: &[&Prepared], device: &Device) -> Result<Tensor<2>> {
-    let z = (generator.config.prompt_len() > 0).then(|| soft_prompts(generator, batch, device)).transpose()?;
+/// `adaptation` is none for the bare frozen model.
+pub fn answer_logits(decoder: &Decoder, adaptation: Option<&Adaptation>, batch: &[&Prepared], device: &Device) -> Result<Tensor<2>> {
+    let z = adaptation.and_then(Adaptation::generator).map(|g| soft_prompts(g, batch, device)).transpose()?;
     let rows: Vec<(&[u32], &[u32])> = batch.iter().map(|p| (p.ids.as_slice(), p.answer.as_slice())).collect();
-    crate::model::generate::teacher_forced_logits(&adapted(decoder, generator), z, &rows, device)
+    crate::model::generate::teacher_forced_logits(&adapted(decoder, adaptation), z, &rows, device)
 }
 
-/// The decoder the generator's outputs go to: the frozen one, or with the generator's LoRA.
-fn adapted<'a>(decoder: &'a Decoder, generator: &PromptGenerator) -> std::borrow::Cow<'a, Decoder> {
-    match &generator.lora {
-        Some(lora) => std::borrow::Cow::Owned(decoder.with_lora(Some(lora.clone()))),
+/// The decoder an adaptation's outputs go to: the frozen one, or the frozen one with a LoRA.
+fn adapted<'a>(decoder: &'a Decoder, adaptation: Option<&Adaptation>) -> std::borrow::Cow<'a, Decoder> {
+    match adaptation {
+        Some(a) => a.decoder(decoder),
         None => std::borrow::Cow::Borrowed(decoder),
     }
 }
@@ -178,22 +180,22 @@ pub fn loss(logits: Tensor<2>, batch: &[&Prepared], device: &Device) -> Tensor<1
 }
 
 /// Classification predictions (argmax over the label words only) for `data`.
-pub fn predict(decoder: &Decoder, generator: &PromptGenerator, data: &[Prepared], label_ids: &[u32], batch_size: usize, device: &Device) -> Result<Vec<usize>> {
-    Ok(label_probabilities(decoder, generator, data, label_ids, batch_size, device)?
+pub fn predict(decoder: &Decoder, adaptation: Option<&Adaptation>, data: &[Prepared], label_ids: &[u32], batch_size: usize, device: &Device) -> Result<Vec<usize>> {
+    Ok(label_probabilities(decoder, adaptation, data, label_ids, batch_size, device)?
         .iter()
         .map(|p| (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0))
         .collect())
 }
 
 /// Probabilities of each label word at the slot, renormalised over the label words.
-pub fn label_probabilities(decoder: &Decoder, generator: &PromptGenerator, data: &[Prepared], label_ids: &[u32], batch_size: usize, device: &Device) -> Result<Vec<Vec<f32>>> {
+pub fn label_probabilities(decoder: &Decoder, adaptation: Option<&Adaptation>, data: &[Prepared], label_ids: &[u32], batch_size: usize, device: &Device) -> Result<Vec<Vec<f32>>> {
     let mut out = Vec::with_capacity(data.len());
     let v = decoder.vocab_size();
     for chunk in data.chunks(batch_size.max(1)) {
         // Only the slot after the prompt is scored.
         let slots: Vec<Prepared> = chunk.iter().map(|p| Prepared { answer: vec![], ..p.clone() }).collect();
         let refs: Vec<&Prepared> = slots.iter().collect();
-        let logits = crate::device::to_vec(answer_logits(decoder, generator, &refs, device)?)?;
+        let logits = crate::device::to_vec(answer_logits(decoder, adaptation, &refs, device)?)?;
         for r in 0..chunk.len() {
             let picked: Vec<f32> = label_ids.iter().map(|&i| logits[r * v + i as usize]).collect();
             out.push(crate::model::sampling::log_softmax(&picked).iter().map(|x| x.exp()).collect());
@@ -203,7 +205,7 @@ pub fn label_probabilities(decoder: &Decoder, generator: &PromptGenerator, data:
 }
 
 /// Greedy answers for a generation task, cut at the first newline.
-pub fn generate_answers(fm: &FoundationModel, generator: &PromptGenerator, data: &[Prepared], max_tokens: usize, batch_size: usize, device: &Device) -> Result<Vec<String>> {
+pub fn generate_answers(fm: &FoundationModel, adaptation: Option<&Adaptation>, data: &[Prepared], max_tokens: usize, batch_size: usize, device: &Device) -> Result<Vec<String>> {
     use crate::model::generate::{generate, GenerationRequest};
     use crate::model::sampling::SamplingParams;
     use crate::model::SoftPrompt;
@@ -212,15 +214,19 @@ pub fn generate_answers(fm: &FoundationModel, generator: &PromptGenerator, data:
     let mut out = Vec::with_capacity(data.len());
     for chunk in data.chunks(batch_size.max(1)) {
         let refs: Vec<&Prepared> = chunk.iter().collect();
-        let m = generator.config.prompt_len();
-        let z = if m > 0 { crate::device::to_vec(soft_prompts(generator, &refs, device)?)? } else { vec![] };
+        let generator = adaptation.and_then(Adaptation::generator);
+        let m = generator.map_or(0, |g| g.config.prompt_len());
+        let z = match generator {
+            Some(g) => crate::device::to_vec(soft_prompts(g, &refs, device)?)?,
+            None => vec![],
+        };
         let row = |r: usize| SoftPrompt::new(z[r * m * d..(r + 1) * m * d].to_vec(), m, d);
         let reqs: Vec<GenerationRequest> = chunk
             .iter()
             .enumerate()
             .map(|(r, p)| Ok(GenerationRequest { prompt_ids: p.ids.clone(), soft_prompt: if m > 0 { Some(row(r)?) } else { None } }))
             .collect::<Result<_>>()?;
-        for g in generate(&adapted(&fm.decoder, generator), &reqs, &params, true, device)? {
+        for g in generate(&adapted(&fm.decoder, adaptation), &reqs, &params, true, device)? {
             let text = fm.tokenizer.decode(&g.tokens)?;
             out.push(text.split('\n').next().unwrap_or("").to_string());
         }
@@ -229,18 +235,18 @@ pub fn generate_answers(fm: &FoundationModel, generator: &PromptGenerator, data:
 }
 
 /// The task's dev score: (accuracy or pass@1 / exact match, F1 if the task has one).
-pub fn evaluate(task: &TaskSpec, fm: &FoundationModel, generator: &PromptGenerator, data: &[Prepared], batch_size: usize, device: &Device) -> Result<(f64, Option<f64>)> {
+pub fn evaluate(task: &TaskSpec, fm: &FoundationModel, adaptation: Option<&Adaptation>, data: &[Prepared], batch_size: usize, device: &Device) -> Result<(f64, Option<f64>)> {
     match task.kind {
         TaskKind::Classification => {
             let label_ids = label_token_ids(task, fm)?;
-            let preds = predict(&fm.decoder, generator, data, &label_ids, batch_size, device)?;
+            let preds = predict(&fm.decoder, adaptation, data, &label_ids, batch_size, device)?;
             let gold: Vec<usize> = data.iter().map(|p| p.label).collect();
             let positive = task.positive_label.as_ref().and_then(|p| task.labels().iter().position(|l| l == p));
             Ok(scores(&preds, &gold, positive))
         }
         TaskKind::Generation => {
             let max_tokens = data.iter().map(|p| p.answer.len()).max().unwrap_or(16) + 8;
-            let answers = generate_answers(fm, generator, data, max_tokens, batch_size, device)?;
+            let answers = generate_answers(fm, adaptation, data, max_tokens, batch_size, device)?;
             let mut ok = 0usize;
             for (p, a) in data.iter().zip(&answers) {
                 let pass = match task.metric {
@@ -338,8 +344,8 @@ pub fn train(
     if cfg.batch_size == 0 || cfg.epochs == 0 {
         return Err(Error::Config("batch_size and epochs must be positive".into()));
     }
-    if cfg.generator.method.uses_encoder() && encoder.is_none() {
-        return Err(Error::Config(format!("method {} needs an encoder", cfg.generator.method.name())));
+    if cfg.adaptation.uses_encoder() && encoder.is_none() {
+        return Err(Error::Config(format!("method {} needs an encoder", cfg.adaptation.kind().name())));
     }
     // Validate everything before the first step.
     let label_ids = label_token_ids(&cfg.task, fm)?;
@@ -352,7 +358,7 @@ pub fn train(
     if cfg.dev_limit > 0 {
         dev_ex.truncate(cfg.dev_limit);
     }
-    let enc = if cfg.generator.method.uses_encoder() { encoder } else { None };
+    let enc = if cfg.adaptation.uses_encoder() { encoder } else { None };
     let mut train_data = prepare(&train_ex, &cfg.train_file, fm, enc, cfg.max_length, enc_device)?;
     let dev_data = prepare(&dev_ex, &cfg.dev_file, fm, enc, cfg.max_length, enc_device)?;
     if cfg.task.kind == TaskKind::Classification {
@@ -363,15 +369,15 @@ pub fn train(
     std::fs::write(run_dir.join("config.json"), serde_json::to_vec_pretty(cfg).expect("json")).map_err(|e| Error::io(run_dir, e))?;
 
     device.seed(cfg.seed);
-    let meta = AdapterMeta::new(&cfg.generator, &cfg.task, fm, encoder);
-    let (mut generator, mut ck) = match resume.then(|| Adapter::load(&run_dir.join("last"))).transpose() {
+    let meta = AdapterMeta::new(&cfg.adaptation, &cfg.task, fm, encoder);
+    let (mut adaptation, mut ck) = match resume.then(|| Adapter::load(&run_dir.join("last"))).transpose() {
         Ok(Some(a)) => {
             a.meta.check_compatible(fm, encoder)?;
             let ck: Checkpoint = serde_json::from_slice(&crate::error::read_file(run_dir.join("last/checkpoint.json"))?)
                 .map_err(|e| Error::Config(format!("checkpoint.json: {e}")))?;
-            (PromptGenerator::from_tensors(&a.meta.generator, &a.weights, device)?, ck)
+            (Adaptation::from_tensors(&a.meta.adaptation, &a.weights, device)?, ck)
         }
-        Ok(None) => (cfg.generator.init(device)?, Checkpoint { epoch: 0, step: 0, best_epoch: 0, best_dev_accuracy: -1.0, best_dev_f1: None, epochs: vec![] }),
+        Ok(None) => (cfg.adaptation.init(device)?, Checkpoint { epoch: 0, step: 0, best_epoch: 0, best_dev_accuracy: -1.0, best_dev_f1: None, epochs: vec![] }),
         Err(e) => return Err(Error::Config(format!("--resume: no usable checkpoint in {}: {e}", run_dir.display()))),
     };
     let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init();
@@ -386,17 +392,17 @@ pub fn train(
         let mut loss_sum = 0.0;
         for (i, idx) in batches.iter().enumerate() {
             let batch: Vec<&Prepared> = idx.iter().map(|&j| &train_data[j]).collect();
-            let logits = answer_logits(&fm.decoder, &generator, &batch, device)?;
+            let logits = answer_logits(&fm.decoder, Some(&adaptation), &batch, device)?;
             let l = loss(logits, &batch, device);
             let lv: f32 = l.clone().into_scalar();
             if !lv.is_finite() {
                 return Err(Error::Backend(format!("loss became {lv} at epoch {epoch} step {}", i + 1)));
             }
             let mut grads = l.backward();
-            let grads = GradientsParams::from_module(&mut grads, &generator);
+            let grads = GradientsParams::from_module(&mut grads, &adaptation);
             ck.step += 1;
             let lr = learning_rate(cfg.learning_rate, cfg.lr_schedule, ck.step, warmup, total_steps);
-            generator = optim.step(lr, generator, grads);
+            adaptation = optim.step(lr, adaptation, grads);
             loss_sum += lv as f64;
             seen += batch.len();
             let sps = seen as f64 / (train_secs + t0.elapsed().as_secs_f64()).max(1e-9);
@@ -404,7 +410,7 @@ pub fn train(
         }
         train_secs += t0.elapsed().as_secs_f64();
         let plain_fm = FoundationModel { decoder: fm.decoder.valid(), ..fm.clone() };
-        let (acc, f1) = evaluate(&cfg.task, &plain_fm, &generator.valid(), &dev_data, cfg.batch_size.max(16), &device.clone().inner())?;
+        let (acc, f1) = evaluate(&cfg.task, &plain_fm, Some(&adaptation.valid()), &dev_data, cfg.batch_size.max(16), &device.clone().inner())?;
         let m = EpochMetrics {
             epoch,
             metric: cfg.task.metric,
@@ -419,7 +425,7 @@ pub fn train(
         let better = f1.unwrap_or(acc) > ck.best_dev_f1.unwrap_or(ck.best_dev_accuracy);
         ck.epoch = epoch;
         ck.epochs.push(m);
-        let adapter = Adapter { meta: meta.clone(), weights: generator.to_tensors()? };
+        let adapter = Adapter { meta: meta.clone(), weights: adaptation.to_tensors()? };
         if better {
             ck.best_epoch = epoch;
             ck.best_dev_accuracy = acc;
@@ -435,7 +441,7 @@ pub fn train(
         best_dev_accuracy: ck.best_dev_accuracy,
         best_dev_f1: ck.best_dev_f1,
         zero_shot_dev_accuracy: None,
-        trainable_parameters: cfg.generator.trainable_parameters(),
+        trainable_parameters: cfg.adaptation.trainable_parameters(),
         train_examples: train_data.len(),
         dev_examples: dev_data.len(),
         seconds: started.elapsed().as_secs_f64(),
@@ -453,11 +459,7 @@ pub fn zero_shot(task: &TaskSpec, dev_file: &Path, dev_limit: usize, fm: &Founda
     }
     let data = prepare(&ex, dev_file, fm, None, usize::MAX, device)?;
     if task.kind == TaskKind::Generation {
-        // A fresh LoRA has B = 0, so it leaves the frozen model exactly as it is and adds no soft
-        // prompt: the trained methods' own generation and pass@1 path, with nothing learned.
-        let mut none = GeneratorConfig::new(crate::model::generator::Method::Lora, fm.decoder.hidden_size(), 1);
-        none.lora = Some(fm.config.lora(1, 1.0));
-        return evaluate(task, fm, &none.init(device)?, &data, 16, device);
+        return evaluate(task, fm, None, &data, 16, device);
     }
     let label_ids = label_token_ids(task, fm)?;
     let v = fm.decoder.vocab_size();

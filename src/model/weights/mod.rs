@@ -45,6 +45,20 @@ pub struct TensorMap {
 }
 
 impl TensorMap {
+    /// Device tensors read back to the host under their names. Biases, kept `[1, n]` on the
+    /// device, are stored 1-D as PyTorch stores them.
+    pub fn from_device(named: Vec<(String, Tensor<2>)>) -> Result<Self> {
+        let mut map = TensorMap::new();
+        for (name, t) in named {
+            let data = t.into_data();
+            let shape = data.shape().to_vec();
+            let values = data.try_to_vec::<f32>().map_err(|e| Error::tensor(&name, format!("{e:?}")))?;
+            let shape = if name.ends_with(".bias") { vec![shape[1]] } else { shape };
+            map.insert(name, HostTensor::new(shape, values)?);
+        }
+        Ok(map)
+    }
+
     /// An empty map.
     pub fn new() -> Self {
         Self::default()
