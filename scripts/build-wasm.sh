@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
-# Build the npm package in pkg/: the crate for wasm32 (feature `browser`), wasm-bindgen's ES
-# module glue into pkg/wasm/, then wasm-opt from npm's binaryen (Debian's binaryen 108 emits a
-# module that fails to load). Installs the wasm32 target and the matching wasm-bindgen-cli when
-# missing. Prints the sizes and writes them to pkg/wasm/sizes.json.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lopa/target}"
-rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
-want=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/[^0-9.]/,""); print}' Cargo.lock)
-if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; then
-  # --locked fails for this crate (a locked dependency was yanked); the version is pinned anyway.
-  cargo install wasm-bindgen-cli --version "$want"
-fi
-[ -x tests/browser/node_modules/.bin/wasm-opt ] || (cd tests/browser && npm ci --no-audit --no-fund >/dev/null)
+# Build the npm package in pkg/: the crate for wasm32 twice, wasm-bindgen's ES module glue into
+# pkg/wasm/, then wasm-opt from npm's binaryen (Debian's binaryen 108 emits a module that fails
+# to load). Prints the sizes and writes them to pkg/wasm/sizes.json.
+#   scripts/build-wasm.sh          the shipped modules (profile `wasm`: fat LTO, then wasm-opt)
+#   scripts/build-wasm.sh --test   the same code for the browser tests (profile `wasm-test`: no
+#                                  LTO, parallel codegen, no wasm-opt): minutes faster, not for size
+#   scripts/build-wasm.sh --tools  only install what the build needs: the wasm32 target, the
+#                                  wasm-bindgen-cli matching Cargo.lock, npm's binaryen
+source "$(dirname "$0")/lib/common.sh"
+mode="${1:-}"
+tools() {
+  rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+  local want
+  want=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/[^0-9.]/,""); print}' Cargo.lock)
+  if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; then
+    # --locked fails for this crate (a locked dependency was yanked); the version is pinned anyway.
+    cargo install wasm-bindgen-cli --version "$want"
+  fi
+}
+tools
+[ "$mode" = --tools ] && exit 0
+[ "$mode" = --test ] || [ -x tests/browser/node_modules/.bin/wasm-opt ] || (cd tests/browser && npm ci --no-audit --no-fund >/dev/null)
+profile=wasm
+[ "$mode" = --test ] && profile=wasm-test
 # Two modules: lopa_cpu (flex only: what every browser can run, and small) and lopa (WebGPU
 # + CPU). The JS loads the WebGPU one only where navigator.gpu offers an adapter.
 mkdir -p pkg/wasm
@@ -20,22 +30,26 @@ opt=tests/browser/node_modules/.bin/wasm-opt
 build() { # name, features, cargo opt-level, wasm-opt level, rustflags
   # Each module in its own target dir: their RUSTFLAGS differ, and one dir would rebuild both every time.
   local dir="$CARGO_TARGET_DIR/wasm-$1"
-  CARGO_TARGET_DIR="$dir" CARGO_PROFILE_WASM_OPT_LEVEL="$3" CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="$5" \
-    cargo build --locked --target wasm32-unknown-unknown --lib --no-default-features --features "$2" --profile wasm
-  local raw="$dir/wasm32-unknown-unknown/wasm/lopa.wasm" out="$dir/pkg"
+  env CARGO_TARGET_DIR="$dir" "CARGO_PROFILE_$(echo "$profile" | tr a-z- A-Z_)_OPT_LEVEL=$3" CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="$5" \
+    cargo build --locked --target wasm32-unknown-unknown --lib --no-default-features --features "$2" --profile "$profile"
+  local raw="$dir/wasm32-unknown-unknown/$profile/lopa.wasm" out="$dir/pkg-$profile"
   # wasm-bindgen + wasm-opt (minutes on the WebGPU module) only when the module's bytes changed;
   # their output is kept beside the build, so a clean clone with a warm cache skips them too.
-  local sum=$(sha256sum "$raw" | cut -c1-64)
+  local sum
+  sum=$(sha256sum "$raw" | cut -c1-64)
   if [ "$(cat "$out/raw.sha256" 2>/dev/null)" != "$sum" ] || ! [ -f "$out/$1.sizes" ]; then
     rm -rf "$out" && mkdir -p "$out"
     wasm-bindgen --target web --out-dir "$out" --out-name "$1" "$raw"
-    local before=$(stat -c %s "$out/$1_bg.wasm")
-    "$opt" "$4" --strip-debug --strip-producers "$out/$1_bg.wasm" -o "$out/$1_bg.opt.wasm"
-    mv "$out/$1_bg.opt.wasm" "$out/$1_bg.wasm"
-    local after=$(stat -c %s "$out/$1_bg.wasm")
-    local gz=$(gzip -9 -c "$out/$1_bg.wasm" | wc -c)
-    printf '"%s":{"wasm_bindgen_bytes":%s,"wasm_opt_bytes":%s,"gzip_bytes":%s}' "$1" "$before" "$after" "$gz" > "$out/$1.sizes"
-    echo "$sum" > "$out/raw.sha256"
+    local before after gz
+    before=$(stat -c %s "$out/$1_bg.wasm")
+    if [ "$profile" = wasm ]; then
+      "$opt" "$4" --strip-debug --strip-producers "$out/$1_bg.wasm" -o "$out/$1_bg.opt.wasm"
+      mv "$out/$1_bg.opt.wasm" "$out/$1_bg.wasm"
+    fi
+    after=$(stat -c %s "$out/$1_bg.wasm")
+    gz=$(gzip -9 -c "$out/$1_bg.wasm" | wc -c)
+    printf '"%s":{"profile":"%s","wasm_bindgen_bytes":%s,"wasm_opt_bytes":%s,"gzip_bytes":%s}' "$1" "$profile" "$before" "$after" "$gz" >"$out/$1.sizes"
+    echo "$sum" >"$out/raw.sha256"
   fi
   cp -p "$out/$1"* pkg/wasm/
   cat "$out/$1.sizes"

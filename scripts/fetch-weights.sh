@@ -2,8 +2,8 @@
 # Fetch the default real weights into a cache outside the repository, verifying pinned sha256 sums.
 # Idempotent: a second run with a complete cache does nothing.
 #   LOPA_CACHE (default ~/.cache/lopa) / weights / {smollm2-135m-instruct, all-minilm-l6-v2}
-set -euo pipefail
-CACHE="${LOPA_CACHE:-$HOME/.cache/lopa}"
+source "$(dirname "$0")/lib/common.sh"
+CACHE="$LOPA_CACHE"
 W="$CACHE/weights"
 mkdir -p "$W"
 

@@ -1,19 +1,15 @@
 #!/usr/bin/env bash
 # The main job: everything on a fresh machine, then the demo. Fetches the weights, builds the
-# `lopa` binary and the browser package (pkg/), trains the SST-2 adapter if none is cached
-# (scripts/train-sst2.sh, ~25 min on 2 cores), exports the browser's weight files, starts
+# `lopa` binary and the browser package (pkg/), trains the demo's SST-2 adapter if none is cached
+# (configs/sst2-demo.json, ~25 min on 2 cores), exports the browser's weight files, starts
 # `lopa serve` (the frozen model only) with CORS for the page, serves www/, and prints the URL.
 # Ctrl-C stops everything. Ports: LOPA_PORT (page, 8000), LOPA_API_PORT (server, 8080).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lopa/target}"
-for tool in cargo python3 node; do
-  command -v $tool >/dev/null || { echo "lopa: $tool is required (cargo: https://rustup.rs, node: Node.js 18+)" >&2; exit 1; }
-done
+source "$(dirname "$0")/lib/common.sh"
+need cargo python3 node
 scripts/fetch-weights.sh >/dev/null
-cargo build --locked --features full --bin lopa
+build_lopa
 scripts/build-wasm.sh
-web="$(scripts/web-models.sh demo | tail -1)"
+web="$(scripts/lib/web-models.sh demo | tail -1)"
 port="${LOPA_PORT:-8000}"
 api="${LOPA_API_PORT:-8080}"
 pids=()
@@ -24,9 +20,9 @@ stop() {
   echo "lopa: stopped" >&2
 }
 trap stop INT TERM EXIT
-"$CARGO_TARGET_DIR/debug/lopa" serve --backend cpu --addr "127.0.0.1:$api" --cors-origin "http://127.0.0.1:$port" --cors-origin "http://localhost:$port" &
+"$LOPA" serve --backend cpu --addr "127.0.0.1:$api" --cors-origin "http://127.0.0.1:$port" --cors-origin "http://localhost:$port" &
 pids+=($!)
-node scripts/static-server.mjs "$port" /www/=www /pkg/=pkg /models/="$web" &
+node scripts/lib/static-server.mjs "$port" /www/=www /pkg/=pkg /models/="$web" &
 pids+=($!)
 for _ in $(seq 1 120); do
   curl -sf "http://127.0.0.1:$api/health" >/dev/null 2>&1 && break

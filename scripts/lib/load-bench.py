@@ -13,7 +13,7 @@ each with its own soft prompt. Prints and writes requests/s, p50/p99, errors and
 Fails if any request errors or goes missing. Bounded in requests and time; loopback only.
 Run it with the vLLM venv's python (it has torch for torch.save and the tokenizers package):
 
-    $LOPA_CACHE/vllm/bin/python scripts/load-bench.py --lopa BIN --hf DIR [--clients 16] [--requests 64]
+    $LOPA_CACHE/vllm/bin/python scripts/lib/load-bench.py --lopa BIN --hf DIR [--clients 16] [--requests 64]
 """
 import argparse, base64, http.client, io, json, os, random, socket, statistics, struct, subprocess, sys, threading, time
 
@@ -28,9 +28,9 @@ p.add_argument("--max-tokens", type=int, default=8)
 p.add_argument("--rows", type=int, default=10)
 p.add_argument("--batch", type=int, default=16)
 p.add_argument("--timeout", type=float, default=600)
-p.add_argument("--out", default=None, help="also write the JSON here (docs/perf/load-bench.json)")
+p.add_argument("--out", default=None, help="also write the JSON here (results/perf/load-bench.json)")
 a = p.parse_args()
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def free_port():

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """The paper's comparison at small scale: zero-shot, PT, IDPG, LoPA and its variants, and LoRA on
 SST-2, RTE, MRPC (and CruxEval-O in the `full` budget), one fixed budget per task, several seeds
-where time allows. Writes docs/results.json, docs/accuracy-vs-params.svg and docs/RESULTS.md
+where time allows. Writes results/benchmark.json, docs/accuracy-vs-params.svg and docs/RESULTS.md
 (generated: do not edit by hand; the discussion paragraph comes from docs/results-discussion.md).
 
-    python3 scripts/benchmark.py --budget quick            # what docs/RESULTS.md shows (2-core CPU)
-    python3 scripts/benchmark.py --budget full --seeds 42 43 44
+    scripts/benchmark.sh accuracy --budget quick            # what docs/RESULTS.md shows (2-core CPU)
+    scripts/benchmark.sh accuracy --budget full --seeds 42 43 44
 
 Runs are resumable: a run whose summary.json exists is not trained again. Needs the `lopa`
 binary (cargo build --features full --bin lopa) and the weights (scripts/fetch-weights.sh).
@@ -18,7 +18,8 @@ import argparse, json, os, platform, statistics, subprocess, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
+PERF = ROOT / "results/perf"
 LOPA = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/lopa/target")) / "debug/lopa"
 METHODS = ["zero-shot", "pt", "idpg", "lopa", "lopa-add", "lopa-max", "lopa-concat", "lora"]
 CORE = ["zero-shot", "pt", "idpg", "lopa", "lora"]
@@ -225,9 +226,9 @@ def main():
     meta = {"budget": a.budget, "budgets": BUDGETS[a.budget], "seeds": a.seeds, "lr": a.lr, "batch_size": 16,
             "machines": [f"{b} on a host with {h}" for b, h in machines], "commit": commit, "date": time.strftime("%Y-%m-%d"),
             "total_wall_minutes": round(sum(w for t in results.values() for r in t.values() for w in r["wall_seconds"]) / 60, 1),
-            "command": f"python3 scripts/benchmark.py --budget {a.budget} --seeds {' '.join(map(str, a.seeds))}",
+            "command": f"scripts/benchmark.sh accuracy --budget {a.budget} --seeds {' '.join(map(str, a.seeds))}",
             "unfinished": [u for u in unfinished if u]}
-    (a.docs / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    (ROOT / "results/benchmark.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     plot(results, a.docs / "accuracy-vs-params.svg")
     write_markdown(meta, results, a.docs)
     print((a.docs / "RESULTS.md").read_text())
@@ -386,8 +387,8 @@ def load(path):
 
 
 def performance(docs, results=None):
-    """The performance section, from the files the measuring commands write (docs/perf/)."""
-    perf = docs / "perf"
+    """The performance section, from the files the measuring commands write (results/perf/)."""
+    perf = PERF
     perf.mkdir(parents=True, exist_ok=True)
     L = ["## Performance", "", "Each figure is read from the file its command writes; a missing file shows as not measured.", "",
          "### Soft-prompt latency (MiniLM encoder + LoPA generator, one 64-token input)", "",
@@ -396,16 +397,16 @@ def performance(docs, results=None):
     c = load(perf / "criterion-soft-prompt.json") or load(crit)
     if c:
         (perf / "criterion-soft-prompt.json").write_text(json.dumps(c))
-        L.append(f"| native, 2 cores | CPU (flex, rayon) | {c['median']['point_estimate'] / 1e6:.1f} ms | | `scripts/bench.sh` |")
+        L.append(f"| native, 2 cores | CPU (flex, rayon) | {c['median']['point_estimate'] / 1e6:.1f} ms | | `scripts/benchmark.sh cpu` |")
     else:
-        L.append("| native | CPU | not measured | | `scripts/bench.sh` |")
+        L.append("| native | CPU | not measured | | `scripts/benchmark.sh cpu` |")
     for r in load(perf / "browser-latency.json") or []:
         where = "headless Chromium" + (f" ({r['adapter']})" if r.get("adapter") else "")
         L.append(f"| {where} | {r['backend']} | {r['median_ms']} ms | {r['p90_ms']} ms | `node tests/browser/bench.mjs` |")
     L += ["", "### Training throughput (samples/s)", "", "| framework | device | batch × tokens | samples/s | command |", "|---|---|---|---|---|"]
     gpu = (perf / "gpu/gpu.txt").read_text().split(",")[0] if (perf / "gpu/gpu.txt").exists() else "GPU"
-    for f, what, cmd in [("burn-lopa.json", "burn 0.22.1, wgpu (WGSL)", "scripts/gpu-bench.sh"), ("burn-lopa-vulkan.json", "burn 0.22.1, wgpu (SPIR-V)", "VARIANTS=lopa-vulkan scripts/gpu-bench.sh"),
-                         ("torch.json", "PyTorch (SDPA)", "scripts/torch_reference.py"), ("torch-eager.json", "PyTorch (eager attention)", "scripts/torch_reference.py --attn eager")]:
+    for f, what, cmd in [("burn-lopa.json", "burn 0.22.1, wgpu (WGSL)", "scripts/gpu.sh bench"), ("burn-lopa-vulkan.json", "burn 0.22.1, wgpu (SPIR-V)", "VARIANTS=lopa-vulkan scripts/gpu.sh bench"),
+                         ("torch.json", "PyTorch (SDPA)", "scripts/lib/torch_reference.py"), ("torch-eager.json", "PyTorch (eager attention)", "scripts/lib/torch_reference.py --attn eager")]:
         r = load(perf / "gpu" / f)
         if r:
             L.append(f"| {what} | {gpu} | {r['batch_size']} × ({r['seq_len']} + 10) | {r['samples_per_sec']:.1f} | `{cmd}` |")
@@ -419,7 +420,7 @@ def performance(docs, results=None):
         L += ["", f"burn reaches {b['samples_per_sec'] / t['samples_per_sec']:.2f}× PyTorch's samples/s on the same GPU (the README names the bottleneck)."]
     L += ["", "### Server throughput", ""]
     lb = load(perf / "load-bench.json")
-    command = "`$LOPA_CACHE/vllm/bin/python scripts/load-bench.py --lopa lopa --hf DIR --out docs/perf/load-bench.json`"
+    command = "`scripts/benchmark.sh serving`"
     if lb:
         L += ["| server | requests/s | p50 | p99 | errors / lost |", "|---|---|---|---|---|"]
         for r in lb["runs"]:

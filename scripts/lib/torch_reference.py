@@ -3,7 +3,7 @@
 random-weight llama of SmolLM2-135M's shape, frozen, fp32, same batch and sequence length.
 Prints one JSON line with samples/s. Needs torch and transformers.
 
-    python3 scripts/torch_reference.py --batch-size 32 --seq-len 256 --steps 5
+    python3 scripts/lib/torch_reference.py --batch-size 32 --seq-len 256 --steps 5
 """
 import argparse, json, time
 import torch

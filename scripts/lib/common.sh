@@ -1,0 +1,27 @@
+# The prologue every script sources: the repository root as working directory, the caches outside
+# the checkout, and the helpers the scripts share.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+export LOPA_CACHE="${LOPA_CACHE:-$HOME/.cache/lopa}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$LOPA_CACHE/target}"
+# The CLI as the dev profile builds it (dependencies at opt-level 3): the tests' build, reused.
+LOPA="$CARGO_TARGET_DIR/debug/lopa"
+
+# need TOOL...: stop with what to install when a tool is missing.
+need() {
+  local tool
+  for tool; do
+    command -v "$tool" >/dev/null || { echo "lopa: $tool is required (cargo: https://rustup.rs; node: Node.js 18+)" >&2; exit 1; }
+  done
+}
+
+# apt_install PACKAGE...: Debian packages, when running as root on Debian; fails otherwise.
+apt_install() {
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 1
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# build_lopa: the `lopa` binary with everything the scripts use.
+build_lopa() {
+  cargo build --locked --features full --bin lopa
+}
