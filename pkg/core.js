@@ -18,7 +18,7 @@ export function wasmModule(kind, url) {
   return ready[kind];
 }
 
-/** A wasm call whose failure becomes an Error with lopa's message. */
+/** A wasm call whose failure becomes an Error with lopa's message (after `lopa: what: ` when given). */
 async function call(what, f) {
   try {
     return await f();
@@ -26,7 +26,8 @@ async function call(what, f) {
     if (e instanceof WebAssembly.RuntimeError) {
       throw new Error(`lopa: ${what}: internal error in the wasm module (${e.message}); reload the page`);
     }
-    throw new Error(`lopa: ${what}: ${e && e.message ? e.message : e}`);
+    const message = e && e.message ? e.message : String(e);
+    throw new Error(what ? `lopa: ${what}: ${message}` : message);
   }
 }
 
@@ -119,20 +120,30 @@ export class Core {
       backend: this.inner.backend,
       fallbackReason: this.fallbackReason,
       shape: Array.from(this.inner.shape),
-      adapter: JSON.parse(this.inner.adapterJson),
+      adapter: this.inner.adapter,
     };
   }
 
   async softPrompt(input) {
-    const data = await call('softPrompt', () => this.inner.softPrompt(JSON.stringify(input)));
+    const data = await call('softPrompt', () => this.inner.softPrompt(input));
     return { data, shape: Array.from(this.inner.shape) };
   }
 
   async encodeRequest(input, options = {}) {
     const opts = {};
     for (const k of REQUEST_OPTIONS) if (options[k] !== undefined) opts[k] = options[k];
-    const r = JSON.parse(await call('encodeRequest', () => this.inner.encodeRequest(JSON.stringify(input), JSON.stringify(opts))));
+    const r = await call('encodeRequest', () => this.inner.encodeRequest(input, opts));
     return { path: r.path, body: new TextEncoder().encode(r.body), prompt: r.prompt };
+  }
+
+  /** lopa serve's answer to a request encoded here, read by the same types the server writes. */
+  readAnswer(path, status, body) {
+    return call(null, () => this.inner.readAnswer(path, status, body));
+  }
+
+  /** One server-sent event's data of a streamed completion: {text, finishReason}. */
+  readChunk(data) {
+    return call(null, () => this.inner.readChunk(data));
   }
 
   dispose() {

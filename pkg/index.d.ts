@@ -65,14 +65,53 @@ export interface CompleteOptions extends RequestOptions {
 
 export type Completion =
   | { kind: 'classification'; label: string; labelWord: string; probabilities: Record<string, number>; request: { path: string; bytes: number } }
-  | { kind: 'generation'; text: string; finishReason: string | null; request: { path: string; bytes: number } };
+  | { kind: 'generation'; text: string; finishReason: 'stop' | 'length' | 'abort' | null; request: { path: string; bytes: number } };
 
+export interface ModelIdentity {
+  id: string;
+  sha256: string;
+  hidden_size: number;
+}
+
+/** A soft-prompt generator's sizes (`adapter.json`'s `generator`). */
+export interface GeneratorConfig {
+  method: 'lopa' | 'lopa-add' | 'lopa-max' | 'lopa-concat' | 'pt' | 'idpg';
+  num_virtual_tokens: number;
+  token_dim: number;
+  encoder_dim: number;
+  hidden_dim: number;
+  rank: number;
+  dropout: number;
+  task_prompt_init_std: number;
+}
+
+/** The task an adapter was trained for. */
+export interface TaskSpec {
+  name: string;
+  kind: 'classification' | 'generation';
+  template: string;
+  encoder_template: string;
+  label_column: string;
+  label_words: Record<string, string>;
+  metric: 'accuracy' | 'f1' | 'exact_match' | 'pass@1';
+  positive_label: string | null;
+  answer_template: string | null;
+  check_template: string | null;
+  reject_if_contains: string | null;
+  train_rows: [number, number] | null;
+  dev_rows: [number, number] | null;
+}
+
+/** `adapter.json` of a soft-prompt adapter (the only kind that runs in the browser). */
 export interface AdapterInfo {
   format: string;
-  generator: { method: string; num_virtual_tokens: number; token_dim: number; encoder_dim: number; hidden_dim: number; rank: number };
-  task: { name: string; kind: 'classification' | 'generation'; template: string; encoder_template: string; label_words: Record<string, string> };
-  foundation_model: { id: string; sha256: string; hidden_size: number };
-  encoder: { id: string; sha256: string; hidden_size: number } | null;
+  lopa_version: string;
+  generator: GeneratorConfig;
+  task: TaskSpec;
+  foundation_model: ModelIdentity;
+  encoder: ModelIdentity | null;
+  encoder_pooling: 'mean' | 'first_token' | 'pooler' | null;
+  encoder_normalize: boolean;
 }
 
 export declare class LopaClient {

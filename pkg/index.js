@@ -31,8 +31,11 @@ class WorkerCore {
   }
 }
 
-/** Parse an OpenAI-style server-sent-event stream, calling onText for each text piece. */
-async function readEvents(response, onText) {
+/**
+ * Split an OpenAI-style server-sent-event stream into its data payloads; readChunk reads each
+ * (the wasm module's wire types), onText gets each text piece.
+ */
+async function readEvents(response, readChunk, onText) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
   let text = '';
@@ -49,10 +52,9 @@ async function readEvents(response, onText) {
         if (!line.startsWith('data: ')) continue;
         const payload = line.slice(6);
         if (payload === '[DONE]') return { text, finishReason };
-        const chunk = JSON.parse(payload);
-        if (chunk.error) throw new Error(`lopa serve: ${chunk.error.message}`);
-        const piece = chunk.choices[0].text;
-        finishReason = chunk.choices[0].finish_reason ?? finishReason;
+        const chunk = await readChunk(payload);
+        const piece = chunk.text;
+        finishReason = chunk.finishReason ?? finishReason;
         if (piece) {
           text += piece;
           onText && onText(piece);
@@ -161,27 +163,14 @@ export class LopaClient {
     } catch (e) {
       throw new Error(`lopa: could not reach ${url} (${e.message})`);
     }
-    if (!response.ok) {
-      let message = `HTTP ${response.status}`;
-      try {
-        message = (await response.json()).error.message;
-      } catch {}
-      throw new Error(`lopa serve: ${message}`);
-    }
     const request = { path: req.path, bytes: req.body.length };
-    const task = this.adapter.task;
-    if (req.path === '/v1/score') {
-      const { scores } = await response.json();
-      const labels = Object.keys(task.label_words).sort();
-      const probabilities = Object.fromEntries(labels.map((l, i) => [l, scores[i].probability]));
-      const best = labels.reduce((a, b) => (probabilities[b] > probabilities[a] ? b : a));
-      return { kind: 'classification', label: best, labelWord: task.label_words[best], probabilities, request };
+    if (response.ok && (response.headers.get('content-type') || '').startsWith('text/event-stream')) {
+      const events = await readEvents(response, (data) => this.#run('readChunk', data), options.onToken || (() => {}));
+      return { kind: 'generation', ...events, request };
     }
-    if ((response.headers.get('content-type') || '').startsWith('text/event-stream')) {
-      return { kind: 'generation', ...(await readEvents(response, options.onToken || (() => {}))), request };
-    }
-    const body = await response.json();
-    return { kind: 'generation', text: body.choices[0].text, finishReason: body.choices[0].finish_reason, request };
+    // The label order, probabilities and refusals are read by the wasm module's wire types.
+    const answer = await this.#run('readAnswer', req.path, response.status, await response.text());
+    return { ...answer, request };
   }
 
   /** Free the model (GPU buffers included) and stop the worker. */

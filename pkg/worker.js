@@ -20,6 +20,8 @@ self.onmessage = async ({ data: { id, method, args } }) => {
     } else if (method === 'encodeRequest') {
       result = await core.encodeRequest(args[0], args[1]);
       transfer = [result.body.buffer];
+    } else if (method === 'readAnswer' || method === 'readChunk') {
+      result = await core[method](...args);
     } else if (method === 'dispose') {
       core.dispose();
       core = null;

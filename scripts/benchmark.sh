@@ -10,7 +10,9 @@
 #   scripts/benchmark.sh browser [N]      soft-prompt latency in headless Chromium, N timed calls
 #                                         (results/perf/browser-latency.json)
 #   scripts/benchmark.sh cold             scripts/test.sh from a clean clone with empty caches (cargo's
-#                                         registry, target dir, weights, vLLM, npm): results/perf/test-cold.tsv
+#                                         registry, target dir, weights, vLLM, npm), then once more warm:
+#                                         results/perf/test-{cold,warm}.tsv and the build-times section
+#                                         of docs/PERFORMANCE.md
 # The GPU's: scripts/gpu.sh. The SST-2 runs: `lopa train --config configs/sst2-*.json`.
 source "$(dirname "$0")/lib/common.sh"
 what="${1:-}"; shift || true
@@ -35,7 +37,7 @@ case "$what" in
   browser)
     build_lopa
     scripts/build-wasm.sh
-    (cd tests/browser && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund >/dev/null; })
+    npm_deps
     LOPA_WEB_DIR="$(scripts/lib/web-models.sh ci | tail -1)" node tests/browser/bench.mjs "${1:-20}" --out results/perf/browser-latency.json
     ;;
   cold)
@@ -43,19 +45,22 @@ case "$what" in
     git clone --quiet . "$tmp/lopa"
     # The clone reads ../shared/data like this checkout does.
     [ -e "$tmp/shared" ] || ln -s "$(cd .. && pwd)/shared" "$tmp/shared"
-    start=$(date +%s)
-    (
-      export LOPA_CACHE="$tmp/cache" CARGO_HOME="$tmp/cargo" npm_config_cache="$tmp/npm" PIP_NO_CACHE_DIR=1
-      export PATH="$tmp/cargo/bin:$PATH"
-      unset CARGO_TARGET_DIR RUSTC_WORKSPACE_WRAPPER
-      cd "$tmp/lopa" && CI=true scripts/test.sh
-    ) 2>&1 | tee "$tmp/test.log"
-    rc=${PIPESTATUS[0]}
-    mkdir -p results/perf
-    { echo "# scripts/benchmark.sh cold: rc $rc, $(( $(date +%s) - start )) s, $(nproc) cores, $(date -u +%F)"; cat "$tmp/cache/logs/test-times.tsv"; } >results/perf/test-cold.tsv
-    cat results/perf/test-cold.tsv
-    echo "lopa: the cold run's files are in $tmp (remove it when done)" >&2
-    exit "$rc"
+    # The toolchain stays (rustup's proxies); what cargo installed on this machine does not.
+    mkdir -p "$tmp/bin" results/perf
+    rustup_bin="$(dirname "$(command -v rustup)")"
+    for t in cargo rustc rustup clippy-driver cargo-clippy rustdoc; do ln -sf "$rustup_bin/$t" "$tmp/bin/$t"; done
+    path="$tmp/cargo/bin:$tmp/bin:$(echo "$PATH" | tr ':' '\n' | grep -vx "$rustup_bin" | paste -sd:)"
+    for run in cold warm; do
+      (
+        export LOPA_CACHE="$tmp/cache" CARGO_HOME="$tmp/cargo" npm_config_cache="$tmp/npm" PIP_NO_CACHE_DIR=1
+        export PATH="$path"
+        unset CARGO_TARGET_DIR RUSTC_WORKSPACE_WRAPPER
+        cd "$tmp/lopa" && CI=true scripts/test.sh
+      ) >"$tmp/test-$run.log" 2>&1 || { echo "lopa: the $run run failed; see $tmp/test-$run.log" >&2; tail -30 "$tmp/test-$run.log" >&2; exit 1; }
+      { echo "# $run: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(date -u +%F)"; cat "$tmp/cache/logs/test-times.tsv"; } >"results/perf/test-$run.tsv"
+    done
+    python3 scripts/lib/build_times.py
+    echo "lopa: the runs' files are in $tmp (remove it when done)" >&2
     ;;
   *) sed -n '2,16p' "$0" >&2; exit 2 ;;
 esac

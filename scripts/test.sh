@@ -4,7 +4,8 @@
 #   1. one native build of every test target, linted by clippy as it compiles (any warning fails);
 #   2. the browser package (scripts/build-wasm.sh --test) while vLLM starts;
 #   3. every Rust test, the gateway tests against that real vLLM;
-#   4. the browser tests in headless Chromium (the package's parity and the demo end to end).
+#   4. the browser tests in headless Chromium: the package against the native library, its
+#      TypeScript types against what it returns, and the demo end to end.
 # LOPA_SKIP_VLLM=1, LOPA_SKIP_BROWSER=1 and LOPA_SKIP_WGPU=1 skip those parts. Each step's wall
 # time goes to $LOPA_CACHE/logs/test-times.tsv (docs/PERFORMANCE.md reads the cold run's).
 source "$(dirname "$0")/lib/common.sh"
@@ -44,7 +45,7 @@ fi
 bg weights scripts/fetch-weights.sh
 skip "${LOPA_SKIP_VLLM:-0}" || bg vllm-install scripts/vllm.sh install
 if ! skip "${LOPA_SKIP_BROWSER:-0}"; then
-  bg npm bash -c 'cd tests/browser && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund; }'
+  bg npm npm_deps
   bg wasm-tools scripts/build-wasm.sh --tools
 fi
 
@@ -89,7 +90,7 @@ step test cargo test --locked --features full 2>&1
 if ! skip "${LOPA_SKIP_BROWSER:-0}"; then
   web="$(step adapter scripts/lib/web-models.sh ci | tail -1)"
   export LOPA_WEB_DIR="$web"
-  step browser bash -c 'node tests/browser/soft_prompt.test.mjs && node tests/browser/demo.test.mjs'
+  step browser bash -c 'node tests/browser/soft_prompt.test.mjs && node tests/browser/types.test.mjs && node tests/browser/demo.test.mjs'
 fi
 echo -e "total\t0\t$(( $(date +%s) - t0 ))" >>"$times"
 column -t "$times" >&2

@@ -54,6 +54,9 @@ pub enum Error {
         /// What it said, or why it could not be reached.
         message: String,
     },
+    /// `lopa serve` refused a client's request, or answered what the client cannot read.
+    #[error("lopa serve: {0}")]
+    Endpoint(String),
 }
 
 impl Error {

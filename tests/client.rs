@@ -6,10 +6,11 @@ mod common;
 
 use lopa::adapter::{Adapter, AdapterMeta, ModelIdentity};
 use lopa::client::bundle::encoder_bundle;
-use lopa::client::{Client, Input, RequestOptions};
+use lopa::client::{Answer, Chunk, Client, Input, RequestOptions};
 use lopa::model::encoder::SentenceEncoder;
 use lopa::model::generator::{GeneratorConfig, Method};
-use lopa::endpoint::wire::{CompletionRequest, Dtype, ScoreRequest};
+use lopa::endpoint::wire::{CompletionChoice, CompletionRequest, CompletionResponse, Dtype, ErrorDetail, ErrorResponse, Score, ScoreRequest, ScoreResponse};
+use lopa::model::sampling::FinishReason;
 use lopa::adapter::task::TaskSpec;
 use lopa::model::weights::safetensors::StoreAs;
 
@@ -90,6 +91,49 @@ fn bundles_round_trip_and_requests_parse_as_the_server_types() {
     // Inputs that do not fit the task.
     assert_eq!(direct.query(&Input::Fields(Default::default())).unwrap_err().to_string(), "input: task `sst2` needs the field `sentence`");
     assert_eq!(gen.query(&Input::Text("x".into())).unwrap_err().to_string(), "input: task `cruxeval-o` takes the fields {code, input}: pass an object, not a string");
+}
+
+#[test]
+fn answers_are_read_with_the_servers_types_in_label_order() {
+    let Some((_, enc_dir)) = common::real_weights() else { return };
+    let device = burn::tensor::Device::flex();
+    let enc = SentenceEncoder::from_dir(&enc_dir, &device).unwrap();
+    let client = Client::new(enc.clone(), adapter(&enc, "sst2"), &device).unwrap();
+    // What the server writes for candidates [" terrible", " great"] (labels 0, 1).
+    let score = |p: [f32; 2]| ScoreResponse {
+        object: "score".into(),
+        model: "m".into(),
+        scores: vec![Score { text: " terrible".into(), logprob: p[0].ln(), probability: p[0] }, Score { text: " great".into(), logprob: p[1].ln(), probability: p[1] }],
+    };
+    fn body<T: serde::Serialize>(v: &T) -> Vec<u8> {
+        serde_json::to_vec(v).unwrap()
+    }
+    let a = client.read_answer("/v1/score", 200, &body(&score([0.25, 0.75]))).unwrap();
+    assert_eq!(a, Answer::Classification { label: "1".into(), label_word: " great".into(), probabilities: [("0".to_string(), 0.25), ("1".to_string(), 0.75)].into() });
+    let a = client.read_answer("/v1/score", 200, &body(&score([0.9, 0.1]))).unwrap();
+    assert!(matches!(a, Answer::Classification { ref label, .. } if label == "0"), "{a:?}");
+    // Refusals carry the server's message; anything else names what went wrong.
+    let refusal = ErrorResponse { error: ErrorDetail { code: "soft_prompt_width".into(), message: "soft_prompt.shape [m, 5]: d must equal the model width 576".into() } };
+    assert_eq!(client.read_answer("/v1/score", 400, &body(&refusal)).unwrap_err().to_string(), "lopa serve: soft_prompt.shape [m, 5]: d must equal the model width 576");
+    assert_eq!(client.read_answer("/v1/score", 502, b"<html>bad gateway</html>").unwrap_err().to_string(), "lopa serve: HTTP 502");
+    assert!(client.read_answer("/v1/score", 200, b"{}").unwrap_err().to_string().starts_with("lopa serve: an answer this client cannot read"));
+    let one = ScoreResponse { scores: vec![score([0.5, 0.5]).scores[0].clone()], ..score([0.5, 0.5]) };
+    assert_eq!(client.read_answer("/v1/score", 200, &body(&one)).unwrap_err().to_string(), "lopa serve: 1 scores for 2 candidates");
+    // Completions and streamed chunks.
+    let completion = |text: &str, finish| CompletionResponse {
+        id: "cmpl-1".into(),
+        object: "text_completion".into(),
+        created: 0,
+        model: "m".into(),
+        choices: vec![CompletionChoice { index: 0, text: text.into(), logprobs: None, finish_reason: finish }],
+        usage: None,
+    };
+    let a = client.read_answer("/v1/completions", 200, &body(&completion("6", Some(FinishReason::Stop)))).unwrap();
+    assert_eq!(a, Answer::Generation { text: "6".into(), finish_reason: Some(FinishReason::Stop) });
+    let data = String::from_utf8(body(&completion(" pie", None))).unwrap();
+    assert_eq!(Client::read_chunk(&data).unwrap(), Chunk { text: " pie".into(), finish_reason: None });
+    assert_eq!(Client::read_chunk(&String::from_utf8(body(&refusal)).unwrap()).unwrap_err().to_string(), "lopa serve: soft_prompt.shape [m, 5]: d must equal the model width 576");
+    assert!(client.read_answer("/v1/nope", 200, b"{}").is_err());
 }
 
 #[test]

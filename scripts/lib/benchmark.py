@@ -417,7 +417,7 @@ def performance(docs, results=None):
         L.append(f"| burn 0.22.1, {m} on real {task} data, batch 16, length-bucketed | {be}{shared} | 16 × real lengths | {sps:.1f} | this report's run |")
     b, t = load(perf / "gpu/burn-lopa.json"), load(perf / "gpu/torch.json")
     if b and t:
-        L += ["", f"burn reaches {b['samples_per_sec'] / t['samples_per_sec']:.2f}× PyTorch's samples/s on the same GPU (the README names the bottleneck)."]
+        L += ["", f"burn reaches {b['samples_per_sec'] / t['samples_per_sec']:.2f}× PyTorch's samples/s on the same GPU (PERFORMANCE.md discusses the bottleneck)."]
     L += ["", "### Server throughput", ""]
     lb = load(perf / "load-bench.json")
     command = "`scripts/benchmark.sh serving`"

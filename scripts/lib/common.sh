@@ -25,3 +25,9 @@ apt_install() {
 build_lopa() {
   cargo build --locked --features full --bin lopa
 }
+
+# npm_deps: the browser tests' npm packages (playwright-core, binaryen, TypeScript), installed
+# again whenever tests/browser/package-lock.json changes.
+npm_deps() {
+  (cd tests/browser && { cmp -s package-lock.json node_modules/.lopa-lock 2>/dev/null || { npm ci --no-audit --no-fund >/dev/null && cp package-lock.json node_modules/.lopa-lock; }; })
+}

@@ -33,6 +33,25 @@ impl ModelArgs {
     }
 }
 
+/// A saved adapter and the models it runs with.
+#[derive(clap::Args, Clone, Debug)]
+pub struct AdapterArgs {
+    #[command(flatten)]
+    pub models: ModelArgs,
+    /// Adapter directory (adapter.json + adapter.safetensors).
+    #[arg(long)]
+    pub adapter: PathBuf,
+}
+
+impl AdapterArgs {
+    /// The backend, then the adapter with its models on it.
+    pub fn load(&self) -> lopa::Result<(Selected, Loaded)> {
+        let dev = self.models.device()?;
+        let loaded = Loaded::load(&self.models, &self.adapter, &dev.device)?;
+        Ok((dev, loaded))
+    }
+}
+
 /// A saved adapter with the frozen model, and the encoder when it reads the input.
 pub struct Loaded {
     pub fm: FoundationModel,

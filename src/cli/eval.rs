@@ -1,15 +1,12 @@
 //! `lopa eval`: a saved adapter's score on a labelled file.
 
-use crate::args::{Loaded, ModelArgs};
+use crate::args::AdapterArgs;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    models: ModelArgs,
-    /// Adapter directory (adapter.json + adapter.safetensors).
-    #[arg(long)]
-    adapter: PathBuf,
+    adapter: AdapterArgs,
     /// Labelled file [default: the task's dev split].
     #[arg(long)]
     file: Option<PathBuf>,
@@ -18,8 +15,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> lopa::Result<()> {
-    let dev = a.models.device()?;
-    let l = Loaded::load(&a.models, &a.adapter, &dev.device)?;
+    let (dev, l) = a.adapter.load()?;
     let task = &l.adapter.meta.task;
     let (file, rows) = match a.file {
         Some(f) => (f, None),

@@ -1,24 +1,20 @@
 //! `lopa predict`: one input through a saved adapter: a label with its probabilities, or an answer.
 
-use crate::args::{Loaded, ModelArgs};
+use crate::args::AdapterArgs;
 use lopa::adapter::task::{TaskKind, TaskSpec};
 use serde_json::{json, Map, Value};
-use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    models: ModelArgs,
-    #[arg(long)]
-    adapter: PathBuf,
+    adapter: AdapterArgs,
     /// The input, as `column=value` pairs for the task's template (e.g. `sentence=a fine film`).
     #[arg(required = true)]
     fields: Vec<String>,
 }
 
 pub fn run(a: Args) -> lopa::Result<()> {
-    let dev = a.models.device()?;
-    let l = Loaded::load(&a.models, &a.adapter, &dev.device)?;
+    let (dev, l) = a.adapter.load()?;
     let task = &l.adapter.meta.task;
     let mut row = Map::new();
     for f in &a.fields {

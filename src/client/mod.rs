@@ -12,7 +12,8 @@ use crate::model::encoder::SentenceEncoder;
 use crate::error::{Error, Result};
 use crate::model::generator::PromptGenerator;
 use crate::adapter::task::{TaskKind, TaskSpec};
-use crate::endpoint::wire::{CompletionRequest, Dtype, Request, ScoreRequest, StopField, WireSoftPrompt};
+use crate::endpoint::wire::{CompletionRequest, CompletionResponse, Dtype, ErrorResponse, Request, ScoreRequest, ScoreResponse, StopField, WireSoftPrompt};
+use crate::model::sampling::FinishReason;
 use crate::model::SoftPrompt;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -46,6 +47,36 @@ pub struct RequestOptions {
     pub seed: Option<u64>,
     pub stop: Option<Vec<String>>,
     pub stream: bool,
+}
+
+/// What `lopa serve` answered, read against the adapter's task.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Answer {
+    /// The most probable label, its label word, and every label's probability.
+    #[serde(rename_all = "camelCase")]
+    Classification { label: String, label_word: String, probabilities: BTreeMap<String, f32> },
+    #[serde(rename_all = "camelCase")]
+    Generation { text: String, finish_reason: Option<FinishReason> },
+}
+
+/// One piece of a streamed completion.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Chunk {
+    pub text: String,
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// The JSON body of an answer with HTTP `status`, or the server's error message.
+fn parse_answer<T: serde::de::DeserializeOwned>(status: u16, body: &[u8]) -> Result<T> {
+    if let Ok(r) = serde_json::from_slice::<ErrorResponse>(body) {
+        return Err(Error::Endpoint(r.error.message));
+    }
+    if !(200..300).contains(&status) {
+        return Err(Error::Endpoint(format!("HTTP {status}")));
+    }
+    serde_json::from_slice(body).map_err(|e| Error::Endpoint(format!("an answer this client cannot read ({e})")))
 }
 
 /// Whether an adapter can run on the client with this encoder: it makes soft prompts (LoRA
@@ -159,5 +190,37 @@ impl Client {
                 ..Default::default()
             }),
         }
+    }
+
+    /// Read `lopa serve`'s answer (HTTP `status`, `body`) to a request this client built and
+    /// posted to `path`: the label probabilities in the task's label order (the order of the
+    /// request's candidates), or the completion.
+    pub fn read_answer(&self, path: &str, status: u16, body: &[u8]) -> Result<Answer> {
+        match path {
+            "/v1/score" => {
+                let r: ScoreResponse = parse_answer(status, body)?;
+                let task = self.task();
+                let labels = task.labels();
+                if r.scores.len() != labels.len() {
+                    return Err(Error::Endpoint(format!("{} scores for {} candidates", r.scores.len(), labels.len())));
+                }
+                let probabilities: BTreeMap<String, f32> = labels.iter().zip(&r.scores).map(|(l, s)| (l.to_string(), s.probability)).collect();
+                let best = labels.iter().zip(&r.scores).fold((labels[0], f32::NEG_INFINITY), |b, (l, s)| if s.probability > b.1 { (l, s.probability) } else { b }).0;
+                Ok(Answer::Classification { label: best.to_string(), label_word: task.label_words[best].clone(), probabilities })
+            }
+            "/v1/completions" => {
+                let r: CompletionResponse = parse_answer(status, body)?;
+                let c = r.choices.into_iter().next().ok_or_else(|| Error::Endpoint("an answer with no choice".into()))?;
+                Ok(Answer::Generation { text: c.text, finish_reason: c.finish_reason })
+            }
+            other => Err(Error::Input(format!("`{other}` is not a path this client posts to"))),
+        }
+    }
+
+    /// Read one server-sent event's data of a streamed completion (not `[DONE]`).
+    pub fn read_chunk(data: &str) -> Result<Chunk> {
+        let r: CompletionResponse = parse_answer(200, data.as_bytes())?;
+        let c = r.choices.into_iter().next().ok_or_else(|| Error::Endpoint("a streamed chunk with no choice".into()))?;
+        Ok(Chunk { text: c.text, finish_reason: c.finish_reason })
     }
 }

@@ -1,10 +1,14 @@
 //! wasm-bindgen exports for the browser package (`pkg/`). The JS wrapper (`pkg/index.js`) adds
-//! downloads with progress, the Cache API and the Web Worker; this module holds the model. It is
-//! built twice: `browser` (CPU only, small) and `browser-webgpu` (WebGPU + CPU).
-//! Every failure comes back as a JS `Error` with lopa's message; nothing here reads a tensor
-//! synchronously (WebGPU forbids it).
+//! downloads with progress, the Cache API and the Web Worker; this module holds the model and the
+//! wire format: requests are built and answers read by the same Rust types the server uses
+//! (`crate::endpoint::wire`), passed as JS objects through serde-wasm-bindgen. It is built twice:
+//! `browser` (CPU only, small) and `browser-webgpu` (WebGPU + CPU). Every failure comes back as a
+//! JS `Error` with lopa's message; nothing here reads a tensor synchronously (WebGPU forbids it).
+//! The module touches no browser API itself: downloads, caching and the worker are the JS
+//! wrapper's, and WebGPU is reached through wgpu.
 
 use crate::client::{Client, Input, Query, RequestOptions};
+use serde::Serialize;
 use crate::error::{Error, Result};
 use burn::tensor::Device;
 use wasm_bindgen::prelude::*;
@@ -42,12 +46,32 @@ async fn webgpu() -> Result<Device> {
     Ok(device)
 }
 
+/// A Rust value as a plain JS object (maps as objects, not `Map`).
+fn to_js<T: Serialize>(v: &T) -> Result<JsValue, JsError> {
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(|e| JsError::new(&e.to_string()))
+}
+
+/// A JS value as a Rust value, naming the argument in the error.
+fn from_js<T: serde::de::DeserializeOwned>(what: &str, v: JsValue) -> Result<T, JsError> {
+    serde_wasm_bindgen::from_value(v).map_err(|e| JsError::new(&format!("{what}: {e}")))
+}
+
 /// The encoder and a trained generator, ready to make soft prompts.
 #[wasm_bindgen]
 pub struct WasmClient {
     client: Client,
     backend: String,
     fallback_reason: Option<String>,
+}
+
+/// What `encodeRequest` returns: the request as it leaves the browser.
+#[derive(Serialize)]
+struct Encoded {
+    path: &'static str,
+    /// The exact JSON body.
+    body: String,
+    /// The query text the server sees.
+    prompt: String,
 }
 
 #[wasm_bindgen]
@@ -87,33 +111,46 @@ impl WasmClient {
         vec![g.prompt_len() as u32, g.token_dim as u32]
     }
 
-    /// `adapter.json` (method, sizes, task with its template and label words, model identities).
-    #[wasm_bindgen(getter, js_name = adapterJson)]
-    pub fn adapter_json(&self) -> String {
-        serde_json::to_string(&self.client.meta).expect("json")
+    /// `adapter.json` as an object (sizes, task with its template and label words, model identities).
+    #[wasm_bindgen(getter)]
+    pub fn adapter(&self) -> Result<JsValue, JsError> {
+        to_js(&self.client.meta)
     }
 
-    /// The soft prompt of `input_json` (a JSON string, or an object of the task's fields),
-    /// row-major `[m, d]`.
+    /// The soft prompt of `input` (a string, or an object of the task's fields), row-major `[m, d]`.
     #[wasm_bindgen(js_name = softPrompt)]
-    pub async fn soft_prompt(&self, input_json: String) -> Result<Vec<f32>, JsError> {
-        Ok(self.run(&input_json).await?.soft_prompt.into_values())
+    pub async fn soft_prompt(&self, input: JsValue) -> Result<Vec<f32>, JsError> {
+        Ok(self.run(input).await?.soft_prompt.into_values())
     }
 
-    /// The JSON `{path, body, prompt, softPrompt}` of the request that carries the input's soft
-    /// prompt to `lopa serve`. `options_json`: `{dtype, maxTokens, temperature, topP, seed, stop, stream}`.
+    /// `{path, body, prompt}`: the request that carries the input's soft prompt to `lopa serve`.
+    /// `options`: `{dtype, maxTokens, temperature, topP, seed, stop, stream}`.
     #[wasm_bindgen(js_name = encodeRequest)]
-    pub async fn encode_request(&self, input_json: String, options_json: String) -> Result<String, JsError> {
-        let options: RequestOptions = serde_json::from_str(&options_json).map_err(|e| JsError::new(&format!("options: {e}")))?;
-        let q = self.run(&input_json).await?;
+    pub async fn encode_request(&self, input: JsValue, options: JsValue) -> Result<JsValue, JsError> {
+        let options: RequestOptions = if options.is_undefined() || options.is_null() { RequestOptions::default() } else { from_js("options", options)? };
+        let q = self.run(input).await?;
         let req = self.client.request(&q, &options);
-        Ok(serde_json::json!({"path": req.path(), "body": req.body(), "prompt": q.prompt}).to_string())
+        to_js(&Encoded { path: req.path(), body: req.body(), prompt: q.prompt })
+    }
+
+    /// `lopa serve`'s answer (HTTP `status`, `body` text) to a request encoded here, read with
+    /// the task: `{kind: 'classification', label, labelWord, probabilities}` or
+    /// `{kind: 'generation', text, finishReason}`.
+    #[wasm_bindgen(js_name = readAnswer)]
+    pub fn read_answer(&self, path: String, status: u16, body: String) -> Result<JsValue, JsError> {
+        to_js(&self.client.read_answer(&path, status, body.as_bytes()).map_err(js)?)
+    }
+
+    /// One server-sent event's data of a streamed completion: `{text, finishReason}`.
+    #[wasm_bindgen(js_name = readChunk)]
+    pub fn read_chunk(&self, data: String) -> Result<JsValue, JsError> {
+        to_js(&Client::read_chunk(&data).map_err(js)?)
     }
 }
 
 impl WasmClient {
-    async fn run(&self, input_json: &str) -> Result<Query, JsError> {
-        let input: Input = serde_json::from_str(input_json).map_err(|e| JsError::new(&format!("input must be a string or an object of strings: {e}")))?;
+    async fn run(&self, input: JsValue) -> Result<Query, JsError> {
+        let input: Input = from_js("input must be a string or an object of strings", input)?;
         self.client.query_async(&input).await.map_err(js)
     }
 }

@@ -10,7 +10,7 @@
 
 use super::engine::{Engine, EngineConfig, Submit};
 use super::upstream::Vllm;
-use super::wire::{CompletionChoice, CompletionRequest, CompletionResponse, Logprobs, Score, ScoreRequest, ScoreResponse, TensorRule, Usage, MAX_STOPS, MAX_STOP_BYTES};
+use super::wire::{CompletionChoice, CompletionRequest, CompletionResponse, ErrorDetail, ErrorResponse, Logprobs, Score, ScoreRequest, ScoreResponse, TensorRule, Usage, MAX_STOPS, MAX_STOP_BYTES};
 use crate::model::decoder::FoundationModel;
 use crate::error::Error;
 use crate::model::generate::{Generation, GenerationRequest};
@@ -228,6 +228,18 @@ impl From<TensorRule> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The JSON every refusal carries.
+    fn body(self) -> ErrorResponse {
+        ErrorResponse { error: ErrorDetail { code: self.code.into(), message: self.message } }
+    }
+
+    /// An error event that ends a stream.
+    fn event(self) -> axum::response::sse::Event {
+        axum::response::sse::Event::default().data(serde_json::to_string(&self.body()).expect("plain JSON values"))
+    }
+}
+
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match e {
@@ -244,7 +256,7 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+        (self.status, Json(self.body())).into_response()
     }
 }
 
@@ -429,7 +441,7 @@ fn prepare_completion(s: &AppState, body: &[u8]) -> Result<Completion, ApiError>
     let soft = match (&req.soft_prompt, &req.prompt_embeds) {
         (Some(_), Some(_)) => return Err(ApiError::bad("invalid_request", "send soft_prompt or prompt_embeds, not both")),
         (Some(w), None) => Some(w.decode(width, max_rows)?),
-        (None, Some(b64)) => Some(super::wire::decode_prompt_embeds(b64, width, max_rows)?),
+        (None, Some(b64)) => Some(super::torch_tensor::decode_prompt_embeds(b64, width, max_rows)?),
         (None, None) => None,
     };
     let ids = token_ids(s, &req.prompt, "prompt")?;
@@ -570,8 +582,8 @@ impl futures_core::Stream for StreamState {
                 if st.deadline.as_mut().poll(cx).is_ready() {
                     st.done = None;
                     st.phase = Phase::Closed;
-                    let e = json!({"error": {"code": "timeout", "message": format!("the stream ran past {} s", st.app.cfg.stream_timeout.as_secs())}});
-                    return Poll::Ready(Some(Ok(Event::default().data(e.to_string()))));
+                    let e = ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", format!("the stream ran past {} s", st.app.cfg.stream_timeout.as_secs()));
+                    return Poll::Ready(Some(Ok(e.event())));
                 }
                 match st.tokens_rx.poll_recv(cx) {
                     Poll::Pending => Poll::Pending,
@@ -606,9 +618,7 @@ impl futures_core::Stream for StreamState {
                                 Poll::Ready(Ok(Err(e))) => {
                                     st.done = None;
                                     st.phase = Phase::Closed;
-                                    let e = ApiError::from(e);
-                                    let e = json!({"error": {"code": e.code, "message": e.message}});
-                                    return Poll::Ready(Some(Ok(Event::default().data(e.to_string()))));
+                                    return Poll::Ready(Some(Ok(ApiError::from(e).event())));
                                 }
                                 Poll::Ready(Err(_)) => {}
                             }

@@ -11,6 +11,10 @@
 //! [`save_tensor`] writes the same format for the gateway to vLLM, so that no client byte is
 //! ever forwarded upstream.
 
+use super::wire::{check_finite, check_shape, TensorRule};
+use crate::model::SoftPrompt;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use half::{bf16, f16};
 
 /// Why a `prompt_embeds` payload was refused.
@@ -432,6 +436,20 @@ pub fn save_tensor(shape: &[usize], values: &[f32]) -> Vec<u8> {
         ("archive/data/0", &data),
         ("archive/version", b"3\n"),
     ])
+}
+
+/// Decode vLLM's `prompt_embeds` and apply the same rules as to `soft_prompt`.
+pub fn decode_prompt_embeds(b64: &str, width: usize, max_rows: usize) -> Result<SoftPrompt, TensorRule> {
+    // A [max_rows, width] f64 tensor plus a few KiB of archive is the most a valid payload needs.
+    let limit = (max_rows * width * 8 + 64 * 1024).div_ceil(3) * 4;
+    if b64.len() > limit {
+        return Err(TensorRule::TooLong { encoded: b64.len(), m: max_rows, d: width });
+    }
+    let bytes = STANDARD.decode(b64.as_bytes()).map_err(|e| TensorRule::Base64(e.to_string()))?;
+    let (shape, values) = load_tensor(&bytes).map_err(|e| TensorRule::Torch(e.0))?;
+    let shape: Vec<u64> = shape.iter().map(|&x| x as u64).collect();
+    let (m, d) = check_shape(&shape, width, max_rows)?;
+    check_finite(values, m, d)
 }
 
 #[cfg(test)]

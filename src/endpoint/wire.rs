@@ -98,7 +98,7 @@ impl Dtype {
 }
 
 /// The rules every client tensor shares: `[m, d]` with `d` the model width and `1 ≤ m ≤ max_rows`.
-fn check_shape(shape: &[u64], width: usize, max_rows: usize) -> Result<(usize, usize), TensorRule> {
+pub(crate) fn check_shape(shape: &[u64], width: usize, max_rows: usize) -> Result<(usize, usize), TensorRule> {
     let [m, d] = shape[..] else {
         return Err(TensorRule::Rank(shape.iter().take(8).copied().collect()));
     };
@@ -112,27 +112,12 @@ fn check_shape(shape: &[u64], width: usize, max_rows: usize) -> Result<(usize, u
 }
 
 /// Finite values only.
-fn check_finite(values: Vec<f32>, rows: usize, width: usize) -> Result<SoftPrompt, TensorRule> {
+pub(crate) fn check_finite(values: Vec<f32>, rows: usize, width: usize) -> Result<SoftPrompt, TensorRule> {
     let z = SoftPrompt::new(values, rows, width).map_err(|e| TensorRule::Torch(e.to_string()))?;
     match z.first_non_finite() {
         Some(i) => Err(TensorRule::NonFinite(i)),
         None => Ok(z),
     }
-}
-
-/// Decode vLLM's `prompt_embeds` and apply the same rules as to `soft_prompt`.
-#[cfg(feature = "server")]
-pub fn decode_prompt_embeds(b64: &str, width: usize, max_rows: usize) -> Result<SoftPrompt, TensorRule> {
-    // A [max_rows, width] f64 tensor plus a few KiB of archive is the most a valid payload needs.
-    let limit = (max_rows * width * 8 + 64 * 1024).div_ceil(3) * 4;
-    if b64.len() > limit {
-        return Err(TensorRule::TooLong { encoded: b64.len(), m: max_rows, d: width });
-    }
-    let bytes = base64::engine::general_purpose::STANDARD.decode(b64.as_bytes()).map_err(|e| TensorRule::Base64(e.to_string()))?;
-    let (shape, values) = crate::endpoint::torch_tensor::load_tensor(&bytes).map_err(|e| TensorRule::Torch(e.0))?;
-    let shape: Vec<u64> = shape.iter().map(|&x| x as u64).collect();
-    let (m, d) = check_shape(&shape, width, max_rows)?;
-    check_finite(values, m, d)
 }
 
 impl WireSoftPrompt {
@@ -315,6 +300,19 @@ pub struct Score {
     pub text: String,
     pub logprob: f32,
     pub probability: f32,
+}
+
+/// Every refusal, and an error that ends a stream: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    pub error: ErrorDetail,
+}
+
+/// A stable code (the refusal table's) and a message for people.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
 }
 
 /// Most stop strings per request.

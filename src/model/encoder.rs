@@ -79,6 +79,32 @@ pub struct BertEmbeddings {
     pub layer_norm: LayerNorm,
 }
 
+impl BertEmbeddings {
+    /// `embeddings.*` (word, position, token type, LayerNorm).
+    pub fn load(w: &TensorMap, cfg: &BertConfig, device: &Device) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let e = |n: &str, rows: usize| -> Result<Param<Tensor<2>>> { Ok(Param::from_tensor(w.tensor(&format!("embeddings.{n}.weight"), [rows, h], device)?)) };
+        Ok(Self {
+            word_embeddings: e("word_embeddings", cfg.vocab_size)?,
+            position_embeddings: e("position_embeddings", cfg.max_position_embeddings)?,
+            token_type_embeddings: e("token_type_embeddings", cfg.type_vocab_size)?,
+            layer_norm: layer_norm(w, "embeddings.LayerNorm", h, cfg.layer_norm_eps, device)?,
+        })
+    }
+
+    /// Ids `[b, s]` → `[b, s, h]` (one segment: token type 0).
+    pub fn forward(&self, input_ids: Tensor<2, Int>) -> Tensor<3> {
+        let [b, s] = input_ids.dims();
+        let word = self.word_embeddings.val();
+        let h = word.dims()[1];
+        let tok = word.select(0, input_ids.reshape([b * s])).reshape([b, s, h]);
+        let pos = self.position_embeddings.val().narrow(0, 0, s).unsqueeze_dim::<3>(0);
+        let typ = self.token_type_embeddings.val().narrow(0, 0, 1).unsqueeze_dim::<3>(0);
+        self.layer_norm.forward(tok + pos + typ)
+    }
+}
+
+/// `encoder.layer.N`: post-norm self-attention and feed-forward, each with a residual.
 #[derive(Module, Debug)]
 pub struct BertLayer {
     pub query: Linear,
@@ -89,6 +115,41 @@ pub struct BertLayer {
     pub intermediate: Linear,
     pub output: Linear,
     pub output_layer_norm: LayerNorm,
+    heads: usize,
+    head_dim: usize,
+    tanh_gelu: bool,
+}
+
+impl BertLayer {
+    /// Weights under `prefix` (`encoder.layer.N`).
+    pub fn load(w: &TensorMap, prefix: &str, cfg: &BertConfig, device: &Device) -> Result<Self> {
+        let (h, eps, p) = (cfg.hidden_size, cfg.layer_norm_eps, prefix);
+        Ok(Self {
+            query: linear(w, &format!("{p}.attention.self.query"), h, h, true, device)?,
+            key: linear(w, &format!("{p}.attention.self.key"), h, h, true, device)?,
+            value: linear(w, &format!("{p}.attention.self.value"), h, h, true, device)?,
+            attention_output: linear(w, &format!("{p}.attention.output.dense"), h, h, true, device)?,
+            attention_layer_norm: layer_norm(w, &format!("{p}.attention.output.LayerNorm"), h, eps, device)?,
+            intermediate: linear(w, &format!("{p}.intermediate.dense"), h, cfg.intermediate_size, true, device)?,
+            output: linear(w, &format!("{p}.output.dense"), cfg.intermediate_size, h, true, device)?,
+            output_layer_norm: layer_norm(w, &format!("{p}.output.LayerNorm"), h, eps, device)?,
+            heads: cfg.num_attention_heads,
+            head_dim: cfg.head_dim(),
+            tanh_gelu: cfg.hidden_act != "gelu",
+        })
+    }
+
+    /// `[b, s, h]` → `[b, s, h]`; `bias` masks padding keys.
+    pub fn forward(&self, x: Tensor<3>, bias: Tensor<4>) -> Tensor<3> {
+        let q = split_heads(self.query.forward(x.clone()), self.heads, self.head_dim);
+        let k = split_heads(self.key.forward(x.clone()), self.heads, self.head_dim);
+        let v = split_heads(self.value.forward(x.clone()), self.heads, self.head_dim);
+        let ctx = merge_heads(attention(q, k, v, bias));
+        let a = self.attention_layer_norm.forward(self.attention_output.forward(ctx) + x);
+        let i = self.intermediate.forward(a.clone());
+        let i = if self.tanh_gelu { gelu_tanh(i) } else { gelu(i) };
+        self.output_layer_norm.forward(self.output.forward(i) + a)
+    }
 }
 
 /// A BERT encoder with an optional pooler.
@@ -97,9 +158,6 @@ pub struct Bert {
     pub embeddings: BertEmbeddings,
     pub layers: Vec<BertLayer>,
     pub pooler: Option<Linear>,
-    heads: usize,
-    head_dim: usize,
-    tanh_gelu: bool,
 }
 
 impl Bert {
@@ -107,63 +165,19 @@ impl Bert {
     pub fn from_tensors(cfg: &BertConfig, mut w: TensorMap, device: &Device) -> Result<Self> {
         w.strip_prefix("bert.");
         let h = cfg.hidden_size;
-        let eps = cfg.layer_norm_eps;
-        let e = |n: &str, rows: usize| -> Result<Param<Tensor<2>>> {
-            Ok(Param::from_tensor(w.tensor(&format!("embeddings.{n}.weight"), [rows, h], device)?))
-        };
-        let embeddings = BertEmbeddings {
-            word_embeddings: e("word_embeddings", cfg.vocab_size)?,
-            position_embeddings: e("position_embeddings", cfg.max_position_embeddings)?,
-            token_type_embeddings: e("token_type_embeddings", cfg.type_vocab_size)?,
-            layer_norm: layer_norm(&w, "embeddings.LayerNorm", h, eps, device)?,
-        };
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| {
-                let p = format!("encoder.layer.{i}");
-                Ok(BertLayer {
-                    query: linear(&w, &format!("{p}.attention.self.query"), h, h, true, device)?,
-                    key: linear(&w, &format!("{p}.attention.self.key"), h, h, true, device)?,
-                    value: linear(&w, &format!("{p}.attention.self.value"), h, h, true, device)?,
-                    attention_output: linear(&w, &format!("{p}.attention.output.dense"), h, h, true, device)?,
-                    attention_layer_norm: layer_norm(&w, &format!("{p}.attention.output.LayerNorm"), h, eps, device)?,
-                    intermediate: linear(&w, &format!("{p}.intermediate.dense"), h, cfg.intermediate_size, true, device)?,
-                    output: linear(&w, &format!("{p}.output.dense"), cfg.intermediate_size, h, true, device)?,
-                    output_layer_norm: layer_norm(&w, &format!("{p}.output.LayerNorm"), h, eps, device)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let embeddings = BertEmbeddings::load(&w, cfg, device)?;
+        let layers = (0..cfg.num_hidden_layers).map(|i| BertLayer::load(&w, &format!("encoder.layer.{i}"), cfg, device)).collect::<Result<Vec<_>>>()?;
         let pooler = if w.contains("pooler.dense.weight") { Some(linear(&w, "pooler.dense", h, h, true, device)?) } else { None };
-        Ok(Self {
-            embeddings,
-            layers,
-            pooler,
-            heads: cfg.num_attention_heads,
-            head_dim: cfg.head_dim(),
-            tanh_gelu: cfg.hidden_act != "gelu",
-        }
-        .no_grad())
+        Ok(Self { embeddings, layers, pooler }.no_grad())
     }
 
     /// Token states. `input_ids`: `[b, s]`; `mask`: row-major `[b, s]` of 0/1. Returns `[b, s, h]`.
     pub fn forward(&self, input_ids: Tensor<2, Int>, mask: &[f32]) -> Tensor<3> {
         let [b, s] = input_ids.dims();
-        let device = input_ids.device();
-        let word = self.embeddings.word_embeddings.val();
-        let h = word.dims()[1];
-        let tok = word.select(0, input_ids.reshape([b * s])).reshape([b, s, h]);
-        let pos = self.embeddings.position_embeddings.val().narrow(0, 0, s).unsqueeze_dim::<3>(0);
-        let typ = self.embeddings.token_type_embeddings.val().narrow(0, 0, 1).unsqueeze_dim::<3>(0);
-        let mut x = self.embeddings.layer_norm.forward(tok + pos + typ);
-        let bias = key_padding_bias(mask, b, s, &device);
-        for l in &self.layers {
-            let q = split_heads(l.query.forward(x.clone()), self.heads, self.head_dim);
-            let k = split_heads(l.key.forward(x.clone()), self.heads, self.head_dim);
-            let v = split_heads(l.value.forward(x.clone()), self.heads, self.head_dim);
-            let ctx = merge_heads(attention(q, k, v, bias.clone()));
-            let a = l.attention_layer_norm.forward(l.attention_output.forward(ctx) + x);
-            let i = l.intermediate.forward(a.clone());
-            let i = if self.tanh_gelu { gelu_tanh(i) } else { gelu(i) };
-            x = l.output_layer_norm.forward(l.output.forward(i) + a);
+        let bias = key_padding_bias(mask, b, s, &input_ids.device());
+        let mut x = self.embeddings.forward(input_ids);
+        for layer in &self.layers {
+            x = layer.forward(x, bias.clone());
         }
         x
     }

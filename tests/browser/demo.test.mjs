@@ -2,10 +2,9 @@
 // Loads the page, waits for the model, classifies a positive and a negative review through the
 // server, checks every request that reaches the server (a soft prompt of the adapter's shape, no
 // adapter weights), saves a screenshot, and stops the server with SIGINT.
-import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { serve, browser, check, done, BUNDLE, LOPA, ROOT } from './lib.mjs';
+import { serve, browser, check, done, startLopaServe, BUNDLE, ROOT } from './lib.mjs';
 
 const ARTIFACTS = process.env.LOPA_ARTIFACTS || join(ROOT, 'artifacts');
 mkdirSync(ARTIFACTS, { recursive: true });
@@ -14,20 +13,7 @@ const sst2 = adapters.find((a) => a.name === 'sst2');
 const adapterBytes = readFileSync(join(BUNDLE, sst2.file));
 
 const { server: statics, origin } = await serve();
-const lopa = spawn(LOPA, ['serve', '--backend', 'cpu', '--addr', '127.0.0.1:0', '--cors-origin', origin], { stdio: ['ignore', 'inherit', 'pipe'] });
-const endpoint = await new Promise((ok, fail) => {
-  let err = '';
-  const timer = setTimeout(() => fail(new Error(`lopa serve did not start: ${err}`)), 120000);
-  lopa.stderr.on('data', (b) => {
-    err += b;
-    const m = /on (http:\/\/[0-9.:]+)/.exec(err);
-    if (m) {
-      clearTimeout(timer);
-      ok(m[1]);
-    }
-  });
-  lopa.on('exit', (code) => fail(new Error(`lopa serve exited with ${code}: ${err}`)));
-});
+const { process: lopa, endpoint } = await startLopaServe(origin);
 console.log(`lopa serve at ${endpoint}, page at ${origin}`);
 
 const b = await browser({ webgpu: false });

@@ -1,5 +1,6 @@
 // Shared by the browser tests and benchmarks: the static server, headless Chromium (Debian's,
 // through playwright-core) and small assertion helpers.
+import { spawn } from 'node:child_process';
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,6 +16,25 @@ export const LOPA = process.env.LOPA_BIN || join(process.env.CARGO_TARGET_DIR ||
 export async function serve() {
   const server = await startStaticServer(0, { '/pkg/': join(ROOT, 'pkg'), '/www/': join(ROOT, 'www'), '/tests/': join(ROOT, 'tests'), '/models/': BUNDLE });
   return { server, origin: `http://127.0.0.1:${server.address().port}` };
+}
+
+/** `lopa serve` (CPU) on a free port with CORS for `origin`: {process, endpoint}. */
+export async function startLopaServe(origin) {
+  const process_ = spawn(LOPA, ['serve', '--backend', 'cpu', '--addr', '127.0.0.1:0', '--cors-origin', origin], { stdio: ['ignore', 'inherit', 'pipe'] });
+  const endpoint = await new Promise((ok, fail) => {
+    let err = '';
+    const timer = setTimeout(() => fail(new Error(`lopa serve did not start: ${err}`)), 120000);
+    process_.stderr.on('data', (b) => {
+      err += b;
+      const m = /on (http:\/\/[0-9.:]+)/.exec(err);
+      if (m) {
+        clearTimeout(timer);
+        ok(m[1]);
+      }
+    });
+    process_.on('exit', (code) => fail(new Error(`lopa serve exited with ${code}: ${err}`)));
+  });
+  return { process: process_, endpoint };
 }
 
 /** Headless Chromium; `webgpu` adds the flag that gives navigator.gpu an adapter (SwiftShader here). */

@@ -1,0 +1,164 @@
+//! One transformer block of the decoder: attention with RoPE and grouped-query heads, then a
+//! SwiGLU MLP, each behind an RMSNorm with a residual. Each part loads its own weights (Hugging
+//! Face names under its prefix) and has its own `forward`. A LoRA on q/k/v is added inside the
+//! projections when one is given.
+
+use super::DecoderConfig;
+use crate::error::Result;
+use crate::model::lora::LoraLayer;
+use crate::model::nn::{attention, linear, merge_heads, rms_norm, split_heads};
+use crate::model::weights::TensorMap;
+use burn::module::Module;
+use burn::nn::{Linear, RmsNorm};
+use burn::tensor::activation::silu;
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// The cached keys and values of one block, `[b, kv_heads, t, head_dim]` each.
+pub type LayerCache = Option<(Tensor<4>, Tensor<4>)>;
+
+/// cos/sin `[b, 1, s, head_dim]` for rotate-half RoPE at given positions, shared by every block.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+}
+
+impl Rope {
+    /// The tables for row-major `[b, s]` positions (computed in f64).
+    pub fn new(theta: f64, head_dim: usize, positions: &[usize], b: usize, s: usize, device: &Device) -> Self {
+        let half = head_dim / 2;
+        let inv: Vec<f64> = (0..half).map(|i| theta.powf(-(2.0 * i as f64) / head_dim as f64)).collect();
+        let mut cos = Vec::with_capacity(b * s * head_dim);
+        let mut sin = Vec::with_capacity(b * s * head_dim);
+        for &p in positions {
+            for _ in 0..2 {
+                for f in &inv {
+                    let a = p as f64 * f;
+                    cos.push(a.cos() as f32);
+                    sin.push(a.sin() as f32);
+                }
+            }
+        }
+        let mk = |v| Tensor::<4>::from_data(TensorData::new(v, [b, 1, s, head_dim]), device);
+        Self { cos: mk(cos), sin: mk(sin) }
+    }
+
+    /// x·cos + rotate_half(x)·sin for `x`: `[b, h, s, hd]`.
+    fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        let hd = x.dims()[3];
+        let x1 = x.clone().narrow(3, 0, hd / 2);
+        let x2 = x.clone().narrow(3, hd / 2, hd / 2);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * self.cos.clone() + rotated * self.sin.clone()
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct SelfAttention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl SelfAttention {
+    pub fn load(w: &TensorMap, prefix: &str, cfg: &DecoderConfig, device: &Device) -> Result<Self> {
+        let (d, hd, h, kv, bias) = (cfg.hidden_size, cfg.head_dim(), cfg.num_attention_heads, cfg.kv_heads(), cfg.qkv_bias());
+        Ok(Self {
+            q_proj: linear(w, &format!("{prefix}.q_proj"), d, h * hd, bias, device)?,
+            k_proj: linear(w, &format!("{prefix}.k_proj"), d, kv * hd, bias, device)?,
+            v_proj: linear(w, &format!("{prefix}.v_proj"), d, kv * hd, bias, device)?,
+            o_proj: linear(w, &format!("{prefix}.o_proj"), h * hd, d, false, device)?,
+            heads: h,
+            kv_heads: kv,
+            head_dim: hd,
+        })
+    }
+
+    /// `x`: normed `[b, s, d]` → `[b, s, d]`. `bias` is the additive `[b, 1, s, t]` mask over the
+    /// cached and new slots; `cache` receives this call's keys and values after the cached ones.
+    pub fn forward(&self, x: Tensor<3>, rope: &Rope, bias: Tensor<4>, cache: Option<&mut LayerCache>, lora: Option<(&LoraLayer, f64)>) -> Tensor<3> {
+        let (mut q, mut k, mut v) = (self.q_proj.forward(x.clone()), self.k_proj.forward(x.clone()), self.v_proj.forward(x.clone()));
+        if let Some((l, scale)) = lora {
+            (q, k, v) = (q + l.q_proj.delta(x.clone(), scale), k + l.k_proj.delta(x.clone(), scale), v + l.v_proj.delta(x, scale));
+        }
+        let q = rope.apply(split_heads(q, self.heads, self.head_dim));
+        let mut k = rope.apply(split_heads(k, self.kv_heads, self.head_dim));
+        let mut v = split_heads(v, self.kv_heads, self.head_dim);
+        if let Some(c) = cache {
+            if let Some((pk, pv)) = c.take() {
+                k = Tensor::cat(vec![pk, k], 2);
+                v = Tensor::cat(vec![pv, v], 2);
+            }
+            *c = Some((k.clone(), v.clone()));
+        }
+        self.o_proj.forward(merge_heads(self.grouped_attention(q, k, v, bias)))
+    }
+
+    /// Grouped-query attention without copying K/V per query head: the `g` query heads that share
+    /// a KV head are stacked along the sequence axis (`[b, kv, g·s, hd]`), so one matmul serves them.
+    fn grouped_attention(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
+        let g = self.heads / self.kv_heads;
+        if g == 1 {
+            return attention(q, k, v, bias);
+        }
+        let [b, h, s, hd] = q.dims();
+        let q = q.reshape([b, self.kv_heads, g * s, hd]);
+        let bias = if bias.dims()[2] == 1 { bias } else { bias.repeat_dim(2, g) };
+        attention(q, k, v, bias).reshape([b, h, s, hd])
+    }
+}
+
+/// SwiGLU: down(silu(gate(x)) · up(x)).
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    pub fn load(w: &TensorMap, prefix: &str, cfg: &DecoderConfig, device: &Device) -> Result<Self> {
+        let (d, ff) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            gate_proj: linear(w, &format!("{prefix}.gate_proj"), d, ff, false, device)?,
+            up_proj: linear(w, &format!("{prefix}.up_proj"), d, ff, false, device)?,
+            down_proj: linear(w, &format!("{prefix}.down_proj"), ff, d, false, device)?,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
+
+/// `model.layers.N`: pre-norm attention and MLP, each with a residual.
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    pub self_attn: SelfAttention,
+    pub mlp: Mlp,
+    pub input_layernorm: RmsNorm,
+    pub post_attention_layernorm: RmsNorm,
+}
+
+impl DecoderLayer {
+    /// Weights under `prefix` (`model.layers.N`).
+    pub fn load(w: &TensorMap, prefix: &str, cfg: &DecoderConfig, device: &Device) -> Result<Self> {
+        let (d, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
+        Ok(Self {
+            self_attn: SelfAttention::load(w, &format!("{prefix}.self_attn"), cfg, device)?,
+            mlp: Mlp::load(w, &format!("{prefix}.mlp"), cfg, device)?,
+            input_layernorm: rms_norm(w, &format!("{prefix}.input_layernorm"), d, eps, device)?,
+            post_attention_layernorm: rms_norm(w, &format!("{prefix}.post_attention_layernorm"), d, eps, device)?,
+        })
+    }
+
+    /// `[b, s, d]` → `[b, s, d]`.
+    pub fn forward(&self, x: Tensor<3>, rope: &Rope, bias: Tensor<4>, cache: Option<&mut LayerCache>, lora: Option<(&LoraLayer, f64)>) -> Tensor<3> {
+        let x = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rope, bias, cache, lora);
+        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+    }
+}

@@ -1,0 +1,280 @@
+//! Reading a decoder checkpoint: a GGUF file (renamed to Hugging Face names, llama Q/K rows
+//! un-permuted, so one RoPE serves both formats) or a Hugging Face folder (one safetensors file
+//! or shards), with its tokenizer and the sha256 that identifies it.
+
+use super::{Decoder, DecoderConfig};
+use crate::error::{Error, Result};
+use crate::model::tokenizer::Tokenizer;
+use crate::model::weights::gguf::Gguf;
+use crate::model::weights::{safetensors, TensorMap};
+use burn::tensor::Device;
+
+/// A decoder with its tokenizer and config: what `lopa serve` and training hold.
+#[derive(Debug, Clone)]
+pub struct FoundationModel {
+    pub decoder: Decoder,
+    pub tokenizer: Tokenizer,
+    pub config: DecoderConfig,
+    /// Identity for adapter compatibility checks: file name and sha256 of the weights.
+    pub id: String,
+    pub sha256: String,
+}
+
+/// GGUF → Hugging Face tensor names and config. Llama Q/K rows are un-permuted.
+pub fn gguf_to_hf(g: &Gguf) -> Result<(DecoderConfig, TensorMap)> {
+    gguf_to_hf_only(g, &|_| true)
+}
+
+/// [`gguf_to_hf`] for the tensors whose Hugging Face name `keep` accepts (the others are never
+/// dequantized).
+pub fn gguf_to_hf_only(g: &Gguf, keep: &dyn Fn(&str) -> bool) -> Result<(DecoderConfig, TensorMap)> {
+    let arch = g.str("general.architecture")?.to_string();
+    if !matches!(arch.as_str(), "llama" | "qwen2") {
+        return Err(Error::Config(format!("GGUF architecture `{arch}` is not supported (llama, qwen2)")));
+    }
+    let k = |s: &str| format!("{arch}.{s}");
+    let n_head = g.u64(&k("attention.head_count"))? as usize;
+    let n_kv = g.get(&k("attention.head_count_kv")).and_then(|v| v.as_u64()).map(|v| v as usize).unwrap_or(n_head);
+    let d = g.u64(&k("embedding_length"))? as usize;
+    let vocab = match g.get(&k("vocab_size")).and_then(|v| v.as_u64()) {
+        Some(v) => v as usize,
+        None => g.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()).map(|a| a.len()).ok_or_else(|| Error::Config("GGUF has no vocabulary size".into()))?,
+    };
+    let head_dim = g.get(&k("attention.key_length")).and_then(|v| v.as_u64()).map(|v| v as usize);
+    let has_output = g.tensors.iter().any(|t| t.name == "output.weight");
+    let cfg = DecoderConfig {
+        model_type: arch.clone(),
+        vocab_size: vocab,
+        hidden_size: d,
+        intermediate_size: g.u64(&k("feed_forward_length"))? as usize,
+        num_hidden_layers: g.u64(&k("block_count"))? as usize,
+        num_attention_heads: n_head,
+        num_key_value_heads: Some(n_kv),
+        head_dim,
+        rms_norm_eps: g.f64(&k("attention.layer_norm_rms_epsilon"))?,
+        rope_theta: g.get(&k("rope.freq_base")).and_then(|v| v.as_f64()).unwrap_or(10000.0),
+        max_position_embeddings: g.get(&k("context_length")).and_then(|v| v.as_u64()).unwrap_or(2048) as usize,
+        tie_word_embeddings: !has_output,
+        attention_bias: Some(g.tensors.iter().any(|t| t.name.ends_with("attn_q.bias"))),
+    };
+    cfg.validate()?;
+    let hd = cfg.head_dim();
+    let mut map = TensorMap::new();
+    for info in &g.tensors {
+        let Some(name) = hf_name(&info.name).filter(|n| keep(n)) else { continue };
+        let mut t = g.tensor(info);
+        if arch == "llama" && (name.ends_with("q_proj.weight") || name.ends_with("k_proj.weight")) {
+            let heads = if name.ends_with("q_proj.weight") { n_head } else { n_kv };
+            if t.shape.len() != 2 || t.shape[0] != heads * hd {
+                return Err(Error::tensor(&info.name, format!("expected {} rows ({heads} heads x {hd}), found shape {:?}", heads * hd, t.shape)));
+            }
+            t.data = unpermute_rows(&t.data, heads, hd, t.shape[1]);
+        }
+        map.insert(name, t);
+    }
+    Ok((cfg, map))
+}
+
+/// Undo llama.cpp's convert permutation: GGUF row `h·hd + 2j + s` holds HF row `h·hd + s·hd/2 + j`.
+fn unpermute_rows(data: &[f32], heads: usize, hd: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; data.len()];
+    let half = hd / 2;
+    for h in 0..heads {
+        for j in 0..half {
+            for s in 0..2 {
+                let src = (h * hd + 2 * j + s) * cols;
+                let dst = (h * hd + s * half + j) * cols;
+                out[dst..dst + cols].copy_from_slice(&data[src..src + cols]);
+            }
+        }
+    }
+    out
+}
+
+fn hf_name(gguf: &str) -> Option<String> {
+    Some(match gguf {
+        "token_embd.weight" => "model.embed_tokens.weight".into(),
+        "output_norm.weight" => "model.norm.weight".into(),
+        "output.weight" => "lm_head.weight".into(),
+        _ => {
+            let rest = gguf.strip_prefix("blk.")?;
+            let (i, rest) = rest.split_once('.')?;
+            let (part, kind) = rest.rsplit_once('.')?;
+            let hf = match part {
+                "attn_norm" => "input_layernorm",
+                "ffn_norm" => "post_attention_layernorm",
+                "attn_q" => "self_attn.q_proj",
+                "attn_k" => "self_attn.k_proj",
+                "attn_v" => "self_attn.v_proj",
+                "attn_output" => "self_attn.o_proj",
+                "ffn_gate" => "mlp.gate_proj",
+                "ffn_up" => "mlp.up_proj",
+                "ffn_down" => "mlp.down_proj",
+                _ => return None,
+            };
+            format!("model.layers.{i}.{hf}.{kind}")
+        }
+    })
+}
+
+/// A checkpoint read from disk or memory: config, the tensors asked for, tokenizer, identity.
+struct Checkpoint {
+    config: DecoderConfig,
+    tensors: TensorMap,
+    tokenizer: Tokenizer,
+    id: String,
+    sha256: String,
+}
+
+/// The Hugging Face name of the token-embedding table.
+pub const EMBED_TOKENS: &str = "model.embed_tokens.weight";
+
+impl Checkpoint {
+    fn from_gguf_bytes(bytes: &[u8], id: &str, keep: &dyn Fn(&str) -> bool) -> Result<Self> {
+        let g = Gguf::parse(bytes)?;
+        let (config, tensors) = gguf_to_hf_only(&g, keep)?;
+        let tokenizer = Tokenizer::from_gguf(&g)?;
+        Ok(Self { config, tensors, tokenizer, id: id.to_string(), sha256: crate::model::weights::sha256_hex(bytes) })
+    }
+
+    fn from_hf_shards(config: &[u8], shards: &[&[u8]], tokenizer: &[u8], id: &str, keep: &dyn Fn(&str) -> bool) -> Result<Self> {
+        let config = DecoderConfig::from_json(config)?;
+        let mut w = TensorMap::new();
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        for shard in shards {
+            sha2::Digest::update(&mut hasher, shard);
+            let part = safetensors::parse_only(shard, keep)?.tensors;
+            for name in part.names().map(str::to_string).collect::<Vec<_>>() {
+                if w.contains(&name) {
+                    return Err(Error::tensor(&name, "appears in two shards"));
+                }
+                let t = part.get(&name).expect("listed").clone();
+                w.insert(name, t);
+            }
+        }
+        let sha256: String = sha2::Digest::finalize(hasher).iter().map(|b| format!("{b:02x}")).collect();
+        let mut tokenizer = Tokenizer::from_json_bytes(tokenizer, config.max_position_embeddings)?;
+        // HF keeps stop tokens in generation_config.json; these names cover llama/qwen2/SmolLM.
+        tokenizer.eos_token_ids = ["<|endoftext|>", "<|im_end|>", "</s>"].iter().filter_map(|t| tokenizer.token_to_id(t)).collect();
+        Ok(Self { config, tensors: w, tokenizer, id: id.to_string(), sha256 })
+    }
+
+    /// A `.gguf` file or a Hugging Face directory (`model.safetensors`, or the shards listed in
+    /// `model.safetensors.index.json`).
+    fn read(path: &std::path::Path, keep: &dyn Fn(&str) -> bool) -> Result<Self> {
+        let id = path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        if !path.is_dir() {
+            return Self::from_gguf_bytes(&crate::error::read_file(path)?, &id, keep);
+        }
+        let read = |n: &str| crate::error::read_file(path.join(n));
+        let shards: Vec<Vec<u8>> = if path.join("model.safetensors").exists() {
+            vec![read("model.safetensors")?]
+        } else {
+            let index: serde_json::Value = serde_json::from_slice(&read("model.safetensors.index.json")?)
+                .map_err(|e| Error::Config(format!("model.safetensors.index.json: {e}")))?;
+            let mut files: Vec<String> = index["weight_map"]
+                .as_object()
+                .ok_or_else(|| Error::Config("model.safetensors.index.json has no weight_map".into()))?
+                .values()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            files.sort();
+            files.dedup();
+            if files.iter().any(|f| f.contains('/') || f.contains("..")) {
+                return Err(Error::Config("model.safetensors.index.json names a file outside the model folder".into()));
+            }
+            files.iter().map(|f| read(f)).collect::<Result<_>>()?
+        };
+        let refs: Vec<&[u8]> = shards.iter().map(Vec::as_slice).collect();
+        Self::from_hf_shards(&read("config.json")?, &refs, &read("tokenizer.json")?, &id, keep)
+    }
+
+    fn into_model(self, device: &Device) -> Result<FoundationModel> {
+        let decoder = Decoder::from_tensors(&self.config, &self.tensors, device)?;
+        Ok(FoundationModel { decoder, tokenizer: self.tokenizer, config: self.config, id: self.id, sha256: self.sha256 })
+    }
+}
+
+impl FoundationModel {
+    /// Load a GGUF file held in memory (weights + tokenizer from its metadata).
+    pub fn from_gguf_bytes(bytes: &[u8], id: &str, device: &Device) -> Result<Self> {
+        Checkpoint::from_gguf_bytes(bytes, id, &|_| true)?.into_model(device)
+    }
+
+    /// Load Hugging Face files held in memory: `config.json`, `model.safetensors`, `tokenizer.json`.
+    pub fn from_hf_bytes(config: &[u8], weights: &[u8], tokenizer: &[u8], id: &str, device: &Device) -> Result<Self> {
+        Self::from_hf_shards(config, &[weights], tokenizer, id, device)
+    }
+
+    /// Like [`Self::from_hf_bytes`] for a checkpoint split into several safetensors shards.
+    pub fn from_hf_shards(config: &[u8], shards: &[&[u8]], tokenizer: &[u8], id: &str, device: &Device) -> Result<Self> {
+        Checkpoint::from_hf_shards(config, shards, tokenizer, id, &|_| true)?.into_model(device)
+    }
+
+    /// Load a `.gguf` file or a Hugging Face directory (`model.safetensors`, or the shards listed
+    /// in `model.safetensors.index.json`).
+    pub fn load(path: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
+        Checkpoint::read(path.as_ref(), &|_| true)?.into_model(device)
+    }
+
+    /// The checkpoint's tensors in Hugging Face layout (f32, Q/K un-permuted) with its config and
+    /// tokenizer: what `lopa export-hf` writes.
+    pub fn read_hf_tensors(path: impl AsRef<std::path::Path>) -> Result<(DecoderConfig, TensorMap, Tokenizer)> {
+        let c = Checkpoint::read(path.as_ref(), &|_| true)?;
+        Ok((c.config, c.tensors, c.tokenizer))
+    }
+}
+
+/// What a gateway in front of another serving engine holds of the frozen model: its tokenizer
+/// and token-embedding table (`[vocab, d]`, row-major f32), never its layers.
+#[derive(Debug, Clone)]
+pub struct TokenEmbedding {
+    pub config: DecoderConfig,
+    pub tokenizer: Tokenizer,
+    pub table: Vec<f32>,
+    pub id: String,
+    pub sha256: String,
+}
+
+impl TokenEmbedding {
+    /// Read only the embedding table (and tokenizer, config) of a `.gguf` file or HF directory.
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let mut c = Checkpoint::read(path.as_ref(), &|n| n == EMBED_TOKENS)?;
+        let (vocab, d) = (c.config.vocab_size, c.config.hidden_size);
+        let t = c.tensors.remove(EMBED_TOKENS).ok_or_else(|| Error::tensor(EMBED_TOKENS, "missing"))?;
+        if t.shape != [vocab, d] {
+            return Err(Error::tensor(EMBED_TOKENS, format!("shape {:?}, config needs [{vocab}, {d}]", t.shape)));
+        }
+        Ok(Self { config: c.config, tokenizer: c.tokenizer, table: t.data, id: c.id, sha256: c.sha256 })
+    }
+
+    /// Rows of the table for `ids`, concatenated (`[ids.len(), d]`). Ids must be in range.
+    pub fn rows(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let d = self.config.hidden_size;
+        let mut out = Vec::with_capacity(ids.len() * d);
+        for &t in ids {
+            let row = self.table.get(t as usize * d..(t as usize + 1) * d).ok_or_else(|| Error::Input(format!("token id {t} is outside the vocabulary ({})", self.config.vocab_size)))?;
+            out.extend_from_slice(row);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gguf_names_map_to_hf() {
+        assert_eq!(hf_name("blk.3.attn_q.weight").unwrap(), "model.layers.3.self_attn.q_proj.weight");
+        assert_eq!(hf_name("blk.0.ffn_norm.weight").unwrap(), "model.layers.0.post_attention_layernorm.weight");
+        assert_eq!(hf_name("token_embd.weight").unwrap(), "model.embed_tokens.weight");
+        assert!(hf_name("rope_freqs.weight").is_none());
+    }
+
+    #[test]
+    fn unpermute_inverts_the_converter_permutation() {
+        // One head, hd = 4, one column: HF rows [a0 a1 | b0 b1] are stored as [a0 b0 a1 b1].
+        assert_eq!(unpermute_rows(&[0., 2., 1., 3.], 1, 4, 1), vec![0., 1., 2., 3.]);
+    }
+}

@@ -1,0 +1,303 @@
+//! The frozen foundation model: a llama / qwen2-family decoder (Touvron et al. 2023,
+//! <https://arxiv.org/abs/2302.13971>) that accepts a soft-prompt prefix on its input embeddings,
+//! as LoPA requires: input = [Z ; E(x)]. Config names follow Hugging Face `config.json`; the
+//! module layout mirrors `model.layers.N.self_attn.q_proj` etc.
+//!
+//! - [`block`]: one transformer block (attention, MLP), each part with its own `load` and `forward`;
+//! - [`cache`]: the key/value cache of incremental decoding;
+//! - [`checkpoint`]: GGUF and Hugging Face files to tensors under Hugging Face names.
+
+pub mod block;
+pub mod cache;
+pub mod checkpoint;
+
+pub use block::DecoderLayer;
+pub use cache::KvCache;
+pub use checkpoint::{gguf_to_hf, gguf_to_hf_only, FoundationModel, TokenEmbedding, EMBED_TOKENS};
+
+use crate::error::{Error, Result};
+use crate::model::nn::{rms_norm, MASKED};
+use crate::model::weights::TensorMap;
+use block::Rope;
+use burn::module::{Module, Param};
+use burn::nn::RmsNorm;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+/// Hugging Face `LlamaConfig` / `Qwen2Config` fields lopa uses.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DecoderConfig {
+    /// `llama` or `qwen2`.
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    #[serde(default = "default_ctx")]
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Biases on q/k/v (qwen2 has them; llama's `attention_bias` defaults to false).
+    #[serde(default)]
+    pub attention_bias: Option<bool>,
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_theta() -> f64 {
+    10000.0
+}
+fn default_ctx() -> usize {
+    2048
+}
+
+impl DecoderConfig {
+    /// A LoRA on q/k/v for a decoder of this shape.
+    pub fn lora(&self, rank: usize, alpha: f64) -> crate::model::lora::LoraConfig {
+        let hd = self.hidden_size / self.num_attention_heads;
+        crate::model::lora::LoraConfig { rank, alpha, num_hidden_layers: self.num_hidden_layers, hidden_size: self.hidden_size, q_dim: self.num_attention_heads * hd, kv_dim: self.kv_heads() * hd }
+    }
+
+    /// Parse and check a Hugging Face `config.json`.
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        let c: Self = serde_json::from_slice(bytes).map_err(|e| Error::Config(format!("decoder config.json: {e}")))?;
+        c.validate()?;
+        Ok(c)
+    }
+    pub(crate) fn validate(&self) -> Result<()> {
+        if !matches!(self.model_type.as_str(), "llama" | "qwen2" | "mistral") {
+            return Err(Error::Config(format!("model_type `{}` is not supported (llama, qwen2, mistral)", self.model_type)));
+        }
+        let kv = self.kv_heads();
+        if self.num_attention_heads == 0 || kv == 0 || !self.num_attention_heads.is_multiple_of(kv) {
+            return Err(Error::Config(format!(
+                "num_attention_heads {} must be a positive multiple of num_key_value_heads {kv}",
+                self.num_attention_heads
+            )));
+        }
+        if !self.head_dim().is_multiple_of(2) || self.head_dim() == 0 {
+            return Err(Error::Config(format!("head_dim {} must be even and positive", self.head_dim())));
+        }
+        Ok(())
+    }
+    /// Key/value heads (GQA).
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+    /// Per-head width.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+    pub(crate) fn qkv_bias(&self) -> bool {
+        self.attention_bias.unwrap_or(self.model_type == "qwen2")
+    }
+}
+
+/// The decoder. All parameters are frozen (`no_grad`): gradients flow through it into a soft
+/// prompt, never into its weights.
+#[derive(Module, Debug)]
+pub struct Decoder {
+    pub embed_tokens: Param<Tensor<2>>,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+    /// `[d, vocab]`; `None` when tied to `embed_tokens`.
+    pub lm_head: Option<Param<Tensor<2>>>,
+    /// A LoRA on q/k/v (the trainable baseline; `None` for the frozen model).
+    pub lora: Option<crate::model::lora::DecoderLora>,
+    head_dim: usize,
+    rope_theta: f64,
+}
+
+impl Decoder {
+    /// Build from tensors with Hugging Face names.
+    pub fn from_tensors(cfg: &DecoderConfig, w: &TensorMap, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let d = cfg.hidden_size;
+        let layers = (0..cfg.num_hidden_layers).map(|i| DecoderLayer::load(w, &format!("model.layers.{i}"), cfg, device)).collect::<Result<Vec<_>>>()?;
+        let lm_head = if !cfg.tie_word_embeddings && w.contains("lm_head.weight") {
+            Some(Param::from_tensor(w.linear_weight("lm_head.weight", d, cfg.vocab_size, device)?))
+        } else {
+            None
+        };
+        Ok(Self {
+            embed_tokens: Param::from_tensor(w.tensor(EMBED_TOKENS, [cfg.vocab_size, d], device)?),
+            layers,
+            norm: rms_norm(w, "model.norm", d, cfg.rms_norm_eps, device)?,
+            lm_head,
+            lora: None,
+            head_dim: cfg.head_dim(),
+            rope_theta: cfg.rope_theta,
+        }
+        .no_grad())
+    }
+
+    /// A decoder of the given shape with random weights (N(0, 0.02²), norms 1): for speed
+    /// measurements where the real weights cannot travel.
+    pub fn random(cfg: &DecoderConfig, seed: u64, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let mut rng = crate::rng::Rng::new(seed);
+        let mut normal = |n: usize| -> Vec<f32> {
+            // Box–Muller from the crate's SplitMix64.
+            (0..n).map(|_| {
+                let u1 = (rng.next_f32() as f64).max(1e-12);
+                let u2 = rng.next_f32() as f64;
+                ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * 0.02) as f32
+            }).collect()
+        };
+        let (d, hd, h, kv, ff) = (cfg.hidden_size, cfg.head_dim(), cfg.num_attention_heads, cfg.kv_heads(), cfg.intermediate_size);
+        let mut w = TensorMap::new();
+        let mut put = |name: String, shape: Vec<usize>, data: Vec<f32>| w.insert(name, crate::model::weights::HostTensor { shape, data });
+        put("model.embed_tokens.weight".into(), vec![cfg.vocab_size, d], normal(cfg.vocab_size * d));
+        put("model.norm.weight".into(), vec![d], vec![1.0; d]);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            for (n, o, inp) in [("self_attn.q_proj", h * hd, d), ("self_attn.k_proj", kv * hd, d), ("self_attn.v_proj", kv * hd, d), ("self_attn.o_proj", d, h * hd), ("mlp.gate_proj", ff, d), ("mlp.up_proj", ff, d), ("mlp.down_proj", d, ff)] {
+                put(format!("{p}.{n}.weight"), vec![o, inp], normal(o * inp));
+                if cfg.qkv_bias() && n.starts_with("self_attn.") && n != "self_attn.o_proj" {
+                    put(format!("{p}.{n}.bias"), vec![o], vec![0.0; o]);
+                }
+            }
+            put(format!("{p}.input_layernorm.weight"), vec![d], vec![1.0; d]);
+            put(format!("{p}.post_attention_layernorm.weight"), vec![d], vec![1.0; d]);
+        }
+        Self::from_tensors(cfg, &w, device)
+    }
+
+    /// This decoder with a LoRA on q/k/v (or without any). The weights are shared, not copied.
+    pub fn with_lora(&self, lora: Option<crate::model::lora::DecoderLora>) -> Self {
+        Self { lora, ..self.clone() }
+    }
+
+    /// The shape of SmolLM2-135M (the default frozen model).
+    pub fn smollm2_135m_config() -> DecoderConfig {
+        DecoderConfig {
+            model_type: "llama".into(),
+            vocab_size: 49152,
+            hidden_size: 576,
+            intermediate_size: 1536,
+            num_hidden_layers: 30,
+            num_attention_heads: 9,
+            num_key_value_heads: Some(3),
+            head_dim: None,
+            rms_norm_eps: 1e-5,
+            rope_theta: 100000.0,
+            max_position_embeddings: 8192,
+            tie_word_embeddings: true,
+            attention_bias: Some(false),
+        }
+    }
+
+    /// Embedding width d.
+    pub fn hidden_size(&self) -> usize {
+        self.embed_tokens.dims()[1]
+    }
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        self.embed_tokens.dims()[0]
+    }
+
+    /// Standard deviation of the token-embedding table: the scale a soft prompt should start at.
+    pub fn embedding_std(&self) -> Result<f64> {
+        let v = crate::device::to_vec(self.embed_tokens.val())?;
+        let n = v.len() as f64;
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+        Ok((v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt())
+    }
+
+    /// Token embeddings E(x): `[b, s]` ids → `[b, s, d]`.
+    pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let [b, s] = ids.dims();
+        let e = self.embed_tokens.val();
+        let d = e.dims()[1];
+        e.select(0, ids.reshape([b * s])).reshape([b, s, d])
+    }
+
+    /// Logits over the vocabulary for hidden states `[n, d]` → `[n, vocab]`.
+    pub fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
+        match &self.lm_head {
+            Some(w) => hidden.matmul(w.val()),
+            None => hidden.matmul(self.embed_tokens.val().transpose()),
+        }
+    }
+
+    /// Final-normed hidden states for input embeddings.
+    ///
+    /// - `embeds`: `[b, s, d]`, the new slots (soft prompt rows and/or token embeddings).
+    /// - `positions`: row-major `[b, s]` RoPE positions of those slots.
+    /// - `key_mask`: row-major `[b, s]` 0/1; 0 marks padding that no query may attend to.
+    /// - `cache`: when given, attends over the cached slots too and appends the new ones.
+    ///
+    /// Attention is causal in slot order. Returns `[b, s, d]`.
+    pub fn forward_embeds(&self, embeds: Tensor<3>, positions: &[usize], key_mask: &[f32], mut cache: Option<&mut KvCache>) -> Result<Tensor<3>> {
+        let [b, s, d] = embeds.dims();
+        if d != self.hidden_size() {
+            return Err(Error::Input(format!("embeddings have width {d}, the model's is {}", self.hidden_size())));
+        }
+        if positions.len() != b * s || key_mask.len() != b * s {
+            return Err(Error::Input(format!("positions/key_mask need {} entries ([{b}, {s}])", b * s)));
+        }
+        let device = embeds.device();
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        if let Some(c) = cache.as_ref() {
+            if c.key_mask.len() != b {
+                return Err(Error::Input(format!("cache holds {} rows, input has {b}", c.key_mask.len())));
+            }
+        }
+        let t = past + s;
+        // Additive mask [b, 1, s, t]: causal in slot order and blind to padding keys.
+        let mut bias = vec![MASKED; b * s * t];
+        for r in 0..b {
+            for i in 0..s {
+                for j in 0..=past + i {
+                    let m = if j < past { cache.as_ref().unwrap().key_mask[r][j] } else { key_mask[r * s + j - past] };
+                    if m > 0.5 {
+                        bias[(r * s + i) * t + j] = 0.0;
+                    }
+                }
+            }
+        }
+        let bias = Tensor::<4>::from_data(TensorData::new(bias, [b, 1, s, t]), &device);
+        let rope = Rope::new(self.rope_theta, self.head_dim, positions, b, s, &device);
+        let mut x = embeds;
+        for (li, layer) in self.layers.iter().enumerate() {
+            let lora = self.lora.as_ref().map(|l| (&l.layers[li], l.scale));
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[li]);
+            x = layer.forward(x, &rope, bias.clone(), slot, lora);
+        }
+        if let Some(c) = cache {
+            for r in 0..b {
+                c.key_mask[r].extend_from_slice(&key_mask[r * s..(r + 1) * s]);
+            }
+        }
+        Ok(self.norm.forward(x))
+    }
+
+    /// Logits `[b, m + s, vocab]` for token ids `[b, s]` (no padding) behind an optional soft
+    /// prompt `[b, m, d]`. Convenient for tests and scoring; training gathers only the positions
+    /// it needs through [`Decoder::forward_embeds`] and [`Decoder::logits`].
+    pub fn forward(&self, ids: Tensor<2, Int>, soft_prompt: Option<Tensor<3>>) -> Result<Tensor<3>> {
+        let [b, _] = ids.dims();
+        let mut e = self.embed(ids);
+        if let Some(z) = soft_prompt {
+            let [zb, _, zd] = z.dims();
+            if zb != b || zd != self.hidden_size() {
+                return Err(Error::Input(format!("soft prompt {:?} does not fit batch {b} / width {}", z.dims(), self.hidden_size())));
+            }
+            e = Tensor::cat(vec![z, e], 1);
+        }
+        let [_, s, d] = e.dims();
+        let positions: Vec<usize> = (0..b).flat_map(|_| 0..s).collect();
+        let h = self.forward_embeds(e, &positions, &vec![1.0; b * s], None)?;
+        Ok(self.logits(h.reshape([b * s, d])).reshape([b, s, self.vocab_size()]))
+    }
+}
