@@ -17,9 +17,13 @@ need() {
   done
 }
 
-# apt_install PACKAGE...: Debian packages, when running as root on Debian; fails otherwise.
+# apt_install PACKAGE...: Debian packages, when running as root on Debian; otherwise says what to
+# install and fails.
 apt_install() {
-  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 1
+  if ! { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }; then
+    echo "lopa: install $* (Debian: apt-get install $*), or skip the tests that need them (LOPA_SKIP_WGPU=1, LOPA_SKIP_BROWSER=1)" >&2
+    return 1
+  fi
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
