@@ -10,9 +10,9 @@ pub mod wasm;
 use crate::adapter::{check_identity, Adapter, AdapterMeta};
 use crate::model::encoder::SentenceEncoder;
 use crate::error::{Error, Result};
-use crate::model::generator::PromptGenerator;
+use crate::model::generator::{GeneratorConfig, PromptGenerator};
 use crate::adapter::task::{TaskKind, TaskSpec};
-use crate::endpoint::wire::{CompletionRequest, CompletionResponse, Dtype, ErrorResponse, Request, ScoreRequest, ScoreResponse, StopField, WireSoftPrompt};
+use crate::endpoint::wire::{self, CompletionRequest, CompletionResponse, Dtype, ErrorResponse, Request, ScoreRequest, ScoreResponse, StopField, WireSoftPrompt};
 use crate::model::sampling::FinishReason;
 use crate::model::SoftPrompt;
 use burn::tensor::{Device, Tensor};
@@ -79,17 +79,24 @@ fn parse_answer<T: serde::de::DeserializeOwned>(status: u16, body: &[u8]) -> Res
     serde_json::from_slice(body).map_err(|e| Error::Endpoint(format!("an answer this client cannot read ({e})")))
 }
 
+/// The text and finish reason of a completion's (or a streamed chunk's) one choice.
+fn first_choice(r: CompletionResponse) -> Result<Chunk> {
+    let c = r.choices.into_iter().next().ok_or_else(|| Error::Endpoint("an answer with no choice".into()))?;
+    Ok(Chunk { text: c.text, finish_reason: c.finish_reason })
+}
+
 /// Whether an adapter can run on the client with this encoder: it makes soft prompts (LoRA
-/// changes the server's model) and was trained with this encoder.
-pub fn check_runs_on_client(meta: &AdapterMeta, encoder: &SentenceEncoder) -> Result<()> {
+/// changes the server's model) and was trained with this encoder. Gives its generator's config.
+pub fn check_runs_on_client<'a>(meta: &'a AdapterMeta, encoder: &SentenceEncoder) -> Result<&'a GeneratorConfig> {
     let Some(generator) = meta.adaptation.generator() else {
         return Err(Error::Config(format!("a `{}` adapter changes the server's model; it cannot run on the client as a soft prompt", meta.adaptation.kind().name())));
     };
     match &meta.encoder {
-        Some(want) => check_identity("encoder", want, &encoder.id, &encoder.sha256),
-        None if generator.method.uses_encoder() => Err(Error::Config("adapter.json records no encoder, but its method needs one".into())),
-        None => Ok(()),
+        Some(want) => check_identity("encoder", want, &encoder.id, &encoder.sha256)?,
+        None if generator.method.uses_encoder() => return Err(Error::Config("adapter.json records no encoder, but its method needs one".into())),
+        None => {}
     }
+    Ok(generator)
 }
 
 /// Encoder + generator + the adapter's task, on one device.
@@ -105,9 +112,7 @@ impl Client {
     /// Pair an encoder with an adapter, refusing an adapter trained with another encoder.
     pub fn new(encoder: SentenceEncoder, adapter: Adapter, device: &Device) -> Result<Self> {
         let meta = adapter.meta;
-        check_runs_on_client(&meta, &encoder)?;
-        let config = meta.adaptation.generator().expect("checked: a soft-prompt adapter");
-        let generator = PromptGenerator::from_tensors(config, &adapter.weights, device)?;
+        let generator = PromptGenerator::from_tensors(check_runs_on_client(&meta, &encoder)?, &adapter.weights, device)?;
         Ok(Self { encoder, generator, meta, device: device.clone() })
     }
 
@@ -197,7 +202,7 @@ impl Client {
     /// request's candidates), or the completion.
     pub fn read_answer(&self, path: &str, status: u16, body: &[u8]) -> Result<Answer> {
         match path {
-            "/v1/score" => {
+            wire::SCORE_PATH => {
                 let r: ScoreResponse = parse_answer(status, body)?;
                 let task = self.task();
                 let labels = task.labels();
@@ -208,10 +213,9 @@ impl Client {
                 let best = labels.iter().zip(&r.scores).fold((labels[0], f32::NEG_INFINITY), |b, (l, s)| if s.probability > b.1 { (l, s.probability) } else { b }).0;
                 Ok(Answer::Classification { label: best.to_string(), label_word: task.label_words[best].clone(), probabilities })
             }
-            "/v1/completions" => {
-                let r: CompletionResponse = parse_answer(status, body)?;
-                let c = r.choices.into_iter().next().ok_or_else(|| Error::Endpoint("an answer with no choice".into()))?;
-                Ok(Answer::Generation { text: c.text, finish_reason: c.finish_reason })
+            wire::COMPLETIONS_PATH => {
+                let Chunk { text, finish_reason } = first_choice(parse_answer(status, body)?)?;
+                Ok(Answer::Generation { text, finish_reason })
             }
             other => Err(Error::Input(format!("`{other}` is not a path this client posts to"))),
         }
@@ -219,8 +223,6 @@ impl Client {
 
     /// Read one server-sent event's data of a streamed completion (not `[DONE]`).
     pub fn read_chunk(data: &str) -> Result<Chunk> {
-        let r: CompletionResponse = parse_answer(200, data.as_bytes())?;
-        let c = r.choices.into_iter().next().ok_or_else(|| Error::Endpoint("a streamed chunk with no choice".into()))?;
-        Ok(Chunk { text: c.text, finish_reason: c.finish_reason })
+        first_choice(parse_answer(200, data.as_bytes())?)
     }
 }

@@ -10,7 +10,7 @@
 
 use super::engine::{Engine, EngineConfig, Submit};
 use super::upstream::Vllm;
-use super::wire::{CompletionChoice, CompletionRequest, CompletionResponse, ErrorDetail, ErrorResponse, Logprobs, Score, ScoreRequest, ScoreResponse, TensorRule, Usage, MAX_STOPS, MAX_STOP_BYTES};
+use super::wire::{CompletionChoice, COMPLETIONS_PATH, SCORE_PATH, CompletionRequest, CompletionResponse, ErrorDetail, ErrorResponse, Logprobs, Score, ScoreRequest, ScoreResponse, TensorRule, Usage, MAX_STOPS, MAX_STOP_BYTES};
 use crate::model::decoder::FoundationModel;
 use crate::error::Error;
 use crate::model::generate::{Generation, GenerationRequest};
@@ -292,8 +292,8 @@ pub fn router_with(backend: Backend, info: ModelInfo, cfg: ServeConfig) -> Route
     let mut app = Router::new()
         .route("/health", get(health))
         .route("/v1/models", get(models))
-        .route("/v1/completions", post(completions))
-        .route("/v1/score", post(score))
+        .route(COMPLETIONS_PATH, post(completions))
+        .route(SCORE_PATH, post(score))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state);
     if !cfg.cors_origins.is_empty() {

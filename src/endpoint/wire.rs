@@ -221,6 +221,11 @@ pub struct ScoreRequest {
     pub soft_prompt: Option<WireSoftPrompt>,
 }
 
+/// Where completions are posted.
+pub const COMPLETIONS_PATH: &str = "/v1/completions";
+/// Where candidates are scored.
+pub const SCORE_PATH: &str = "/v1/score";
+
 /// A request for `lopa serve`: what [`crate::client::Client::request`] builds.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
@@ -233,8 +238,8 @@ impl Request {
     /// Where it is POSTed.
     pub fn path(&self) -> &'static str {
         match self {
-            Request::Score(_) => "/v1/score",
-            Request::Completion(_) => "/v1/completions",
+            Request::Score(_) => SCORE_PATH,
+            Request::Completion(_) => COMPLETIONS_PATH,
         }
     }
 
