@@ -39,6 +39,8 @@ await() {
 debs=()
 skip "${LOPA_SKIP_WGPU:-0}" || ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || debs+=(mesa-vulkan-drivers)
 skip "${LOPA_SKIP_BROWSER:-0}" || command -v "${CHROMIUM:-chromium}" >/dev/null || debs+=(chromium)
+# CruxEval-I's check and the sandbox tests run Python in bubblewrap.
+command -v bwrap >/dev/null || debs+=(bubblewrap)
 if [ ${#debs[@]} -gt 0 ]; then
   bg apt apt_install "${debs[@]}"
 fi

@@ -92,5 +92,6 @@ fn private_runtime_dir() {}
 
 /// Read a float tensor back to the host as f32.
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data().try_to_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))
+    // Half-precision tensors (a decoder run at --precision f16/bf16) are read as f32.
+    t.cast(burn::tensor::FloatDType::F32).into_data().try_to_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))
 }

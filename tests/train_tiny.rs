@@ -33,8 +33,7 @@ fn task() -> TaskSpec {
         positive_label: None,
         kind: Default::default(),
         answer_template: None,
-        check_template: None,
-        reject_if_contains: None,
+        check: None,
         train_rows: None,
         dev_rows: None,
     }
@@ -48,6 +47,9 @@ fn data_file(dir: &std::path::Path) -> PathBuf {
 }
 
 struct Setup {
+    /// Held for the whole test: the backend's random generator (dropout) is one per process, so
+    /// trainings in parallel threads would draw each other's masks.
+    _serial: std::sync::MutexGuard<'static, ()>,
     plain: Device,
     ad: Device,
     fm: FoundationModel,
@@ -56,10 +58,12 @@ struct Setup {
 
 /// The tiny llama (on the autodiff device, frozen) and the tiny BERT (plain device).
 fn setup() -> Setup {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let plain = Device::flex();
     let ad = plain.clone().autodiff();
     let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &ad).unwrap();
-    Setup { enc: encoder(&plain), plain, ad, fm }
+    Setup { _serial: serial, enc: encoder(&plain), plain, ad, fm }
 }
 
 fn tmpdir(name: &str) -> PathBuf {
@@ -90,6 +94,7 @@ fn config(file: PathBuf, method: Method, epochs: usize) -> TrainConfig {
         seed: 7,
         train_limit: 0,
         dev_limit: 0,
+        checkpoint_every: 0,
     }
 }
 
@@ -108,7 +113,7 @@ fn host_params<M: Module>(m: &M) -> Vec<Vec<f32>> {
 
 #[test]
 fn frozen_models_are_bit_for_bit_unchanged_and_only_the_generator_gets_gradients() {
-    let Setup { plain, ad, fm, enc } = setup();
+    let Setup { plain, ad, fm, enc, _serial } = setup();
     let dir = tmpdir("frozen");
     let cfg = config(data_file(&dir), Method::Lopa, 2);
 
@@ -140,7 +145,7 @@ fn frozen_models_are_bit_for_bit_unchanged_and_only_the_generator_gets_gradients
 
 #[test]
 fn lopa_learns_a_toy_task_and_resume_continues() {
-    let Setup { plain, ad, fm, enc } = setup();
+    let Setup { plain, ad, fm, enc, _serial } = setup();
     let dir = tmpdir("learn");
     let run = dir.join("run");
     let cfg = config(data_file(&dir), Method::Lopa, 12);
@@ -183,7 +188,7 @@ fn lopa_learns_a_toy_task_and_resume_continues() {
 
 #[test]
 fn too_long_inputs_are_refused_before_training_with_file_and_line() {
-    let Setup { plain, ad, fm, enc } = setup();
+    let Setup { plain, ad, fm, enc, _serial } = setup();
     let dir = tmpdir("long");
     let file = data_file(&dir);
     let cfg = TrainConfig { max_length: 8, ..config(file.clone(), Method::Lopa, 1) };
@@ -200,7 +205,7 @@ fn too_long_inputs_are_refused_before_training_with_file_and_line() {
 
 #[test]
 fn every_method_trains_one_epoch() {
-    let Setup { plain, ad, fm, enc } = setup();
+    let Setup { plain, ad, fm, enc, _serial } = setup();
     let dir = tmpdir("methods");
     let file = data_file(&dir);
     for kind in AdaptationKind::ALL {
@@ -216,7 +221,7 @@ fn every_method_trains_one_epoch() {
 
 #[test]
 fn lora_starts_at_the_frozen_model_learns_and_changes_only_itself() {
-    let Setup { plain, ad, fm, enc } = setup();
+    let Setup { plain, ad, fm, enc, _serial } = setup();
     let dir = tmpdir("lora");
     let cfg = TrainConfig { adaptation: AdaptationConfig::Lora(fm.config.lora(4, 8.0)), ..config(data_file(&dir), Method::Lopa, 12) };
     let g = cfg.adaptation.init(&ad).unwrap();
@@ -249,7 +254,7 @@ fn lora_starts_at_the_frozen_model_learns_and_changes_only_itself() {
 
 #[test]
 fn generation_task_learns_its_answer_tokens() {
-    let Setup { plain, ad, fm, enc } = setup();
+    let Setup { plain, ad, fm, enc, _serial } = setup();
     let dir = tmpdir("gen");
     let file = data_file(&dir);
     let mut cfg = config(file.clone(), Method::Lopa, 40);
@@ -263,8 +268,7 @@ fn generation_task_learns_its_answer_tokens() {
         metric: Metric::ExactMatch,
         positive_label: None,
         answer_template: Some(" the\n".into()),
-        check_template: None,
-        reject_if_contains: None,
+        check: None,
         // Evaluated on its own rows: this checks that greedy generation behind the trained soft
         // prompt reproduces the teacher-forced answer (a random tiny model does not generalise).
         train_rows: Some([0, 6]),
@@ -292,3 +296,125 @@ fn generation_task_learns_its_answer_tokens() {
     assert_eq!(zero_shot, right as f64 / 6.0, "zero-shot must score the bare model's greedy answers");
     assert!(zero_shot < 1.0, "the untrained model already answers ` the` everywhere: the toy task tests nothing");
 }
+
+/// Panics after the given optimizer step, the way a kill stops a run: nothing more is written.
+struct KillAfter(usize, usize);
+impl lopa::training::Progress for KillAfter {
+    fn step(&mut self, _: usize, _: usize, _: usize, _: f64, _: f64) {
+        self.1 += 1;
+        if self.1 == self.0 {
+            panic!("killed after step {}", self.0);
+        }
+    }
+    fn epoch(&mut self, _: &lopa::training::EpochMetrics) {}
+}
+
+/// What must match between two runs: the files' bytes, and the metrics without wall times.
+fn run_state(run: &std::path::Path) -> (Vec<Vec<u8>>, Vec<serde_json::Value>) {
+    let files = ["last/adapter.safetensors", "last/optimizer.safetensors", "best/adapter.safetensors"].map(|f| std::fs::read(run.join(f)).unwrap()).to_vec();
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.remove("seconds");
+            o.remove("samples_per_sec");
+            v
+        })
+        .collect();
+    (files, metrics)
+}
+
+#[test]
+fn a_run_killed_mid_epoch_resumes_bit_for_bit() {
+    let Setup { plain, ad, fm, enc, _serial } = setup();
+    let dir = tmpdir("exact");
+    // 8 rows in batches of 2: 4 steps an epoch. Checkpoints at steps 3, 4 (epoch end), 6, 8, 9, 12.
+    let cfg = TrainConfig { batch_size: 2, checkpoint_every: 3, weight_decay: 0.01, warmup_ratio: 0.25, ..config(data_file(&dir), Method::Lopa, 3) };
+    let whole = train(&cfg, &fm, Some(&enc), &plain, &ad, &dir.join("whole"), false, &mut Quiet).unwrap();
+
+    // Killed after step 7, before step 8's epoch-end checkpoint: the last one is step 6, mid-epoch 2.
+    let run = dir.join("killed");
+    let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train(&cfg, &fm, Some(&enc), &plain, &ad, &run, false, &mut KillAfter(7, 0))));
+    assert!(killed.is_err(), "the run must have been stopped");
+    let ck: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("last/checkpoint.json")).unwrap()).unwrap();
+    assert_eq!((ck["epoch"].as_u64(), ck["step"].as_u64(), ck["step_in_epoch"].as_u64()), (Some(1), Some(6), Some(2)));
+    let copy = dir.join("without-moments");
+    std::fs::create_dir_all(copy.join("last")).unwrap();
+    for f in ["adapter.json", "adapter.safetensors", "checkpoint.json"] {
+        std::fs::copy(run.join("last").join(f), copy.join("last").join(f)).unwrap();
+    }
+    std::fs::write(copy.join("metrics.jsonl"), std::fs::read(run.join("metrics.jsonl")).unwrap()).unwrap();
+
+    let resumed = train(&cfg, &fm, Some(&enc), &plain, &ad, &run, true, &mut Quiet).unwrap();
+    let (want_files, want_metrics) = run_state(&dir.join("whole"));
+    let (got_files, got_metrics) = run_state(&run);
+    assert_eq!(got_metrics, want_metrics);
+    assert!(got_files == want_files, "resumed parameters or optimizer state differ from the uninterrupted run");
+    let losses = |s: &lopa::training::TrainSummary| s.epochs.iter().map(|e| e.train_loss.to_bits()).collect::<Vec<_>>();
+    assert_eq!(losses(&resumed), losses(&whole));
+    assert_eq!((resumed.best_epoch, resumed.best_dev_accuracy.to_bits()), (whole.best_epoch, whole.best_dev_accuracy.to_bits()));
+
+    // The same checkpoint without AdamW's moments continues differently: they are what makes it exact.
+    train(&cfg, &fm, Some(&enc), &plain, &ad, &copy, true, &mut Quiet).unwrap();
+    assert_ne!(std::fs::read(copy.join("last/adapter.safetensors")).unwrap(), want_files[0]);
+}
+
+/// The frozen model in half precision trains the same generator (f32 master weights and AdamW):
+/// its loss curve follows f32's, and the frozen weights are half while the generator's are not.
+#[test]
+fn half_precision_follows_the_f32_loss_curve() {
+    use lopa::model::decoder::Precision;
+    let Setup { plain, ad, fm, enc, _serial } = setup();
+    let dir = tmpdir("precision");
+    let cfg = config(data_file(&dir), Method::Lopa, 6);
+    let curve = |p: Precision| {
+        let fm = FoundationModel { decoder: fm.decoder.clone().with_precision(p), ..fm.clone() };
+        assert_eq!(fm.decoder.precision(), p);
+        let s = train(&cfg, &fm, Some(&enc), &plain, &ad, &dir.join(format!("{p:?}")), false, &mut Quiet).unwrap();
+        s.epochs.iter().map(|e| e.train_loss).collect::<Vec<_>>()
+    };
+    let f32_curve = curve(Precision::F32);
+    // One step from the same start: the loss and dLoss/dZ_S against f32's.
+    let a = cfg.adaptation.init(&ad).unwrap();
+    let ex = load_examples(&cfg.task, &cfg.train_file).unwrap();
+    let mut data = prepare(&ex, &cfg.train_file, &fm, Some(&enc), 64, &plain).unwrap();
+    let ids = label_token_ids(&cfg.task, &fm).unwrap();
+    data.iter_mut().for_each(|p| p.answer = vec![ids[p.label]]);
+    let batch: Vec<&Prepared> = data.iter().collect();
+    let step = |p: Precision| {
+        ad.seed(1); // the same dropout masks
+        let decoder = fm.decoder.clone().with_precision(p);
+        let l = loss(answer_logits(&decoder, Some(&a), &batch, &ad).unwrap(), &batch, &ad);
+        let grads = l.backward();
+        let g = a.generator().unwrap().task_prompt.as_ref().unwrap().val().grad(&grads).unwrap();
+        (l.into_scalar::<f32>() as f64, g.into_data().try_to_vec::<f32>().unwrap())
+    };
+    let (l32, g32) = step(Precision::F32);
+    for (p, loss_tol, cos_min) in [(Precision::Bf16, 0.01, 0.995), (Precision::F16, 0.002, 0.9999)] {
+        let (l, g) = step(p);
+        let dot: f64 = g.iter().zip(&g32).map(|(a, b)| *a as f64 * *b as f64).sum();
+        let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let cos = dot / (norm(&g) * norm(&g32));
+        eprintln!("{p:?} one step: loss {l} vs {l32} ({:.2e} relative), gradient cosine {cos:.6}", ((l - l32) / l32).abs());
+        assert!(((l - l32) / l32).abs() <= loss_tol && cos >= cos_min, "{p:?}: loss {l} vs {l32}, gradient cosine {cos}");
+    }
+    // Six epochs: trajectories drift apart step by step, within these bounds on this model.
+    for (p, tol) in [(Precision::Bf16, 0.08), (Precision::F16, 0.03)] {
+        let half = curve(p);
+        let worst = half.iter().zip(&f32_curve).map(|(h, f)| ((h - f) / f).abs()).fold(0.0, f64::max);
+        eprintln!("{p:?}: {half:?} vs f32 {f32_curve:?}: worst relative difference {worst:.4}");
+        assert!(worst <= tol, "{p:?} loss curve {half:?} is more than {tol} from f32's {f32_curve:?}");
+        assert!(half.last().unwrap() < &(half[0] * 0.8), "{p:?} did not learn: {half:?}");
+    }
+    // What is half and what is not: the frozen projections and embeddings are; norms and the
+    // generator (its master weights, trained by AdamW) are f32.
+    let half = fm.decoder.clone().with_precision(Precision::Bf16);
+    let dtype = |t: Tensor<2>| t.dtype();
+    assert_eq!(dtype(half.layers[0].self_attn.q_proj.weight.val()), burn::tensor::DType::BF16);
+    assert_eq!(dtype(half.embed_tokens.val()), burn::tensor::DType::BF16);
+    assert_eq!(half.norm.gamma.val().dtype(), burn::tensor::DType::F32);
+    assert_eq!(dtype(a.generator().unwrap().task_prompt.as_ref().unwrap().val()), burn::tensor::DType::F32);
+}
+

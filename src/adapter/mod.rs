@@ -3,6 +3,7 @@
 //! model it was trained with, so that a mismatch is refused at load). Written atomically.
 //! Also exports Z_S as a Hugging Face PEFT prompt-tuning adapter.
 
+pub mod check;
 pub mod task;
 
 use crate::model::decoder::FoundationModel;
@@ -111,11 +112,15 @@ impl Adapter {
 
     /// Write to `dir` atomically: a reader sees the old adapter or the new one, never a mix.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let files = vec![
+        write_dir_atomic(dir, &self.files())
+    }
+
+    /// The two files' names and bytes (a checkpoint writes them beside its own).
+    pub fn files(&self) -> Vec<(String, Vec<u8>)> {
+        vec![
             ("adapter.json".to_string(), serde_json::to_vec_pretty(&self.meta).expect("json")),
             ("adapter.safetensors".to_string(), self.safetensors_bytes(safetensors::StoreAs::F32)),
-        ];
-        write_dir_atomic(dir, &files)
+        ]
     }
 
     /// The weights as safetensors bytes.

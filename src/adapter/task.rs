@@ -5,6 +5,7 @@
 //! Built in: SST-2, RTE, MRPC from `../shared/data` layouts; any TSV or JSONL with a
 //! [`TaskSpec`] of your own.
 
+use super::check::{sandbox::Limits, Check};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -81,13 +82,9 @@ pub struct TaskSpec {
     /// Generation tasks: the answer text (teacher-forced in training, compared in evaluation).
     #[serde(default)]
     pub answer_template: Option<String>,
-    /// `pass@1`: Python that must run without error, with `{prediction}` for the model's answer.
-    #[serde(default)]
-    pub check_template: Option<String>,
-    /// `pass@1`: a prediction containing this text (filled from the row) fails without running.
-    /// CruxEval-O's rule: an answer that repeats `f(input)` would pass by calling the function.
-    #[serde(default)]
-    pub reject_if_contains: Option<String>,
+    /// `pass@1`: how an answer is judged.
+    #[serde(default, alias = "check_template", deserialize_with = "super::check::deserialize")]
+    pub check: Option<Check>,
     /// Rows of one file used for training / evaluation, `[start, end)` (CruxEval: 0-399 / 400-799).
     #[serde(default)]
     pub train_rows: Option<[usize; 2]>,
@@ -137,9 +134,8 @@ impl TaskSpec {
                 template: "{code}\nassert f({input}) == ".into(),
                 encoder_template: "{code}\n{input}".into(),
                 answer_template: Some("{output}\n".into()),
-                // CruxEval's own check: the predicted literal must equal the recorded output.
-                check_template: Some("{code}\nassert {output} == {prediction}".into()),
-                reject_if_contains: Some("f({input})".into()),
+                // CruxEval's check: the predicted literal equals the recorded output.
+                check: Some(Check::Literal { expected: "{output}".into() }),
                 metric: Metric::PassAt1,
                 train_rows: Some([0, 400]),
                 dev_rows: Some([400, 800]),
@@ -152,7 +148,8 @@ impl TaskSpec {
                 template: "{code}\nassert {output} == f(".into(),
                 encoder_template: "{code}\n{output}".into(),
                 answer_template: Some("{input})\n".into()),
-                check_template: Some("{code}\nassert {output} == f({prediction}".into()),
+                // The data set's function, called on the predicted literal arguments.
+                check: Some(Check::Call { code: "{code}".into(), function: "f".into(), expected: "{output}".into() }),
                 metric: Metric::PassAt1,
                 train_rows: Some([0, 400]),
                 dev_rows: Some([400, 800]),
@@ -173,8 +170,7 @@ impl TaskSpec {
             metric: Metric::Accuracy,
             positive_label: None,
             answer_template: None,
-            check_template: None,
-            reject_if_contains: None,
+            check: None,
             train_rows: None,
             dev_rows: None,
         }
@@ -190,18 +186,13 @@ impl TaskSpec {
         (d.join("train.tsv"), d.join("dev.tsv"))
     }
 
-    /// `pass@1` for one row: the prediction passes the reject rule and its check program runs
-    /// without error (sandboxed, `timeout_s`). False when the task has no check.
-    pub fn passes(&self, fields: &BTreeMap<String, String>, prediction: &str, timeout_s: u32) -> bool {
-        let Some(check) = &self.check_template else { return false };
-        if let Some(reject) = &self.reject_if_contains {
-            if prediction.contains(&fill_raw(reject, fields)) {
-                return false;
-            }
+    /// `pass@1` for one row (false when the task has no check). An error only when the check
+    /// needs the sandbox and it cannot run.
+    pub fn passes(&self, fields: &BTreeMap<String, String>, prediction: &str) -> Result<bool> {
+        match &self.check {
+            Some(check) => check.passes(fields, prediction, &Limits::default()),
+            None => Ok(false),
         }
-        let mut row = fields.clone();
-        row.insert("prediction".into(), prediction.to_string());
-        python_check(&fill_raw(check, &row), timeout_s)
     }
 
     /// Label values in a fixed order (class index = position).
@@ -258,24 +249,6 @@ pub fn fill_raw(template: &str, row: &BTreeMap<String, String>) -> String {
 
 fn fill_with(template: &str, row: &BTreeMap<String, String>, value: fn(&str) -> &str) -> String {
     row.iter().fold(template.to_string(), |s, (k, v)| s.replace(&format!("{{{k}}}"), value(v)))
-}
-
-/// Run a pass@1 check in a separate Python process: isolated mode (`-I`), CPU and memory limits,
-/// no stdin, killed after `timeout_s`. True when the program exits 0.
-pub fn python_check(program: &str, timeout_s: u32) -> bool {
-    let wrapper = "import resource,sys\nresource.setrlimit(resource.RLIMIT_CPU,(3,3))\nresource.setrlimit(resource.RLIMIT_AS,(1<<30,1<<30))\nresource.setrlimit(resource.RLIMIT_FSIZE,(0,0))\nexec(compile(sys.stdin.read(),'<check>','exec'),{'__name__':'__check__'})\n";
-    let child = std::process::Command::new("timeout")
-        .args(["-k", "1", &timeout_s.to_string(), "python3", "-I", "-c", wrapper])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn();
-    let Ok(mut child) = child else { return false };
-    if let Some(mut stdin) = child.stdin.take() {
-        use std::io::Write;
-        let _ = stdin.write_all(program.as_bytes());
-    }
-    child.wait().map(|s| s.success()).unwrap_or(false)
 }
 
 /// Read examples from a `.tsv` (header row, tab-separated, no quoting) or `.jsonl` file.
@@ -430,23 +403,46 @@ mod tests {
     }
 
     #[test]
-    fn cruxeval_rows_and_the_sandboxed_check() {
+    fn cruxeval_rows_and_checks() {
         let spec = TaskSpec::builtin("cruxeval-o").unwrap();
         let p = tmp("c.jsonl", "{\"code\": \"def f(x):\\n    return x * 2\", \"input\": \"3\", \"output\": \"6\", \"id\": \"a\"}\n{\"code\": \"def f(x):\\n    return x\", \"input\": \"1\", \"output\": \"1\", \"id\": \"b\"}\n");
         let ex = load_rows(&spec, &p, Some([0, 1])).unwrap();
         assert_eq!(ex.len(), 1);
         assert_eq!(ex[0].prompt, "def f(x):\n    return x * 2\nassert f(3) == ");
         assert_eq!(ex[0].answer, "6\n");
-        let check = |pred: &str| spec.passes(&ex[0].fields, pred, 5);
-        assert!(check("6"));
-        assert!(check(" 6 "), "CruxEval compares values, not text");
-        assert!(!check("7"));
-        assert!(!check("f(3)"), "repeating f(input) must not pass (CruxEval's rule)");
-        assert!(!check("(lambda: f(3))()"), "nor calling it any other way that contains f(3)");
-        assert!(!check(""), "an empty answer is a syntax error");
-        assert!(!check("__import__('time').sleep(30) or 6"), "the timeout must stop a hanging check");
+        let check = |pred: &str| spec.passes(&ex[0].fields, pred).unwrap();
+        assert!(check("6") && check(" 6 ") && check("6.0") && check("(6)"), "CruxEval compares values, not text");
+        // Not literals: each fails without anything being run.
+        for pred in ["7", "f(3)", "(lambda: f(3))()", "", "0 or 6", "6 or 1", "__import__('os')._exit(0)", "__import__('time').sleep(30) or 6", "6 if True else 0"] {
+            assert!(!check(pred), "{pred:?} must fail");
+        }
         let e = load_rows(&spec, &p, Some([0, 5])).unwrap_err().to_string();
         assert!(e.ends_with("c.jsonl: rows 0..5 requested, the file has 2"), "{e}");
+
+        // CruxEval-I runs the row's own function on the predicted literal arguments.
+        let spec = TaskSpec::builtin("cruxeval-i").unwrap();
+        let ex = load_rows(&spec, &p, Some([0, 1])).unwrap();
+        assert_eq!(ex[0].prompt, "def f(x):\n    return x * 2\nassert 6 == f(");
+        let check = |pred: &str| spec.passes(&ex[0].fields, pred).unwrap();
+        assert!(check("3)") && check("x=3)") && check("3.0)  # three"));
+        for pred in ["4)", "3", "3) or True", "__import__('os')._exit(0))", "*[3])", "3, 4)"] {
+            assert!(!check(pred), "{pred:?} must fail");
+        }
+    }
+
+    /// Adapter files written before `check` recorded a program template; it still loads, as a
+    /// sandboxed program check.
+    #[test]
+    fn older_check_template_loads() {
+        let mut v = serde_json::to_value(TaskSpec::builtin("cruxeval-o").unwrap()).unwrap();
+        let o = v.as_object_mut().unwrap();
+        o.remove("check");
+        o.insert("check_template".into(), "{code}\nassert {output} == {prediction}".into());
+        o.insert("reject_if_contains".into(), "f({input})".into());
+        let spec: TaskSpec = serde_json::from_value(v).unwrap();
+        assert_eq!(spec.check, Some(Check::Program { template: "{code}\nassert {output} == {prediction}".into() }));
+        let round: TaskSpec = serde_json::from_str(&serde_json::to_string(&TaskSpec::builtin("cruxeval-i").unwrap()).unwrap()).unwrap();
+        assert_eq!(round, TaskSpec::builtin("cruxeval-i").unwrap());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use burn::tensor::Device;
 use lopa::adapter::Adapter;
 use lopa::device::{select, BackendChoice, Selected};
-use lopa::model::decoder::FoundationModel;
+use lopa::model::decoder::{FoundationModel, Precision};
 use lopa::model::encoder::SentenceEncoder;
 use lopa::model::adaptation::Adaptation;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,10 @@ pub struct ModelArgs {
     /// Compute backend: a GPU through wgpu if present, else the CPU.
     #[arg(long, value_enum, default_value_t)]
     pub backend: BackendChoice,
+    /// The frozen model's arithmetic: f16/bf16 halves its weights and matmuls; norms, softmax,
+    /// logits and everything trained stay f32.
+    #[arg(long, value_enum, default_value_t)]
+    pub precision: Precision,
 }
 
 impl ModelArgs {
@@ -30,6 +34,12 @@ impl ModelArgs {
     }
     pub fn device(&self) -> lopa::Result<Selected> {
         select(self.backend)
+    }
+    /// The frozen model at `--precision`.
+    pub fn load_model(&self, device: &Device) -> lopa::Result<FoundationModel> {
+        let mut fm = FoundationModel::load(self.model_path(), device)?;
+        fm.decoder = fm.decoder.with_precision(self.precision);
+        Ok(fm)
     }
 }
 
@@ -63,7 +73,7 @@ pub struct Loaded {
 impl Loaded {
     pub fn load(models: &ModelArgs, dir: &Path, device: &Device) -> lopa::Result<Self> {
         let adapter = Adapter::load(dir)?;
-        let fm = FoundationModel::load(models.model_path(), device)?;
+        let fm = models.load_model(device)?;
         let encoder = if adapter.meta.adaptation.uses_encoder() { Some(SentenceEncoder::from_dir(models.encoder_path(), device)?) } else { None };
         adapter.meta.check_compatible(&fm, encoder.as_ref())?;
         let adaptation = Adaptation::from_tensors(&adapter.meta.adaptation, &adapter.weights, device)?;

@@ -4,6 +4,7 @@
 use burn::optim::{AdamWConfig, GradientsParams};
 use lopa::device::{select, BackendChoice};
 use lopa::model::adaptation::Adaptation;
+use lopa::model::decoder::Precision;
 use lopa::model::generator::{GeneratorConfig, Method};
 use lopa::training::Prepared;
 
@@ -11,6 +12,9 @@ use lopa::training::Prepared;
 pub struct Args {
     #[arg(long, value_enum, default_value_t)]
     backend: BackendChoice,
+    /// The frozen model's arithmetic (the generator and AdamW stay f32).
+    #[arg(long, value_enum, default_value_t)]
+    precision: Precision,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Prompt tokens per example (the soft prompt adds m more).
@@ -32,13 +36,13 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> lopa::Result<()> {
-    let Args { backend, batch_size: b, seq_len: s, layers, method, steps, warmup, matmul } = a;
+    let Args { backend, precision, batch_size: b, seq_len: s, layers, method, steps, warmup, matmul } = a;
     let dev = select(backend)?;
     let ad = dev.device.clone().autodiff();
     let mut cfg = lopa::model::decoder::Decoder::smollm2_135m_config();
     cfg.num_hidden_layers = layers;
     let t0 = std::time::Instant::now();
-    let decoder = lopa::model::decoder::Decoder::random(&cfg, 1, &ad)?;
+    let decoder = lopa::model::decoder::Decoder::random(&cfg, 1, &ad)?.with_precision(precision);
     let load_s = t0.elapsed().as_secs_f64();
     let config = GeneratorConfig::new(method, 576, 384);
     let mut g = Adaptation::Prompt(config.init(&ad)?);
@@ -73,8 +77,8 @@ pub fn run(a: Args) -> lopa::Result<()> {
     let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
     let matmul_tflops = if matmul {
         let rows = b * (s + 10);
-        let x = burn::tensor::Tensor::<2>::random([rows, 576], burn::tensor::Distribution::Normal(0.0, 1.0), &dev.device);
-        let w = burn::tensor::Tensor::<2>::random([576, 1536], burn::tensor::Distribution::Normal(0.0, 1.0), &dev.device);
+        let x = burn::tensor::Tensor::<2>::random([rows, 576], burn::tensor::Distribution::Normal(0.0, 1.0), &dev.device).cast(precision.dtype());
+        let w = burn::tensor::Tensor::<2>::random([576, 1536], burn::tensor::Distribution::Normal(0.0, 1.0), &dev.device).cast(precision.dtype());
         // Warm up until autotuning and shader compilation for this shape are done.
         for _ in 0..3 {
             let mut acc = x.clone().matmul(w.clone());
@@ -85,7 +89,7 @@ pub fn run(a: Args) -> lopa::Result<()> {
         }
         let t = std::time::Instant::now();
         let reps = 50;
-        let mut acc = burn::tensor::Tensor::<2>::zeros([rows, 1536], &dev.device);
+        let mut acc = burn::tensor::Tensor::<2>::zeros([rows, 1536], &dev.device).cast(precision.dtype());
         for _ in 0..reps {
             acc = acc + x.clone().matmul(w.clone());
         }
@@ -97,7 +101,7 @@ pub fn run(a: Args) -> lopa::Result<()> {
     };
     println!("{}", serde_json::json!({
         "matmul_tflops": matmul_tflops,
-        "backend": dev.name, "method": method.name(), "batch_size": b, "seq_len": s, "layers": layers,
+        "backend": dev.name, "precision": precision, "method": method.name(), "batch_size": b, "seq_len": s, "layers": layers,
         "virtual_tokens": config.prompt_len(), "step_seconds": mean, "samples_per_sec": b as f64 / mean,
         "weights_init_seconds": load_s
     }));

@@ -1,7 +1,6 @@
 //! `lopa generate`: the frozen model alone completes a prompt.
 
 use crate::args::ModelArgs;
-use lopa::model::decoder::FoundationModel;
 use lopa::model::generate::{generate, GenerationRequest};
 use lopa::model::sampling::SamplingParams;
 
@@ -23,7 +22,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> lopa::Result<()> {
     let dev = a.models.device()?;
-    let fm = FoundationModel::load(a.models.model_path(), &dev.device)?;
+    let fm = a.models.load_model(&dev.device)?;
     let req = GenerationRequest { prompt_ids: fm.tokenizer.encode(&a.prompt)?, soft_prompt: None };
     let p = SamplingParams { max_tokens: a.max_tokens, temperature: a.temperature, top_p: a.top_p, stop_token_ids: fm.tokenizer.eos_token_ids.clone(), seed: a.seed };
     let out = generate(&fm.decoder, &[req], &p, true, &dev.device)?;

@@ -1,7 +1,6 @@
 //! `lopa info`: a model's configuration and identity.
 
 use crate::args::ModelArgs;
-use lopa::model::decoder::FoundationModel;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -11,7 +10,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> lopa::Result<()> {
     let dev = a.models.device()?;
-    let fm = FoundationModel::load(a.models.model_path(), &dev.device)?;
+    let fm = a.models.load_model(&dev.device)?;
     println!("backend: {}", dev.name);
     println!("model: {} (sha256 {})", fm.id, fm.sha256);
     println!("{}", serde_json::to_string_pretty(&fm.config).expect("json"));

@@ -2,7 +2,7 @@
 //! field, and `/v1/score`), in this process or as the gateway in front of vLLM (`--upstream`).
 
 use crate::args::ModelArgs;
-use lopa::model::decoder::{FoundationModel, TokenEmbedding};
+use lopa::model::decoder::TokenEmbedding;
 
 /// `lopa serve` flags; unset limits take [`lopa::endpoint::ServeConfig::default`].
 #[derive(clap::Args)]
@@ -90,7 +90,7 @@ pub fn run(a: Args) -> lopa::Result<()> {
         let (app, what) = match &a.upstream {
             None => {
                 let dev = a.models.device()?;
-                let fm = FoundationModel::load(a.models.model_path(), &dev.device)?;
+                let fm = a.models.load_model(&dev.device)?;
                 let what = format!("{} ({})", fm.id, dev.name);
                 (lopa::endpoint::router(fm, dev.device, cfg.clone()), what)
             }

@@ -78,9 +78,12 @@ pub struct Args {
     /// Run directory (metrics.jsonl, loss.svg, best/, last/).
     #[arg(long, default_value = "runs/sst2-lopa")]
     run_dir: PathBuf,
-    /// Continue from run_dir/last.
+    /// Continue from run_dir/last exactly where it stopped (adapter, AdamW's moments, position).
     #[arg(long)]
     resume: bool,
+    /// Also write run_dir/last every N optimizer steps inside an epoch (0: at epoch ends only).
+    #[arg(long, default_value_t = 0)]
+    checkpoint_every: usize,
     /// Also measure the frozen model's zero-shot dev score first.
     #[arg(long)]
     zero_shot: bool,
@@ -122,7 +125,7 @@ pub fn run(a: Args) -> lopa::Result<()> {
     let dev = a.models.device()?;
     eprintln!("lopa: backend {}", dev.name);
     let ad = dev.device.clone().autodiff();
-    let fm = FoundationModel::load(a.models.model_path(), &ad)?;
+    let fm = a.models.load_model(&ad)?;
     let uses_encoder = matches!(a.method, AdaptationKind::Prompt(m) if m.uses_encoder());
     let enc = if uses_encoder { Some(SentenceEncoder::from_dir(a.models.encoder_path(), &dev.device)?) } else { None };
     let adaptation = match a.method {
@@ -154,6 +157,7 @@ pub fn run(a: Args) -> lopa::Result<()> {
         seed: a.seed,
         train_limit: a.train_limit,
         dev_limit: a.dev_limit,
+        checkpoint_every: a.checkpoint_every,
     };
     eprintln!("lopa: {} on {} with {} trainable parameters", a.method.name(), cfg.task.name, cfg.adaptation.trainable_parameters());
     let zero = if a.zero_shot {

@@ -2,7 +2,6 @@
 
 use crate::args::ModelArgs;
 use lopa::adapter::task::TaskSpec;
-use lopa::model::decoder::FoundationModel;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,10 +19,10 @@ pub fn run(a: Args) -> lopa::Result<()> {
     let dev = a.models.device()?;
     let task = TaskSpec::builtin(&a.task)?;
     let (_, dev_file) = task.default_files(&lopa::adapter::task::data_dir());
-    let fm = FoundationModel::load(a.models.model_path(), &dev.device)?;
+    let fm = a.models.load_model(&dev.device)?;
     let t0 = std::time::Instant::now();
     let (acc, f1) = lopa::training::zero_shot(&task, &dev_file, a.dev_limit, &fm, &dev.device)?;
     println!("{}", serde_json::json!({"task": task.name, "dev_accuracy": acc, "dev_f1": f1, "seconds": t0.elapsed().as_secs_f64(), "backend": dev.name,
-        "check_template": task.check_template, "reject_if_contains": task.reject_if_contains}));
+        "check": task.check}));
     Ok(())
 }

@@ -6,7 +6,7 @@ use crate::model::weights::TensorMap;
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 
 /// A `torch.nn.Linear` called `{prefix}.weight` (`[d_out, d_in]`) and optionally `{prefix}.bias`.
 pub fn linear(w: &TensorMap, prefix: &str, d_in: usize, d_out: usize, bias: bool, device: &Device) -> Result<Linear> {
@@ -48,8 +48,10 @@ pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
 /// Returns `[b, h, s, hd]`.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
     let hd = q.dims()[3];
+    let dtype = float_dtype(&q);
     let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt()) + bias;
-    softmax(scores, 3).matmul(v)
+    // Softmax sums in f32 whatever the matmuls run in (a no-op cast at f32).
+    softmax(scores.cast(FloatDType::F32), 3).cast(dtype).matmul(v)
 }
 
 /// The additive value for a blocked attention position: large enough to zero the weight after
@@ -60,4 +62,21 @@ pub const MASKED: f32 = -1e9;
 pub fn key_padding_bias(mask: &[f32], b: usize, t: usize, device: &Device) -> Tensor<4> {
     let v: Vec<f32> = mask.iter().map(|&m| if m > 0.5 { 0.0 } else { MASKED }).collect();
     Tensor::from_data(TensorData::new(v, [b, 1, 1, t]), device)
+}
+
+/// A float tensor's element type as a cast target.
+pub fn float_dtype<const D: usize>(x: &Tensor<D>) -> FloatDType {
+    match x.dtype() {
+        DType::F16 => FloatDType::F16,
+        DType::BF16 => FloatDType::BF16,
+        DType::F64 => FloatDType::F64,
+        _ => FloatDType::F32,
+    }
+}
+
+/// An RMSNorm computed in f32 and returned in `x`'s type (half precision overflows the sum of
+/// squares).
+pub fn rms_norm_f32<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
+    let dtype = float_dtype(&x);
+    norm.forward(x.cast(FloatDType::F32)).cast(dtype)
 }

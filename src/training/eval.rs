@@ -107,7 +107,7 @@ pub fn evaluate(task: &TaskSpec, fm: &FoundationModel, adaptation: Option<&Adapt
             let mut ok = 0usize;
             for (p, a) in data.iter().zip(&answers) {
                 let pass = match task.metric {
-                    Metric::PassAt1 => task.passes(&p.fields, a, 5),
+                    Metric::PassAt1 => task.passes(&p.fields, a)?,
                     _ => fm.tokenizer.decode(&p.answer)?.trim() == a.trim(),
                 };
                 ok += pass as usize;

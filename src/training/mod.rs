@@ -3,6 +3,7 @@
 //! the adaptation is trainable; the encoder runs once per example up front (it is frozen, so f(x)
 //! never changes) and the decoder's parameters are `no_grad`.
 
+pub mod checkpoint;
 pub mod data;
 pub mod eval;
 pub mod plot;
@@ -46,6 +47,9 @@ pub struct TrainConfig {
     pub train_limit: usize,
     /// Use only the first N dev rows (0 = all).
     pub dev_limit: usize,
+    /// Also write the resume checkpoint every N steps inside an epoch (0: at epoch ends only).
+    #[serde(default)]
+    pub checkpoint_every: usize,
 }
 
 /// The learning rate after warm-up.
@@ -124,17 +128,6 @@ pub struct TrainSummary {
     pub epochs: Vec<EpochMetrics>,
 }
 
-/// State written after each epoch so that `--resume` continues from it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Checkpoint {
-    epoch: usize,
-    step: usize,
-    best_epoch: usize,
-    best_dev_accuracy: f64,
-    best_dev_f1: Option<f64>,
-    epochs: Vec<EpochMetrics>,
-}
-
 /// Train, evaluating on dev after every epoch; the best adapter goes to `run_dir/best`, the last
 /// to `run_dir/last` with `checkpoint.json`. `device` must be an autodiff device.
 #[allow(clippy::too_many_arguments)]
@@ -179,29 +172,32 @@ pub fn train(
     std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
     std::fs::write(run_dir.join("config.json"), serde_json::to_vec_pretty(cfg).expect("json")).map_err(|e| Error::io(run_dir, e))?;
 
-    device.seed(cfg.seed);
     let meta = AdapterMeta::new(&cfg.adaptation, &cfg.task, fm, encoder);
-    let (mut adaptation, mut ck) = match resume.then(|| Adapter::load(&run_dir.join("last"))).transpose() {
-        Ok(Some(a)) => {
-            a.meta.check_compatible(fm, encoder)?;
-            let ck: Checkpoint = serde_json::from_slice(&crate::error::read_file(run_dir.join("last/checkpoint.json"))?)
-                .map_err(|e| Error::Config(format!("checkpoint.json: {e}")))?;
-            (Adaptation::from_tensors(&a.meta.adaptation, &a.weights, device)?, ck)
-        }
-        Ok(None) => (cfg.adaptation.init(device)?, Checkpoint { epoch: 0, step: 0, best_epoch: 0, best_dev_accuracy: -1.0, best_dev_f1: None, epochs: vec![] }),
-        Err(e) => return Err(Error::Config(format!("--resume: no usable checkpoint in {}: {e}", run_dir.display()))),
-    };
+    let last = run_dir.join("last");
     let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init();
+    let (mut adaptation, mut ck) = if resume {
+        let saved = checkpoint::load(&last).map_err(|e| Error::Config(format!("--resume: no usable checkpoint in {}: {e}", run_dir.display())))?;
+        saved.adapter.meta.check_compatible(fm, encoder)?;
+        let adaptation = Adaptation::from_tensors(&saved.adapter.meta.adaptation, &saved.adapter.weights, device)?;
+        if let Some(bytes) = &saved.optimizer {
+            optim = checkpoint::load_optimizer(optim, &adaptation, bytes)?;
+        }
+        (adaptation, saved.position)
+    } else {
+        device.seed(cfg.seed);
+        (cfg.adaptation.init(device)?, checkpoint::Position::start())
+    };
     let steps_per_epoch = train_data.len().div_ceil(cfg.batch_size);
     let total_steps = steps_per_epoch * cfg.epochs;
     let warmup = ((total_steps as f64) * cfg.warmup_ratio).ceil().max(1.0) as usize;
-    let mut seen = 0usize;
-    let mut train_secs = 0.0f64;
     for epoch in ck.epoch + 1..=cfg.epochs {
         let t0 = Instant::now();
+        let secs_before = ck.train_secs;
         let batches = length_bucketed_batches(&train_data, cfg.batch_size, cfg.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9));
-        let mut loss_sum = 0.0;
-        for (i, idx) in batches.iter().enumerate() {
+        // A checkpoint inside this epoch has done its first `step_in_epoch` batches.
+        for (i, idx) in batches.iter().enumerate().skip(ck.step_in_epoch) {
+            // Dropout draws from a seed fixed by the step, so a resumed run draws the same masks.
+            device.seed(crate::rng::Rng::new(cfg.seed ^ (ck.step as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64());
             let batch: Vec<&Prepared> = idx.iter().map(|&j| &train_data[j]).collect();
             let logits = answer_logits(&fm.decoder, Some(&adaptation), &batch, device)?;
             let l = loss(logits, &batch, device);
@@ -214,28 +210,36 @@ pub fn train(
             ck.step += 1;
             let lr = learning_rate(cfg.learning_rate, cfg.lr_schedule, ck.step, warmup, total_steps);
             adaptation = optim.step(lr, adaptation, grads);
-            loss_sum += lv as f64;
-            seen += batch.len();
-            let sps = seen as f64 / (train_secs + t0.elapsed().as_secs_f64()).max(1e-9);
-            progress.step(epoch, i + 1, steps_per_epoch, lv as f64, sps);
+            ck.loss_sum += lv as f64;
+            ck.seen += batch.len();
+            ck.step_in_epoch = i + 1;
+            ck.train_secs = secs_before + t0.elapsed().as_secs_f64();
+            progress.step(epoch, i + 1, steps_per_epoch, lv as f64, ck.seen as f64 / ck.train_secs.max(1e-9));
+            if cfg.checkpoint_every > 0 && ck.step.is_multiple_of(cfg.checkpoint_every) && i + 1 < steps_per_epoch {
+                let adapter = Adapter { meta: meta.clone(), weights: adaptation.to_tensors()? };
+                checkpoint::save(&last, &adapter, &optim, &adaptation, &ck)?;
+            }
         }
-        train_secs += t0.elapsed().as_secs_f64();
         let plain_fm = FoundationModel { decoder: fm.decoder.valid(), ..fm.clone() };
         let (acc, f1) = evaluate(&cfg.task, &plain_fm, Some(&adaptation.valid()), &dev_data, cfg.batch_size.max(16), &device.clone().inner())?;
         let m = EpochMetrics {
             epoch,
             metric: cfg.task.metric,
-            train_loss: loss_sum / steps_per_epoch as f64,
+            train_loss: ck.loss_sum / steps_per_epoch as f64,
             dev_accuracy: acc,
             dev_f1: f1,
-            samples_per_sec: seen as f64 / train_secs.max(1e-9),
+            samples_per_sec: ck.seen as f64 / ck.train_secs.max(1e-9),
             seconds: t0.elapsed().as_secs_f64(),
         };
         progress.epoch(&m);
-        append_jsonl(&run_dir.join("metrics.jsonl"), &m)?;
         let better = f1.unwrap_or(acc) > ck.best_dev_f1.unwrap_or(ck.best_dev_accuracy);
         ck.epoch = epoch;
+        ck.step_in_epoch = 0;
+        ck.loss_sum = 0.0;
         ck.epochs.push(m);
+        // Rewritten whole, so an epoch run again after a resume is not recorded twice.
+        let lines: String = ck.epochs.iter().map(|m| serde_json::to_string(m).expect("json") + "\n").collect();
+        crate::adapter::write_atomic(&run_dir.join("metrics.jsonl"), lines.as_bytes())?;
         let adapter = Adapter { meta: meta.clone(), weights: adaptation.to_tensors()? };
         if better {
             ck.best_epoch = epoch;
@@ -243,8 +247,7 @@ pub fn train(
             ck.best_dev_f1 = f1;
             adapter.save(&run_dir.join("best"))?;
         }
-        adapter.save(&run_dir.join("last"))?;
-        crate::adapter::write_atomic(&run_dir.join("last/checkpoint.json"), &serde_json::to_vec_pretty(&ck).expect("json"))?;
+        checkpoint::save(&last, &adapter, &optim, &adaptation, &ck)?;
         crate::training::plot::loss_curve_svg(&ck.epochs, &run_dir.join("loss.svg"))?;
     }
     Ok(TrainSummary {
@@ -256,15 +259,9 @@ pub fn train(
         train_examples: train_data.len(),
         dev_examples: dev_data.len(),
         seconds: started.elapsed().as_secs_f64(),
-        samples_per_sec: seen as f64 / train_secs.max(1e-9),
+        samples_per_sec: ck.seen as f64 / ck.train_secs.max(1e-9),
         epochs: ck.epochs,
     })
-}
-
-fn append_jsonl<T: Serialize>(path: &Path, v: &T) -> Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
-    writeln!(f, "{}", serde_json::to_string(v).expect("json")).map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]

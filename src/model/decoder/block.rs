@@ -6,12 +6,12 @@
 use super::DecoderConfig;
 use crate::error::Result;
 use crate::model::lora::LoraLayer;
-use crate::model::nn::{attention, linear, merge_heads, rms_norm, split_heads};
+use crate::model::nn::{attention, float_dtype, linear, merge_heads, rms_norm, rms_norm_f32, split_heads};
 use crate::model::weights::TensorMap;
 use burn::module::Module;
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::activation::silu;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 
 /// The cached keys and values of one block, `[b, kv_heads, t, head_dim]` each.
 pub type LayerCache = Option<(Tensor<4>, Tensor<4>)>;
@@ -41,6 +41,11 @@ impl Rope {
         }
         let mk = |v| Tensor::<4>::from_data(TensorData::new(v, [b, 1, s, head_dim]), device);
         Self { cos: mk(cos), sin: mk(sin) }
+    }
+
+    /// The tables in the decoder's compute type.
+    pub fn cast(self, dtype: FloatDType) -> Self {
+        Self { cos: self.cos.cast(dtype), sin: self.sin.cast(dtype) }
     }
 
     /// x·cos + rotate_half(x)·sin for `x`: `[b, h, s, hd]`.
@@ -83,7 +88,11 @@ impl SelfAttention {
     pub fn forward(&self, x: Tensor<3>, rope: &Rope, bias: Tensor<4>, cache: Option<&mut LayerCache>, lora: Option<(&LoraLayer, f64)>) -> Tensor<3> {
         let (mut q, mut k, mut v) = (self.q_proj.forward(x.clone()), self.k_proj.forward(x.clone()), self.v_proj.forward(x.clone()));
         if let Some((l, scale)) = lora {
-            (q, k, v) = (q + l.q_proj.delta(x.clone(), scale), k + l.k_proj.delta(x.clone(), scale), v + l.v_proj.delta(x, scale));
+            // The LoRA's weights are trained in f32 whatever the frozen model runs in.
+            let dtype = float_dtype(&x);
+            let x = x.cast(FloatDType::F32);
+            let delta = |p: &crate::model::lora::LoraPair, x: Tensor<3>| p.delta(x, scale).cast(dtype);
+            (q, k, v) = (q + delta(&l.q_proj, x.clone()), k + delta(&l.k_proj, x.clone()), v + delta(&l.v_proj, x));
         }
         let q = rope.apply(split_heads(q, self.heads, self.head_dim));
         let mut k = rope.apply(split_heads(k, self.kv_heads, self.head_dim));
@@ -158,7 +167,7 @@ impl DecoderLayer {
 
     /// `[b, s, d]` → `[b, s, d]`.
     pub fn forward(&self, x: Tensor<3>, rope: &Rope, bias: Tensor<4>, cache: Option<&mut LayerCache>, lora: Option<(&LoraLayer, f64)>) -> Tensor<3> {
-        let x = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rope, bias, cache, lora);
-        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+        let x = x.clone() + self.self_attn.forward(rms_norm_f32(&self.input_layernorm, x), rope, bias, cache, lora);
+        x.clone() + self.mlp.forward(rms_norm_f32(&self.post_attention_layernorm, x))
     }
 }

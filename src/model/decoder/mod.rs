@@ -16,12 +16,12 @@ pub use cache::KvCache;
 pub use checkpoint::{gguf_to_hf, gguf_to_hf_only, FoundationModel, TokenEmbedding, EMBED_TOKENS};
 
 use crate::error::{Error, Result};
-use crate::model::nn::{rms_norm, MASKED};
+use crate::model::nn::{float_dtype, rms_norm, rms_norm_f32, MASKED};
 use crate::model::weights::TensorMap;
 use block::Rope;
 use burn::module::{Module, Param};
 use burn::nn::RmsNorm;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 /// Hugging Face `LlamaConfig` / `Qwen2Config` fields lopa uses.
@@ -100,6 +100,29 @@ impl DecoderConfig {
     }
     pub(crate) fn qkv_bias(&self) -> bool {
         self.attention_bias.unwrap_or(self.model_type == "qwen2")
+    }
+}
+
+/// The arithmetic the frozen decoder runs in. In half precision its matmuls and weights are
+/// half; norms, softmax and the logits stay f32, and so does anything trained (a soft prompt's
+/// generator, a LoRA): the decoder takes f32 embeddings and returns f32 logits either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+    Bf16,
+}
+
+impl Precision {
+    pub fn dtype(self) -> FloatDType {
+        match self {
+            Precision::F32 => FloatDType::F32,
+            Precision::F16 => FloatDType::F16,
+            Precision::Bf16 => FloatDType::BF16,
+        }
     }
 }
 
@@ -197,6 +220,35 @@ impl Decoder {
         }
     }
 
+    /// The decoder with its weights in `precision` (norm weights and a LoRA stay f32).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        use burn::module::ModuleMapper;
+        struct Cast(FloatDType);
+        impl ModuleMapper for Cast {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                let dtype = self.0;
+                param.map(|t| t.cast(dtype))
+            }
+        }
+        let mut cast = Cast(precision.dtype());
+        self.embed_tokens = cast.map_float(self.embed_tokens);
+        self.lm_head = self.lm_head.map(|w| cast.map_float(w));
+        for layer in &mut self.layers {
+            let l = std::mem::replace(layer, layer.clone());
+            *layer = DecoderLayer { self_attn: l.self_attn.map(&mut cast), mlp: l.mlp.map(&mut cast), ..l };
+        }
+        self.no_grad()
+    }
+
+    /// The type its matmuls run in.
+    pub fn precision(&self) -> Precision {
+        match float_dtype(&self.embed_tokens.val()) {
+            FloatDType::F16 => Precision::F16,
+            FloatDType::BF16 => Precision::Bf16,
+            _ => Precision::F32,
+        }
+    }
+
     /// Embedding width d.
     pub fn hidden_size(&self) -> usize {
         self.embed_tokens.dims()[1]
@@ -219,15 +271,18 @@ impl Decoder {
         let [b, s] = ids.dims();
         let e = self.embed_tokens.val();
         let d = e.dims()[1];
-        e.select(0, ids.reshape([b * s])).reshape([b, s, d])
+        e.select(0, ids.reshape([b * s])).reshape([b, s, d]).cast(FloatDType::F32)
     }
 
     /// Logits over the vocabulary for hidden states `[n, d]` → `[n, vocab]`.
     pub fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
+        let dtype = self.precision().dtype();
+        let hidden = hidden.cast(dtype);
         match &self.lm_head {
             Some(w) => hidden.matmul(w.val()),
             None => hidden.matmul(self.embed_tokens.val().transpose()),
         }
+        .cast(FloatDType::F32)
     }
 
     /// Final-normed hidden states for input embeddings.
@@ -254,8 +309,10 @@ impl Decoder {
             }
         }
         let t = past + s;
-        // Additive mask [b, 1, s, t]: causal in slot order and blind to padding keys.
-        let mut bias = vec![MASKED; b * s * t];
+        let dtype = self.precision().dtype();
+        // Additive mask [b, 1, s, t]: causal in slot order and blind to padding keys (finite in f16).
+        let masked = if dtype == FloatDType::F16 { -60_000.0 } else { MASKED };
+        let mut bias = vec![masked; b * s * t];
         for r in 0..b {
             for i in 0..s {
                 for j in 0..=past + i {
@@ -266,9 +323,9 @@ impl Decoder {
                 }
             }
         }
-        let bias = Tensor::<4>::from_data(TensorData::new(bias, [b, 1, s, t]), &device);
-        let rope = Rope::new(self.rope_theta, self.head_dim, positions, b, s, &device);
-        let mut x = embeds;
+        let bias = Tensor::<4>::from_data(TensorData::new(bias, [b, 1, s, t]), &device).cast(dtype);
+        let rope = Rope::new(self.rope_theta, self.head_dim, positions, b, s, &device).cast(dtype);
+        let mut x = embeds.cast(dtype);
         for (li, layer) in self.layers.iter().enumerate() {
             let lora = self.lora.as_ref().map(|l| (&l.layers[li], l.scale));
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[li]);
@@ -279,7 +336,7 @@ impl Decoder {
                 c.key_mask[r].extend_from_slice(&key_mask[r * s..(r + 1) * s]);
             }
         }
-        Ok(self.norm.forward(x))
+        Ok(rms_norm_f32(&self.norm, x.cast(FloatDType::F32)))
     }
 
     /// Logits `[b, m + s, vocab]` for token ids `[b, s]` (no padding) behind an optional soft
