@@ -277,3 +277,19 @@ fn a_client_that_goes_away_stops_the_generation_in_vllm() {
     eprintln!("the abandoned stream generated {generated} of 500 tokens");
     assert!(generated < 250.0, "{generated} tokens: the generation ran on");
 }
+
+/// vLLM has no backward pass: the gateway answers gradient requests with a clear 501, and the
+/// embedded engine on the same weights answers them.
+#[test]
+fn soft_prompt_gradients_are_refused_by_the_gateway_with_501() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(s) = servers() else { return };
+    let z = lopa::model::SoftPrompt::new(soft(9, 2, s), 2, s.width).unwrap();
+    let body = json!({"examples": [{"prompt": "A fine film. It was", "target": " great", "soft_prompt": lopa::endpoint::wire::WireSoftPrompt::encode(&z, lopa::endpoint::wire::Dtype::F32)}]});
+    let (status, answer) = post(s.gateway, "/v1/soft_prompt_grad", &body);
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!((status, answer["error"]["code"].as_str()), (501, Some("gradients_unavailable")), "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("vLLM has no backward pass"), "{answer}");
+    let embedded = post_json(s.embedded, "/v1/soft_prompt_grad", &body);
+    assert!(embedded["gradients"][0]["loss"].as_f64().unwrap() > 0.0, "{embedded}");
+}

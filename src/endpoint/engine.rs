@@ -8,7 +8,7 @@
 
 use crate::model::decoder::FoundationModel;
 use crate::error::{Error, Result};
-use crate::model::generate::{generate_with, score_continuations, Generation, GenerationRequest};
+use crate::model::generate::{generate_with, score_continuations, soft_prompt_gradients, Generation, GenerationRequest, GradientRequest, SoftPromptGradient};
 use crate::model::sampling::SamplingParams;
 use burn::tensor::Device;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,9 +31,16 @@ struct ScoreJob {
     reply: oneshot::Sender<Result<Vec<f32>>>,
 }
 
+/// Examples to differentiate (`/v1/soft_prompt_grad`).
+struct GradientJob {
+    requests: Vec<GradientRequest>,
+    reply: oneshot::Sender<Result<Vec<SoftPromptGradient>>>,
+}
+
 enum Work {
     Generate(Job),
     Score(ScoreJob),
+    Gradient(GradientJob),
     /// Finish what is running and stop the worker.
     Shutdown,
 }
@@ -45,6 +52,7 @@ impl Work {
         match self {
             Work::Generate(j) => soft(&j.request) + j.request.prompt_ids.len() + j.params.max_tokens,
             Work::Score(j) => j.candidates.iter().map(|c| soft(&j.request) + j.request.prompt_ids.len() + c.len()).sum(),
+            Work::Gradient(j) => j.requests.iter().map(|r| r.soft_prompt.rows() + r.prompt_ids.len() + r.target_ids.len()).sum(),
             Work::Shutdown => 0,
         }
     }
@@ -54,6 +62,7 @@ impl Work {
         match self {
             Work::Generate(j) => j.reply.is_closed(),
             Work::Score(j) => j.reply.is_closed(),
+            Work::Gradient(j) => j.reply.is_closed(),
             Work::Shutdown => false,
         }
     }
@@ -138,6 +147,14 @@ impl Engine {
         Ok(rx)
     }
 
+    /// dLoss/dZ for each request: a forward and backward pass through the frozen model, which
+    /// takes no gradient; the graph is dropped before the reply is sent.
+    pub fn submit_gradients(&self, requests: Vec<GradientRequest>) -> std::result::Result<oneshot::Receiver<Result<Vec<SoftPromptGradient>>>, Submit> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Work::Gradient(GradientJob { requests, reply }))?;
+        Ok(rx)
+    }
+
     fn send(&self, w: Work) -> std::result::Result<(), Submit> {
         match self.tx.try_send(w) {
             Ok(()) => Ok(()),
@@ -189,6 +206,8 @@ fn next_batch(rx: &mut mpsc::Receiver<Work>, held: &mut Option<Work>, cfg: &Engi
 }
 
 fn worker(fm: FoundationModel, device: Device, cfg: EngineConfig, mut rx: mpsc::Receiver<Work>, generated: &AtomicU64) {
+    // Gradients run the same (plain) weights as constants under an autodiff soft prompt.
+    let autodiff = device.clone().autodiff();
     let mut held = None;
     let mut stopping = false;
     while !stopping {
@@ -200,6 +219,10 @@ fn worker(fm: FoundationModel, device: Device, cfg: EngineConfig, mut rx: mpsc::
                 Work::Score(j) => {
                     let soft = j.request.soft_prompt.as_ref();
                     let r = guarded(|| score_continuations(&fm.decoder, &j.request.prompt_ids, soft, &j.candidates, &device));
+                    let _ = j.reply.send(r);
+                }
+                Work::Gradient(j) => {
+                    let r = guarded(|| soft_prompt_gradients(&fm.decoder, &j.requests, &autodiff));
                     let _ = j.reply.send(r);
                 }
                 Work::Shutdown => stopping = true,

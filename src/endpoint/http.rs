@@ -10,7 +10,7 @@
 
 use super::engine::{Engine, EngineConfig, Submit};
 use super::upstream::Vllm;
-use super::wire::{CompletionChoice, COMPLETIONS_PATH, SCORE_PATH, CompletionRequest, CompletionResponse, ErrorDetail, ErrorResponse, Logprobs, Score, ScoreRequest, ScoreResponse, TensorRule, Usage, MAX_STOPS, MAX_STOP_BYTES};
+use super::wire::{CompletionChoice, Dtype, Gradient, GradientRequest, GradientResponse, WireSoftPrompt, COMPLETIONS_PATH, GRADIENT_PATH, SCORE_PATH, CompletionRequest, CompletionResponse, ErrorDetail, ErrorResponse, Logprobs, Score, ScoreRequest, ScoreResponse, TensorRule, Usage, MAX_STOPS, MAX_STOP_BYTES};
 use crate::model::decoder::FoundationModel;
 use crate::error::Error;
 use crate::model::generate::{Generation, GenerationRequest};
@@ -58,6 +58,8 @@ pub struct ServeConfig {
     pub max_concurrent: usize,
     /// Open connections at once (further ones are closed at accept).
     pub max_connections: usize,
+    /// Most examples in one `/v1/soft_prompt_grad` request.
+    pub max_gradient_examples: usize,
     /// Origins allowed by CORS (empty: no CORS headers; `*`: any origin).
     pub cors_origins: Vec<String>,
     /// Accepted `Host` names (without port); `*` accepts any. Empty: loopback names only.
@@ -78,6 +80,7 @@ impl Default for ServeConfig {
             body_timeout: Duration::from_secs(30),
             max_concurrent: 64,
             max_connections: 1024,
+            max_gradient_examples: 32,
             cors_origins: vec![],
             allowed_hosts: vec![],
         }
@@ -99,7 +102,7 @@ impl ServeConfig {
         if self.max_request_tokens > self.engine.max_batch_tokens {
             return Err(format!("--max-request-tokens {} exceeds --max-batch-tokens {}", self.max_request_tokens, self.engine.max_batch_tokens));
         }
-        if [self.max_concurrent, self.max_connections, self.max_request_tokens, self.max_tokens_limit, self.max_soft_prompt_rows].contains(&0) {
+        if [self.max_concurrent, self.max_connections, self.max_request_tokens, self.max_tokens_limit, self.max_soft_prompt_rows, self.max_gradient_examples].contains(&0) {
             return Err("limits must be at least 1".into());
         }
         Ok(())
@@ -151,6 +154,17 @@ impl Backend {
                 Err(_) => Err(ApiError::timeout()),
                 Ok(r) => r.map_err(ApiError::from),
             },
+        }
+    }
+
+    async fn gradients(&self, requests: Vec<crate::model::generate::GradientRequest>, timeout: Duration) -> Result<Vec<crate::model::generate::SoftPromptGradient>, ApiError> {
+        match self {
+            Backend::Embedded(e) => await_reply(e.submit_gradients(requests)?, timeout).await,
+            Backend::Vllm(_) => Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "gradients_unavailable",
+                "soft-prompt gradients need the embedded engine: vLLM has no backward pass (run lopa serve without --upstream)",
+            )),
         }
     }
 
@@ -214,6 +228,11 @@ impl ApiError {
     }
     fn timeout() -> Self {
         Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", "the request timed out")
+    }
+    /// The same refusal, saying which of a request's examples it concerns.
+    fn at(mut self, example: usize) -> Self {
+        self.message = format!("examples[{example}]: {}", self.message);
+        self
     }
     /// A server-side failure: the detail goes to the log, never to the client.
     fn internal(detail: impl std::fmt::Display) -> Self {
@@ -294,6 +313,7 @@ pub fn router_with(backend: Backend, info: ModelInfo, cfg: ServeConfig) -> Route
         .route("/v1/models", get(models))
         .route(COMPLETIONS_PATH, post(completions))
         .route(SCORE_PATH, post(score))
+        .route(GRADIENT_PATH, post(gradients))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state);
     if !cfg.cors_origins.is_empty() {
@@ -688,6 +708,50 @@ async fn score(State(s): State<Arc<AppState>>, req: Request) -> Result<Json<Scor
     let probs = crate::model::sampling::log_softmax(&logprobs);
     let scores = sc.texts.into_iter().zip(logprobs.iter().zip(&probs)).map(|(text, (&logprob, p))| Score { text, logprob, probability: p.exp() }).collect();
     Ok(Json(ScoreResponse { object: "score".into(), model: s.info.id.clone(), scores }))
+}
+
+/// A gradient request that passed every rule.
+struct Gradients {
+    requests: Vec<crate::model::generate::GradientRequest>,
+    tokens: usize,
+}
+
+fn prepare_gradients(s: &AppState, body: &[u8]) -> Result<Gradients, ApiError> {
+    let req: GradientRequest = parse(body)?;
+    let max = s.cfg.max_gradient_examples;
+    if req.examples.is_empty() || req.examples.len() > max {
+        return Err(ApiError::bad("examples", format!("examples must hold between 1 and {max} entries")));
+    }
+    let mut requests = Vec::with_capacity(req.examples.len());
+    let mut tokens = 0;
+    for (i, ex) in req.examples.iter().enumerate() {
+        let soft_prompt = ex.soft_prompt.decode(s.info.width, s.cfg.max_soft_prompt_rows).map_err(|e| ApiError::from(e).at(i))?;
+        let prompt_ids = token_ids(s, &ex.prompt, "prompt")?;
+        let target_ids = token_ids(s, &ex.target, "target")?;
+        if target_ids.is_empty() {
+            return Err(ApiError::bad("target", format!("examples[{i}].target is empty")));
+        }
+        tokens += soft_prompt.rows() + prompt_ids.len() + target_ids.len();
+        let longest = soft_prompt.rows() + prompt_ids.len() + target_ids.len();
+        if longest > s.info.max_context {
+            return Err(ApiError::bad("context_length", format!("examples[{i}]: {longest} positions exceed the context of {}", s.info.max_context)));
+        }
+        requests.push(crate::model::generate::GradientRequest { prompt_ids, target_ids, soft_prompt });
+    }
+    // A backward pass holds every activation: the same token budget as one request elsewhere.
+    if tokens > s.cfg.max_request_tokens {
+        return Err(ApiError::bad("request_tokens", format!("the examples put {tokens} positions through the model, more than the limit of {}", s.cfg.max_request_tokens)));
+    }
+    Ok(Gradients { requests, tokens })
+}
+
+async fn gradients(State(s): State<Arc<AppState>>, req: Request) -> Result<Json<GradientResponse>, ApiError> {
+    let body = read_body(&s, req).await?;
+    let g = blocking(&s, body, prepare_gradients).await?;
+    let out = s.backend.gradients(g.requests, s.cfg.request_timeout).await?;
+    let gradients = out.into_iter().map(|o| Gradient { loss: o.loss, grad: WireSoftPrompt::encode(&o.grad, Dtype::F32) }).collect();
+    let usage = Usage { prompt_tokens: g.tokens, completion_tokens: 0, total_tokens: g.tokens };
+    Ok(Json(GradientResponse { object: "soft_prompt_grad".into(), model: s.info.id.clone(), gradients, usage }))
 }
 
 /// Serve on a bound listener until `shutdown` resolves: at most `max_connections` connections,

@@ -221,6 +221,46 @@ pub struct ScoreRequest {
     pub soft_prompt: Option<WireSoftPrompt>,
 }
 
+/// `POST /v1/soft_prompt_grad` body: examples to differentiate through the frozen model, so a
+/// client can train its own generator. The server keeps nothing of them after answering.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GradientRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub examples: Vec<GradientExample>,
+}
+
+/// One example: `target` (a label word or a short continuation) should follow `prompt` behind
+/// `soft_prompt`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GradientExample {
+    pub prompt: String,
+    pub target: String,
+    pub soft_prompt: WireSoftPrompt,
+}
+
+/// `POST /v1/soft_prompt_grad` answer: one entry per example, in the request's order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GradientResponse {
+    /// `soft_prompt_grad`.
+    pub object: String,
+    pub model: String,
+    pub gradients: Vec<Gradient>,
+    pub usage: Usage,
+}
+
+/// An example's loss (mean negative log-likelihood of the target's tokens, nats) and
+/// dLoss/dZ (`[m, d]`, always f32).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gradient {
+    pub loss: f32,
+    pub grad: WireSoftPrompt,
+}
+
+/// Where gradients are asked for.
+pub const GRADIENT_PATH: &str = "/v1/soft_prompt_grad";
 /// Where completions are posted.
 pub const COMPLETIONS_PATH: &str = "/v1/completions";
 /// Where candidates are scored.

@@ -1,0 +1,181 @@
+//! `POST /v1/soft_prompt_grad` on the embedded engine with the tiny llama: dLoss/dZ equals
+//! central finite differences of the library's own loss, batching does not mix examples, bad
+//! requests get their 4xx, and serving gradients leaves the server as it was (same weights, same answers, no memory kept per request).
+#![cfg(feature = "server")]
+
+mod common;
+use burn::tensor::Device;
+use common::fixture;
+use lopa::endpoint::engine::Engine;
+use lopa::endpoint::wire::{Dtype, GradientResponse, WireSoftPrompt};
+use lopa::endpoint::{Backend, ModelInfo, ServeConfig};
+use lopa::model::decoder::FoundationModel;
+use lopa::model::generate::score_continuations;
+use lopa::model::SoftPrompt;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+fn model() -> FoundationModel {
+    FoundationModel::load(fixture("tiny-llama.gguf"), &Device::flex()).unwrap()
+}
+
+/// The tiny llama's context is 256 positions; four examples of up to 256 fit a request.
+fn start(fm: &FoundationModel, backend: Backend, max_request_tokens: usize) -> SocketAddr {
+    let cfg = ServeConfig { max_soft_prompt_rows: 8, max_gradient_examples: 4, max_request_tokens, ..Default::default() };
+    let info = ModelInfo::of(fm);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let app = lopa::endpoint::router_with(backend, info, cfg.clone());
+            lopa::endpoint::serve(listener, app, &cfg, std::future::pending()).await.unwrap();
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(30)).unwrap()
+}
+
+fn embedded(fm: &FoundationModel, max_request_tokens: usize) -> SocketAddr {
+    let cfg = ServeConfig::default();
+    start(fm, Backend::Embedded(Engine::start(fm.clone(), Device::flex(), cfg.engine)), max_request_tokens)
+}
+
+fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
+    let body = serde_json::to_vec(body).unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let head = format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0);
+    (status, serde_json::from_str(text.split_once("\r\n\r\n").map_or("", |x| x.1)).unwrap_or(Value::Null))
+}
+
+/// A deterministic soft prompt `[rows, 64]`.
+fn z(seed: usize, rows: usize) -> SoftPrompt {
+    SoftPrompt::new((0..rows * 64).map(|i| (((i * 7 + seed * 13) % 29) as f32 - 14.0) / 20.0).collect(), rows, 64).unwrap()
+}
+
+fn example(prompt: &str, target: &str, z: &SoftPrompt) -> Value {
+    json!({"prompt": prompt, "target": target, "soft_prompt": WireSoftPrompt::encode(z, Dtype::F32)})
+}
+
+fn grads(addr: SocketAddr, examples: Vec<Value>) -> GradientResponse {
+    let (status, body) = post(addr, "/v1/soft_prompt_grad", &json!({ "examples": examples }));
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_value(body).unwrap()
+}
+
+/// The loss the endpoint differentiates, computed by the library without autodiff: the mean
+/// negative log-likelihood of the target's tokens.
+fn library_loss(fm: &FoundationModel, prompt: &str, target: &str, z: &SoftPrompt) -> f64 {
+    let ids = fm.tokenizer.encode(prompt).unwrap();
+    let t = fm.tokenizer.encode(target).unwrap();
+    let lp = score_continuations(&fm.decoder, &ids, Some(z), std::slice::from_ref(&t), &Device::flex()).unwrap()[0];
+    -(lp as f64) / t.len() as f64
+}
+
+#[test]
+fn gradients_equal_finite_differences_and_batching_does_not_mix_examples() {
+    let fm = model();
+    let addr = embedded(&fm, 1024);
+    let cases = [("hello world", " the", z(1, 4)), ("the cat", " sat on the mat", z(2, 3))];
+    let batched = grads(addr, cases.iter().map(|(p, t, z)| example(p, t, z)).collect());
+    assert_eq!((batched.object.as_str(), batched.gradients.len()), ("soft_prompt_grad", 2));
+    for (i, (prompt, target, z)) in cases.iter().enumerate() {
+        let alone = grads(addr, vec![example(prompt, target, z)]);
+        assert_eq!(alone.gradients[0], batched.gradients[i], "example {i} batched with another differs from alone");
+        let g = &alone.gradients[0];
+        let loss = library_loss(&fm, prompt, target, z);
+        assert!((g.loss as f64 - loss).abs() < 1e-4 * loss.abs().max(1.0), "loss {} vs library {loss}", g.loss);
+        let grad = g.grad.decode(64, 8).unwrap();
+        assert_eq!((grad.rows(), grad.width()), (z.rows(), 64));
+        // Central differences on a spread of coordinates, in f64 around f32 losses.
+        let eps = 1e-2f32;
+        let mut worst = 0.0f64;
+        for k in (0..z.values().len()).step_by(37) {
+            let nudged = |delta: f32| {
+                let mut v = z.values().to_vec();
+                v[k] += delta;
+                library_loss(&fm, prompt, target, &SoftPrompt::new(v, z.rows(), 64).unwrap())
+            };
+            let fd = (nudged(eps) - nudged(-eps)) / (2.0 * eps as f64);
+            let analytic = grad.values()[k] as f64;
+            let err = (fd - analytic).abs() / (1e-3 + analytic.abs());
+            worst = worst.max(err);
+            assert!((fd - analytic).abs() <= 2e-3 + 2e-2 * analytic.abs(), "dL/dZ[{k}]: analytic {analytic}, finite difference {fd}");
+        }
+        eprintln!("example {i}: loss {}, worst relative error against finite differences {worst:.2e}", g.loss);
+    }
+}
+
+#[test]
+fn bad_gradient_requests_get_their_4xx() {
+    let fm = model();
+    let addr = embedded(&fm, 512);
+    let good = example("hello", " the", &z(1, 2));
+    let wire = |shape: Vec<u64>, values: &[f32]| {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        json!({"shape": shape, "dtype": "f32", "data": lopa_b64(&bytes)})
+    };
+    let mut nan = vec![0.5f32; 2 * 64];
+    nan[70] = f32::NAN;
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (json!({"examples": []}), 400, "examples"),
+        (json!({"examples": vec![good.clone(); 5]}), 400, "examples"),
+        (json!({"examples": [good.clone()], "extra": 1}), 400, "invalid_request"),
+        (json!({"examples": [{"prompt": "a", "target": "", "soft_prompt": good["soft_prompt"]}]}), 400, "target"),
+        (json!({"examples": [{"prompt": "a", "target": " b", "soft_prompt": wire(vec![2, 32], &[0.0; 64])}]}), 400, "soft_prompt_width"),
+        (json!({"examples": [{"prompt": "a", "target": " b", "soft_prompt": wire(vec![9, 64], &[0.0; 9 * 64])}]}), 400, "soft_prompt_rows"),
+        (json!({"examples": [{"prompt": "a", "target": " b", "soft_prompt": wire(vec![2, 64], &nan)}]}), 400, "soft_prompt_non_finite"),
+        (json!({"examples": [{"prompt": "a ".repeat(300), "target": " b", "soft_prompt": good["soft_prompt"]}]}), 400, "context_length"),
+        (json!({"examples": vec![json!({"prompt": "a ".repeat(70), "target": " b", "soft_prompt": good["soft_prompt"]}); 4]}), 400, "request_tokens"),
+    ];
+    for (body, status, code) in cases {
+        let (got, answer) = post(addr, "/v1/soft_prompt_grad", &body);
+        assert_eq!((got, answer["error"]["code"].as_str()), (status, Some(code)), "{answer}");
+    }
+}
+
+fn lopa_b64(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+#[test]
+fn serving_gradients_keeps_nothing() {
+    let fm = model();
+    let weights = |fm: &FoundationModel| lopa::device::to_vec(fm.decoder.layers[0].self_attn.q_proj.weight.val()).unwrap();
+    let before = (weights(&fm), lopa::device::to_vec(fm.decoder.embed_tokens.val()).unwrap());
+    let addr = embedded(&fm, 1024);
+    let completion = json!({"prompt": "hello world", "max_tokens": 8, "temperature": 0.0, "soft_prompt": WireSoftPrompt::encode(&z(3, 4), Dtype::F32)});
+    let (_, first_answer) = post(addr, "/v1/completions", &completion);
+    // Full requests (4 examples of ~240 positions), so a graph or activations kept per request would show.
+    let big: Vec<Value> = (0..4).map(|i| example(&"the cat sat on the mat ".repeat(13), " hello", &z(i, 8))).collect();
+    let first = grads(addr, big.clone());
+    for _ in 0..3 {
+        grads(addr, big.clone());
+    }
+    let warm = rss_bytes();
+    for _ in 0..20 {
+        assert_eq!(grads(addr, big.clone()), first, "the same request must get the same answer");
+    }
+    let grown = rss_bytes().saturating_sub(warm);
+    eprintln!("resident memory grew {:.1} MB over 20 gradient requests", grown as f64 / 1e6);
+    assert!(grown < 40_000_000, "resident memory grew {grown} bytes over 20 requests");
+    // Weights the engine shares are untouched, and other clients' answers are what they were.
+    assert!(before == (weights(&fm), lopa::device::to_vec(fm.decoder.embed_tokens.val()).unwrap()), "the frozen weights changed");
+    assert_eq!(post(addr, "/v1/completions", &completion).1["choices"], first_answer["choices"]);
+}
