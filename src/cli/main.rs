@@ -8,6 +8,8 @@ mod export_hf;
 mod export_web;
 mod generate;
 mod info;
+#[cfg(feature = "server")]
+mod personalize;
 mod predict;
 #[cfg(feature = "server")]
 mod serve;
@@ -43,6 +45,10 @@ enum Command {
     /// in this process or as the gateway in front of vLLM (`--upstream`).
     #[cfg(feature = "server")]
     Serve(serve::Args),
+    /// Train a copy of an adapter on your own labelled examples against a `lopa serve` endpoint,
+    /// which sees soft prompts, prompts and targets, never the adapter.
+    #[cfg(feature = "server")]
+    Personalize(personalize::Args),
     /// Write the frozen model as a Hugging Face folder (config.json, model.safetensors in f32,
     /// tokenizer.json): what vLLM loads to serve exactly the model `lopa serve` runs.
     ExportHf(export_hf::Args),
@@ -70,6 +76,8 @@ fn run(cli: Cli) -> lopa::Result<()> {
         Command::BenchTrain(a) => bench_train::run(a),
         #[cfg(feature = "server")]
         Command::Serve(a) => serve::run(a),
+        #[cfg(feature = "server")]
+        Command::Personalize(a) => personalize::run(a),
         Command::ExportHf(a) => export_hf::run(a),
         Command::ZeroShot(a) => zero_shot::run(a),
         Command::Eval(a) => eval::run(a),

@@ -4,6 +4,8 @@
 //! The browser package (`wasm`) and native callers share this one mechanism.
 
 pub mod bundle;
+#[cfg(feature = "train")]
+pub mod personalize;
 #[cfg(feature = "browser")]
 pub mod wasm;
 

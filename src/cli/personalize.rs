@@ -1,0 +1,83 @@
+//! `lopa personalize`: train a copy of an adapter on your own labelled examples against a
+//! `lopa serve` endpoint, which answers only dLoss/dZ (`/v1/soft_prompt_grad`). The same loop as
+//! the browser package's `personalize`; the examples' text and targets leave this machine, the
+//! adapter does not.
+
+use crate::args::ModelArgs;
+use lopa::adapter::task::{load_examples, TaskKind};
+use lopa::adapter::Adapter;
+use lopa::client::personalize::{PersonalizeOptions, Personalizer, TrainingText};
+use lopa::client::Client;
+use lopa::endpoint::wire::{ErrorResponse, GradientResponse, GRADIENT_PATH};
+use lopa::model::encoder::SentenceEncoder;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    models: ModelArgs,
+    /// The adapter to start from (adapter.json + adapter.safetensors).
+    #[arg(long)]
+    adapter: PathBuf,
+    /// `lopa serve` base URL (the embedded engine: the vLLM gateway has no backward pass).
+    #[arg(long)]
+    endpoint: String,
+    /// Your labelled examples: a TSV or JSONL file with the task's columns.
+    #[arg(long)]
+    data: PathBuf,
+    /// Where the personalised adapter is written.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    steps: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn run(a: Args) -> lopa::Result<()> {
+    let dev = a.models.device()?;
+    let client = Client::new(SentenceEncoder::from_dir(a.models.encoder_path(), &dev.device)?, Adapter::load(&a.adapter)?, &dev.device)?;
+    let task = client.task().clone();
+    let texts: Vec<TrainingText> = load_examples(&task, &a.data)?
+        .into_iter()
+        .map(|e| TrainingText {
+            target: match task.kind {
+                TaskKind::Classification => task.label_words[task.labels()[e.label]].clone(),
+                TaskKind::Generation => e.answer,
+            },
+            encoder_text: e.encoder_text,
+            prompt: e.prompt,
+        })
+        .collect();
+    let options = PersonalizeOptions { learning_rate: a.lr, batch_size: a.batch_size, weight_decay: a.weight_decay, seed: a.seed };
+    let mut p = Personalizer::new(&client, &texts, options, &dev.device.clone().autodiff())?;
+    let url = format!("{}{GRADIENT_PATH}", a.endpoint.trim_end_matches('/'));
+    let http = reqwest::Client::new();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| lopa::Error::Backend(e.to_string()))?;
+    eprintln!("lopa: personalising on {} examples through {url} ({})", texts.len(), dev.name);
+    for _ in 0..a.steps {
+        let t0 = std::time::Instant::now();
+        let request = p.next_request()?;
+        let answer = rt.block_on(async {
+            let r = http.post(&url).json(&request).send().await.map_err(|e| lopa::Error::Endpoint(format!("{url}: {e}")))?;
+            let status = r.status();
+            let body = r.bytes().await.map_err(|e| lopa::Error::Endpoint(format!("{url}: {e}")))?;
+            if !status.is_success() {
+                let why = serde_json::from_slice::<ErrorResponse>(&body).map(|e| e.error.message).unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(200).collect());
+                return Err(lopa::Error::Endpoint(format!("{url} answered {status}: {why}")));
+            }
+            serde_json::from_slice::<GradientResponse>(&body).map_err(|e| lopa::Error::Endpoint(format!("{url}: {e}")))
+        })?;
+        let report = p.apply(&answer)?;
+        println!("{}", serde_json::json!({"step": report.step, "loss": report.loss, "seconds": t0.elapsed().as_secs_f64()}));
+    }
+    p.adapter()?.save(&a.out)?;
+    eprintln!("lopa: wrote {}", a.out.display());
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! Personalisation through the endpoint equals training the same generator end to end: the
+//! client's chain rule over the endpoint's dLoss/dZ gives the parameters that local autodiff
+//! through the whole frozen model gives, step after step (tiny models, real HTTP).
+#![cfg(feature = "server")]
+
+mod common;
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use common::fixture;
+use lopa::adapter::task::{Metric, TaskSpec};
+use lopa::adapter::{Adapter, AdapterMeta};
+use lopa::client::personalize::{LabelledInput, PersonalizeOptions, Personalizer};
+use lopa::client::{Client, Input};
+use lopa::endpoint::engine::Engine;
+use lopa::endpoint::wire::{GradientResponse, GRADIENT_PATH};
+use lopa::endpoint::{Backend, ModelInfo, ServeConfig};
+use lopa::model::adaptation::AdaptationConfig;
+use lopa::model::decoder::FoundationModel;
+use lopa::model::encoder::{Pooling, SentenceEncoder};
+use lopa::model::generate::teacher_forced_logits;
+use lopa::model::generator::{GeneratorConfig, Method, PromptGenerator};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+fn encoder(device: &Device) -> SentenceEncoder {
+    let dir = fixture("tiny-bert");
+    let r = |n: &str| std::fs::read(dir.join(n)).unwrap();
+    SentenceEncoder::from_bytes(&r("config.json"), &r("model.safetensors"), &r("tokenizer.json"), Pooling::Mean, true, device).unwrap()
+}
+
+fn task() -> TaskSpec {
+    TaskSpec {
+        name: "toy".into(),
+        template: "{sentence}:".into(),
+        encoder_template: "{sentence}".into(),
+        label_column: "label".into(),
+        label_words: [("0".to_string(), " t".to_string()), ("1".to_string(), " the".to_string())].into(),
+        metric: Metric::Accuracy,
+        positive_label: None,
+        kind: Default::default(),
+        answer_template: None,
+        check: None,
+        train_rows: None,
+        dev_rows: None,
+    }
+}
+
+fn start(fm: &FoundationModel) -> SocketAddr {
+    let cfg = ServeConfig::default();
+    let backend = Backend::Embedded(Engine::start(fm.clone(), Device::flex(), cfg.engine.clone()));
+    let info = ModelInfo::of(fm);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let app = lopa::endpoint::router_with(backend, info, cfg.clone());
+            lopa::endpoint::serve(listener, app, &cfg, std::future::pending()).await.unwrap();
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(30)).unwrap()
+}
+
+fn post(addr: SocketAddr, body: &[u8]) -> GradientResponse {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let head = format!("POST {GRADIENT_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let body = out.split_once("\r\n\r\n").unwrap().1;
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+fn params<M: Module>(m: &M) -> Vec<f32> {
+    struct V(Vec<f32>);
+    impl burn::module::ModuleVisitor for V {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+            self.0.extend(p.val().into_data().try_to_vec::<f32>().unwrap());
+        }
+    }
+    let mut v = V(vec![]);
+    m.visit(&mut v);
+    v.0
+}
+
+#[test]
+fn the_endpoint_loop_equals_end_to_end_training() {
+    let plain = Device::flex();
+    let ad = plain.clone().autodiff();
+    let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &plain).unwrap();
+    let enc = encoder(&plain);
+    let mut g = GeneratorConfig::new(Method::Lopa, 64, 32);
+    (g.num_virtual_tokens, g.rank, g.hidden_dim, g.dropout) = (4, 2, 16, 0.0);
+    let cfg = AdaptationConfig::Prompt(g.clone());
+    ad.seed(5);
+    let start_weights = g.init(&ad).unwrap().to_tensors().unwrap();
+    let adapter = Adapter { meta: AdapterMeta::new(&cfg, &task(), &fm, Some(&enc)), weights: start_weights.clone() };
+    let client = Client::new(enc.clone(), adapter, &plain).unwrap();
+
+    let rows = [("the cat sat", "0"), ("a dog ran", "0"), ("hello world", "1"), ("hello hello", "1"), ("the fox", "0"), ("world hello", "1")];
+    let examples: Vec<LabelledInput> = rows.iter().map(|(s, l)| LabelledInput { input: Input::Text(s.to_string()), label: l.to_string() }).collect();
+    let texts: Vec<_> = examples.iter().map(|e| client.training_text(e).unwrap()).collect();
+    assert_eq!((texts[0].prompt.as_str(), texts[0].target.as_str(), texts[2].target.as_str()), ("the cat sat:", " t", " the"));
+    assert!(client.training_text(&LabelledInput { input: Input::Text("x".into()), label: "2".into() }).is_err(), "an unknown label is refused");
+
+    // Through the endpoint: every example in each step, so the order inside a batch is all that shuffling changes.
+    let options = PersonalizeOptions { learning_rate: 1e-2, batch_size: rows.len(), weight_decay: 0.01, seed: 3 };
+    let addr = start(&fm);
+    let mut p = Personalizer::new(&client, &texts, options.clone(), &ad).unwrap();
+    let mut remote_losses = vec![];
+    for _ in 0..4 {
+        let request = p.next_request().unwrap();
+        let answer = post(addr, &serde_json::to_vec(&request).unwrap());
+        remote_losses.push(p.apply(&answer).unwrap().loss);
+    }
+    let remote = p.adapter().unwrap();
+
+    // End to end in one process: the generator and the frozen model under one autodiff graph.
+    let fm_ad = FoundationModel::load(fixture("tiny-llama.gguf"), &ad).unwrap();
+    let mut local = PromptGenerator::from_tensors(&g, &start_weights, &ad).unwrap();
+    let mut optim = AdamWConfig::new().with_weight_decay(0.01).init();
+    let feats = lopa::device::to_vec(enc.embed(&texts.iter().map(|t| t.encoder_text.as_str()).collect::<Vec<_>>(), &plain).unwrap()).unwrap();
+    let ids: Vec<(Vec<u32>, Vec<u32>)> = texts.iter().map(|t| (fm.tokenizer.encode(&t.prompt).unwrap(), fm.tokenizer.encode(&t.target).unwrap())).collect();
+    let n = texts.len();
+    let mut local_losses = vec![];
+    for _ in 0..4 {
+        let z = local.forward(Tensor::<2>::from_data(TensorData::new(feats.clone(), [n, 32]), &ad)).unwrap();
+        let pairs: Vec<(&[u32], &[u32])> = ids.iter().map(|(a, b)| (a.as_slice(), b.as_slice())).collect();
+        let logits = teacher_forced_logits(&fm_ad.decoder, Some(z), &pairs, &ad).unwrap();
+        let targets: Vec<i64> = ids.iter().map(|(_, t)| t[0] as i64).collect();
+        // One-token targets: the mean over examples of each target's NLL.
+        let loss = burn::tensor::activation::log_softmax(logits, 1).gather(1, Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), &ad)).mean().neg();
+        local_losses.push(loss.clone().into_scalar::<f32>());
+        let mut grads = loss.backward();
+        let grads = GradientsParams::from_module(&mut grads, &local);
+        local = optim.step(1e-2, local, grads);
+    }
+    let (a, b) = (params(&PromptGenerator::from_tensors(&g, &remote.weights, &plain).unwrap()), params(&local));
+    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    eprintln!("losses through the endpoint {remote_losses:?}, end to end {local_losses:?}; largest parameter difference after 4 steps {worst:.2e}");
+    for (r, l) in remote_losses.iter().zip(&local_losses) {
+        assert!((r - l).abs() <= 1e-4 * l.abs().max(1.0), "loss {r} vs {l}");
+    }
+    assert!(worst <= 1e-5, "parameters differ by {worst}");
+    assert!(remote_losses[3] < remote_losses[0], "the loss must fall: {remote_losses:?}");
+    assert_ne!(remote.weights.get("task_prompt"), start_weights.get("task_prompt"), "the adapter must have changed");
+    // The personalised adapter is a normal adapter: it reloads into a client.
+    Client::new(enc, remote, &plain).unwrap();
+}
