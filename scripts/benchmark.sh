@@ -9,6 +9,9 @@
 #                                         docs/SCALING.md and the serving section of docs/PERFORMANCE.md
 #   scripts/benchmark.sh browser [N]      soft-prompt latency in headless Chromium, N timed calls
 #                                         (results/perf/browser-latency.json)
+#   scripts/benchmark.sh personalize      a user with their own labelling rule (SST-2 flipped): 8/16/32
+#                                         examples through `lopa personalize` against `lopa serve`,
+#                                         accuracy before/after (results/personalize.json, docs/RESULTS.md)
 #   scripts/benchmark.sh cold             scripts/test.sh from a clean clone with empty caches (cargo's
 #                                         registry, target dir, weights, vLLM, npm), then once more warm:
 #                                         results/perf/test-{cold,warm}.tsv and the build-times section
@@ -39,6 +42,13 @@ case "$what" in
     scripts/build-wasm.sh
     npm_deps
     LOPA_WEB_DIR="$(scripts/lib/web-models.sh ci | tail -1)" node tests/browser/bench.mjs "${1:-20}" --out results/perf/browser-latency.json
+    ;;
+  personalize)
+    scripts/fetch-weights.sh >/dev/null
+    build_lopa
+    # The browser tests' SST-2 adapter (scripts/lib/web-models.sh ci trains it once).
+    [ -f "$LOPA_CACHE/adapters/sst2-ci/best/adapter.json" ] || "$LOPA" train --config configs/browser-test.json --run-dir "$LOPA_CACHE/adapters/sst2-ci" >/dev/null
+    python3 scripts/lib/personalize_bench.py --lopa "$LOPA" --adapter "$LOPA_CACHE/adapters/sst2-ci/best" "$@"
     ;;
   cold)
     tmp="$(mktemp -d /tmp/lopa-cold.XXXXXX)"

@@ -363,6 +363,11 @@ def write_markdown(meta, results, docs):
     if disc.exists():
         L += ["## Where ours agree and differ, and why", "", fill(disc.read_text().strip(), results), ""]
     L += performance(docs, results)
+    # Sections other scripts write (between their markers) are kept.
+    old = (docs / "RESULTS.md").read_text() if (docs / "RESULTS.md").exists() else ""
+    start, end = old.find("## Personalisation on the user's side"), old.find("<!-- personalize:end -->")
+    if start >= 0 and end >= 0:
+        L += ["", old[start:end + len("<!-- personalize:end -->")]]
     (docs / "RESULTS.md").write_text("\n".join(L))
 
 
