@@ -8,60 +8,24 @@ use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::fixture;
-use lopa::adapter::task::{Metric, TaskSpec};
 use lopa::adapter::{Adapter, AdapterMeta};
 use lopa::client::personalize::{LabelledInput, PersonalizeOptions, Personalizer};
 use lopa::client::{Client, Input};
 use lopa::endpoint::engine::Engine;
 use lopa::endpoint::wire::{GradientResponse, GRADIENT_PATH};
-use lopa::endpoint::{Backend, ModelInfo, ServeConfig};
+use lopa::endpoint::{Backend, ServeConfig};
 use lopa::model::adaptation::AdaptationConfig;
 use lopa::model::decoder::FoundationModel;
-use lopa::model::encoder::{Pooling, SentenceEncoder};
 use lopa::model::generate::teacher_forced_logits;
 use lopa::model::generator::{GeneratorConfig, Method, PromptGenerator};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-fn encoder(device: &Device) -> SentenceEncoder {
-    let dir = fixture("tiny-bert");
-    let r = |n: &str| std::fs::read(dir.join(n)).unwrap();
-    SentenceEncoder::from_bytes(&r("config.json"), &r("model.safetensors"), &r("tokenizer.json"), Pooling::Mean, true, device).unwrap()
-}
-
-fn task() -> TaskSpec {
-    TaskSpec {
-        name: "toy".into(),
-        template: "{sentence}:".into(),
-        encoder_template: "{sentence}".into(),
-        label_column: "label".into(),
-        label_words: [("0".to_string(), " t".to_string()), ("1".to_string(), " the".to_string())].into(),
-        metric: Metric::Accuracy,
-        positive_label: None,
-        kind: Default::default(),
-        answer_template: None,
-        check: None,
-        train_rows: None,
-        dev_rows: None,
-    }
-}
-
 fn start(fm: &FoundationModel) -> SocketAddr {
     let cfg = ServeConfig::default();
     let backend = Backend::Embedded(Engine::start(fm.clone(), Device::flex(), cfg.engine.clone()));
-    let info = ModelInfo::of(fm);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let app = lopa::endpoint::router_with(backend, info, cfg.clone());
-            lopa::endpoint::serve(listener, app, &cfg, std::future::pending()).await.unwrap();
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(30)).unwrap()
+    common::serve_in_thread(fm, backend, cfg)
 }
 
 fn post(addr: SocketAddr, body: &[u8]) -> GradientResponse {
@@ -93,13 +57,13 @@ fn the_endpoint_loop_equals_end_to_end_training() {
     let plain = Device::flex();
     let ad = plain.clone().autodiff();
     let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &plain).unwrap();
-    let enc = encoder(&plain);
+    let enc = common::tiny_encoder(&plain);
     let mut g = GeneratorConfig::new(Method::Lopa, 64, 32);
     (g.num_virtual_tokens, g.rank, g.hidden_dim, g.dropout) = (4, 2, 16, 0.0);
     let cfg = AdaptationConfig::Prompt(g.clone());
     ad.seed(5);
     let start_weights = g.init(&ad).unwrap().to_tensors().unwrap();
-    let adapter = Adapter { meta: AdapterMeta::new(&cfg, &task(), &fm, Some(&enc)), weights: start_weights.clone() };
+    let adapter = Adapter { meta: AdapterMeta::new(&cfg, &common::toy_task(), &fm, Some(&enc)), weights: start_weights.clone() };
     let client = Client::new(enc.clone(), adapter, &plain).unwrap();
 
     let rows = [("the cat sat", "0"), ("a dog ran", "0"), ("hello world", "1"), ("hello hello", "1"), ("the fox", "0"), ("world hello", "1")];

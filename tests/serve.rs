@@ -11,7 +11,7 @@ use lopa::model::generate::{generate, GenerationRequest};
 use lopa::model::sampling::SamplingParams;
 use lopa::endpoint::engine::Engine;
 use lopa::model::SoftPrompt;
-use lopa::endpoint::{Backend, ModelInfo, ServeConfig};
+use lopa::endpoint::{Backend, ServeConfig};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -44,18 +44,7 @@ fn start_cfg(cfg: ServeConfig) -> SocketAddr {
 }
 
 fn start_backend(fm: &FoundationModel, backend: Backend, cfg: ServeConfig) -> SocketAddr {
-    let info = ModelInfo::of(fm);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let app = lopa::endpoint::router_with(backend, info, cfg.clone());
-            lopa::endpoint::serve(listener, app, &cfg, std::future::pending()).await.unwrap();
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(30)).unwrap()
+    common::serve_in_thread(fm, backend, cfg)
 }
 
 /// Minimal HTTP/1.1 client: (status, JSON body).

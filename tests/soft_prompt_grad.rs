@@ -8,7 +8,7 @@ use burn::tensor::Device;
 use common::fixture;
 use lopa::endpoint::engine::Engine;
 use lopa::endpoint::wire::{Dtype, GradientResponse, WireSoftPrompt};
-use lopa::endpoint::{Backend, ModelInfo, ServeConfig};
+use lopa::endpoint::{Backend, ServeConfig};
 use lopa::model::decoder::FoundationModel;
 use lopa::model::generate::score_continuations;
 use lopa::model::SoftPrompt;
@@ -24,18 +24,7 @@ fn model() -> FoundationModel {
 /// The tiny llama's context is 256 positions; four examples of up to 256 fit a request.
 fn start(fm: &FoundationModel, backend: Backend, max_request_tokens: usize) -> SocketAddr {
     let cfg = ServeConfig { max_soft_prompt_rows: 8, max_gradient_examples: 4, max_request_tokens, ..Default::default() };
-    let info = ModelInfo::of(fm);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let app = lopa::endpoint::router_with(backend, info, cfg.clone());
-            lopa::endpoint::serve(listener, app, &cfg, std::future::pending()).await.unwrap();
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(30)).unwrap()
+    common::serve_in_thread(fm, backend, cfg)
 }
 
 fn embedded(fm: &FoundationModel, max_request_tokens: usize) -> SocketAddr {

@@ -7,37 +7,13 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use common::fixture;
 use lopa::model::decoder::FoundationModel;
-use lopa::model::encoder::{Pooling, SentenceEncoder};
+use lopa::model::encoder::SentenceEncoder;
 use lopa::model::adaptation::{Adaptation, AdaptationConfig, AdaptationKind};
 use lopa::model::generator::{GeneratorConfig, Method};
 
 use lopa::adapter::task::{load_examples, Metric, TaskSpec};
 use lopa::training::{answer_logits, label_token_ids, loss, prepare, train, Prepared, Quiet, TrainConfig};
 use std::path::PathBuf;
-
-fn encoder(device: &Device) -> SentenceEncoder {
-    let dir = fixture("tiny-bert");
-    let r = |n: &str| std::fs::read(dir.join(n)).unwrap();
-    SentenceEncoder::from_bytes(&r("config.json"), &r("model.safetensors"), &r("tokenizer.json"), Pooling::Mean, true, device).unwrap()
-}
-
-/// A toy task the tiny models can learn: animal words → " t", greetings → " the".
-fn task() -> TaskSpec {
-    TaskSpec {
-        name: "toy".into(),
-        template: "{sentence}:".into(),
-        encoder_template: "{sentence}".into(),
-        label_column: "label".into(),
-        label_words: [("0".to_string(), " t".to_string()), ("1".to_string(), " the".to_string())].into(),
-        metric: Metric::Accuracy,
-        positive_label: None,
-        kind: Default::default(),
-        answer_template: None,
-        check: None,
-        train_rows: None,
-        dev_rows: None,
-    }
-}
 
 fn data_file(dir: &std::path::Path) -> PathBuf {
     let rows = ["the cat sat\t0", "a dog ran\t0", "the fox jumped\t0", "cats on the mat\t0", "hello world\t1", "hello hello\t1", "world hello\t1", "hello, world.\t1"];
@@ -63,7 +39,7 @@ fn setup() -> Setup {
     let plain = Device::flex();
     let ad = plain.clone().autodiff();
     let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &ad).unwrap();
-    Setup { _serial: serial, enc: encoder(&plain), plain, ad, fm }
+    Setup { _serial: serial, enc: common::tiny_encoder(&plain), plain, ad, fm }
 }
 
 fn tmpdir(name: &str) -> PathBuf {
@@ -80,7 +56,7 @@ fn config(file: PathBuf, method: Method, epochs: usize) -> TrainConfig {
     g.hidden_dim = 16;
     g.task_prompt_init_std = 0.5;
     TrainConfig {
-        task: task(),
+        task: common::toy_task(),
         train_file: file.clone(),
         dev_file: file,
         adaptation: AdaptationConfig::Prompt(g),
@@ -196,7 +172,7 @@ fn too_long_inputs_are_refused_before_training_with_file_and_line() {
     assert!(e.starts_with(&format!("input: {}:", file.display())) && e.contains("longer than the maximum of 8"), "{e}");
     assert!(!dir.join("run/metrics.jsonl").exists(), "training started anyway");
     // A label word that is two tokens is refused too.
-    let mut t = task();
+    let mut t = common::toy_task();
     t.label_words.insert("1".into(), " hello".into());
     let cfg = TrainConfig { task: t, ..config(file, Method::Lopa, 1) };
     let e = train(&cfg, &fm, Some(&enc), &plain, &ad, &dir.join("run2"), false, &mut Quiet).unwrap_err().to_string();

@@ -68,3 +68,45 @@ pub fn wire(values: &[f32], rows: usize, f16: bool) -> lopa::endpoint::wire::Wir
     let z = lopa::model::SoftPrompt::new(values.to_vec(), rows, values.len() / rows).expect("[rows, d]");
     lopa::endpoint::wire::WireSoftPrompt::encode(&z, if f16 { lopa::endpoint::wire::Dtype::F16 } else { lopa::endpoint::wire::Dtype::F32 })
 }
+
+/// The tiny random BERT (mean pooling, normalised).
+pub fn tiny_encoder(device: &burn::tensor::Device) -> lopa::model::encoder::SentenceEncoder {
+    let dir = fixture("tiny-bert");
+    let r = |n: &str| std::fs::read(dir.join(n)).unwrap();
+    lopa::model::encoder::SentenceEncoder::from_bytes(&r("config.json"), &r("model.safetensors"), &r("tokenizer.json"), lopa::model::encoder::Pooling::Mean, true, device).unwrap()
+}
+
+/// A toy task the tiny models can learn: animal words → " t", greetings → " the".
+pub fn toy_task() -> lopa::adapter::task::TaskSpec {
+    lopa::adapter::task::TaskSpec {
+        name: "toy".into(),
+        template: "{sentence}:".into(),
+        encoder_template: "{sentence}".into(),
+        label_column: "label".into(),
+        label_words: [("0".to_string(), " t".to_string()), ("1".to_string(), " the".to_string())].into(),
+        metric: lopa::adapter::task::Metric::Accuracy,
+        positive_label: None,
+        kind: Default::default(),
+        answer_template: None,
+        check: None,
+        train_rows: None,
+        dev_rows: None,
+    }
+}
+
+/// `lopa serve`'s router over `backend` on a loopback port, in a thread of its own.
+#[cfg(feature = "server")]
+pub fn serve_in_thread(fm: &lopa::model::decoder::FoundationModel, backend: lopa::endpoint::Backend, cfg: lopa::endpoint::ServeConfig) -> std::net::SocketAddr {
+    let info = lopa::endpoint::ModelInfo::of(fm);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let app = lopa::endpoint::router_with(backend, info, cfg.clone());
+            lopa::endpoint::serve(listener, app, &cfg, std::future::pending()).await.unwrap();
+        });
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap()
+}
