@@ -4,15 +4,19 @@ const CACHE = 'lopa-weights-v1';
 const BACKENDS = ['auto', 'webgpu', 'cpu'];
 const REQUEST_OPTIONS = ['dtype', 'maxTokens', 'temperature', 'topP', 'seed', 'stop', 'stream'];
 // Two builds of the same crate: the small CPU-only module, and WebGPU + CPU (mostly the kernel
-// compiler) fetched only when the browser offers a WebGPU adapter.
-const MODULES = { cpu: 'lopa_cpu', webgpu: 'lopa' };
+// compiler) fetched only when the browser offers a WebGPU adapter. Every path is a literal so
+// that bundlers (Vite, webpack) see the files, emit them and rewrite the URLs.
+const MODULES = {
+  cpu: { glue: () => import('./wasm/lopa_cpu.js'), wasm: () => new URL('./wasm/lopa_cpu_bg.wasm', import.meta.url) },
+  webgpu: { glue: () => import('./wasm/lopa.js'), wasm: () => new URL('./wasm/lopa_bg.wasm', import.meta.url) },
+};
 const ready = {};
 
 /** The WasmClient class of one module, initialised once per context. */
 export function wasmModule(kind, url) {
   ready[kind] ??= (async () => {
-    const glue = await import(`./wasm/${MODULES[kind]}.js`);
-    await glue.default({ module_or_path: url ?? new URL(`./wasm/${MODULES[kind]}_bg.wasm`, import.meta.url) });
+    const glue = await MODULES[kind].glue();
+    await glue.default({ module_or_path: url ?? MODULES[kind].wasm() });
     return glue.WasmClient;
   })();
   return ready[kind];

@@ -32,8 +32,11 @@ build_lopa() {
   cargo build --locked --features full --bin lopa
 }
 
-# npm_deps: the browser tests' npm packages (playwright-core, binaryen, TypeScript), installed
-# again whenever tests/browser/package-lock.json changes.
+# npm_deps: the browser tests' npm packages (playwright-core, binaryen, TypeScript; Vite and
+# webpack for the bundler test), installed again whenever a package-lock.json changes.
 npm_deps() {
-  (cd tests/browser && { cmp -s package-lock.json node_modules/.lopa-lock 2>/dev/null || { npm ci --no-audit --no-fund >/dev/null && cp package-lock.json node_modules/.lopa-lock; }; })
+  local d
+  for d in tests/browser tests/bundlers; do
+    (cd "$d" && { cmp -s package-lock.json node_modules/.lopa-lock 2>/dev/null || { npm ci --no-audit --no-fund >/dev/null && cp package-lock.json node_modules/.lopa-lock; }; }) || return 1
+  done
 }

@@ -87,13 +87,18 @@ def main():
         server.terminate()
         server.wait()
     host = f"{os.cpu_count()} cores"
-    result = {"adapter": a.adapter, "steps": a.steps, "lr": a.lr, "batch_size": a.batch_size, "held_out": a.held_out, "host": host,
+    # The base adapter's own dev accuracy, from its run's metrics.
+    metrics = Path(a.adapter).parent / "metrics.jsonl"
+    base = max((json.loads(l)["dev_accuracy"] for l in metrics.read_text().splitlines() if l.strip()), default=None) if metrics.exists() else None
+    result = {"adapter": a.adapter, "adapter_sst2_dev_accuracy": base, "steps": a.steps, "lr": a.lr, "batch_size": a.batch_size, "held_out": a.held_out, "host": host,
               "rule": "SST-2 labels flipped (the user's ' great' is SST-2's ' terrible')", "runs": runs}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1))
     table = ["<!-- personalize:begin (written by scripts/lib/personalize_bench.py from results/personalize.json) -->", "",
-             f"Starting from the SST-2 adapter `{Path(a.adapter).parent.name}/{Path(a.adapter).name}`, a user whose labels are SST-2's flipped. "
-             f"`lopa personalize` ({a.steps} steps, batch {a.batch_size}, lr {a.lr}) through `lopa serve` on the same {host} CPU machine; "
+             f"Starting from the small SST-2 adapter of the browser tests (`configs/browser-test.json`"
+             + (f", {100 * base:.1f} on SST-2 dev" if base is not None else "") + "), a user whose labels are SST-2's flipped: "
+             f"`lopa personalize` ({a.steps} steps, batch {a.batch_size}, lr {a.lr}) through `lopa serve`, both on one {host} CPU machine "
+             f"(the step time counts the client's generator, the HTTP round trip and the server's forward and backward pass); "
              f"accuracy on {a.held_out} held-out dev sentences with the user's labels. Command: `scripts/benchmark.sh personalize`.", "",
              "| user's examples | accuracy before | after | on their own examples after | loss first → last step | median s / step |",
              "|---|---|---|---|---|---|"]
