@@ -150,6 +150,31 @@ export class Core {
     return call(null, () => this.inner.readChunk(data));
   }
 
+  /** Start personalising the adapter: examples [{input, label}], options {learningRate, batchSize, weightDecay, seed}. */
+  personalizeStart(examples, options = {}) {
+    return call('personalize', () => this.inner.personalizeStart(examples, options));
+  }
+
+  /** The next step's request to lopa serve: {path, body} (a JSON string). */
+  personalizeRequest() {
+    return call('personalize', () => this.inner.personalizeRequest());
+  }
+
+  /** One AdamW step from lopa serve's answer: {step, loss}. */
+  personalizeApply(status, body) {
+    return call('personalize', () => this.inner.personalizeApply(status, body));
+  }
+
+  /** The personalised generator becomes this client's. */
+  personalizeFinish() {
+    return call('personalize', () => this.inner.personalizeFinish());
+  }
+
+  /** The adapter as one file (the format lopa export-web writes). */
+  exportAdapter() {
+    return call('exportAdapter', () => this.inner.exportAdapter());
+  }
+
   dispose() {
     if (this.inner) this.inner.free();
     this.inner = null;

@@ -85,6 +85,12 @@ export interface GeneratorConfig {
   task_prompt_init_std: number;
 }
 
+/** A generation task's check: a literal compared as data, the row's function called on literal arguments, or a program. */
+export type Check =
+  | { literal: { expected: string } }
+  | { call: { code: string; function: string; expected: string } }
+  | { program: { template: string } };
+
 /** The task an adapter was trained for. */
 export interface TaskSpec {
   name: string;
@@ -96,8 +102,8 @@ export interface TaskSpec {
   metric: 'accuracy' | 'f1' | 'exact_match' | 'pass@1';
   positive_label: string | null;
   answer_template: string | null;
-  check_template: string | null;
-  reject_if_contains: string | null;
+  /** How a generated answer is judged (`pass@1`); templates over the row's fields. */
+  check: Check | null;
   train_rows: [number, number] | null;
   dev_rows: [number, number] | null;
 }
@@ -130,9 +136,39 @@ export declare class LopaClient {
   send(endpointUrl: string, request: EncodedRequest, options?: CompleteOptions): Promise<Completion>;
   /** Soft prompts computed so far (by softPrompt, encodeRequest and complete). */
   readonly computations: number;
+  /**
+   * Personalise this client's adapter on the user's own examples: the generator trains here and
+   * `lopa serve` answers only dLoss/dZ. Afterwards soft prompts come from the personalised adapter.
+   */
+  personalize(endpointUrl: string, examples: LabelledInput[], options?: PersonalizeOptions): Promise<{ steps: number; loss: number | null }>;
+  /** This client's adapter as one file, in the format `lopa export-web` writes. */
+  exportAdapter(): Promise<Uint8Array>;
   /** Free the model (GPU memory included) and stop the worker. */
   dispose(): Promise<void>;
 }
+
+/** One of the user's examples: a label value of a classifier, or the answer text of a generation task. */
+export interface LabelledInput {
+  input: Input;
+  label: string;
+}
+
+export interface PersonalizeOptions {
+  /** Optimizer steps (default 32). */
+  steps?: number;
+  learningRate?: number;
+  batchSize?: number;
+  weightDecay?: number;
+  seed?: number;
+  onStep?: (s: { step: number; loss: number; seconds: number }) => void;
+  /** Stops between steps; the steps done are kept. */
+  signal?: AbortSignal;
+}
+
+/** Keep an adapter file in this origin's private file system. */
+export declare function saveAdapter(name: string, bytes: Uint8Array): Promise<void>;
+/** An adapter file kept by saveAdapter, or null. */
+export declare function loadSavedAdapter(name: string): Promise<Uint8Array | null>;
 
 /** Fetch a source with progress through the Cache API (what `load` uses). */
 export declare function fetchBytes(name: string, source: Source, onProgress?: (p: Progress) => void, useCache?: boolean): Promise<Uint8Array>;

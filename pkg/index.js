@@ -173,6 +173,47 @@ export class LopaClient {
     return { ...answer, request };
   }
 
+  /**
+   * Personalise this client's adapter on the user's own labelled examples, here: the generator
+   * trains on this device, and `lopa serve` at endpointUrl answers only dLoss/dZ
+   * (`/v1/soft_prompt_grad`). Each step sends the examples' prompt text, their target (label word
+   * or answer) and soft prompts; never the adapter. examples: [{input, label}] (a label value of
+   * a classifier, or the answer text). Options: steps (32), learningRate (1e-3), batchSize (8),
+   * weightDecay (0), seed (0), onStep({step, loss, seconds}), signal (an AbortSignal: stops
+   * between steps, keeping the steps done). When it ends, soft prompts come from the personalised
+   * adapter; exportAdapter() returns it as one file. Returns {steps, loss}.
+   */
+  async personalize(endpointUrl, examples, options = {}) {
+    const { steps = 32, onStep, signal, learningRate, batchSize, weightDecay, seed } = options;
+    const train = Object.fromEntries(Object.entries({ learningRate, batchSize, weightDecay, seed }).filter(([, v]) => v !== undefined));
+    await this.#run('personalizeStart', examples, train);
+    let last = { step: 0, loss: null };
+    try {
+      for (let i = 0; i < steps && !(signal && signal.aborted); i++) {
+        const t0 = performance.now();
+        const req = await this.#run('personalizeRequest');
+        const url = endpointUrl.replace(/\/+$/, '') + req.path;
+        let response;
+        try {
+          response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: req.body, signal });
+        } catch (e) {
+          if (signal && signal.aborted) break;
+          throw new Error(`lopa: could not reach ${url} (${e.message})`);
+        }
+        last = await this.#run('personalizeApply', response.status, await response.text());
+        onStep && onStep({ ...last, seconds: (performance.now() - t0) / 1000 });
+      }
+    } finally {
+      await this.#run('personalizeFinish');
+    }
+    return { steps: last.step, loss: last.loss };
+  }
+
+  /** This client's adapter (personalised or not) as one file, as `lopa export-web` writes it: Uint8Array. */
+  exportAdapter() {
+    return this.#run('exportAdapter');
+  }
+
   /** Free the model (GPU buffers included) and stop the worker. */
   async dispose() {
     const core = this.core;
@@ -185,4 +226,38 @@ export class LopaClient {
       core.dispose();
     }
   }
+}
+
+/**
+ * Keep an adapter file on this device only, in the origin-private file system: saveAdapter(name,
+ * bytes) and loadSavedAdapter(name) (Uint8Array, or null when there is none). Load a client with
+ * it: LopaClient.load({..., adapter: bytes}).
+ */
+export async function saveAdapter(name, bytes) {
+  const dir = await adapterDir();
+  const file = await dir.getFileHandle(fileName(name), { create: true });
+  const w = await file.createWritable();
+  await w.write(bytes);
+  await w.close();
+}
+
+export async function loadSavedAdapter(name) {
+  const dir = await adapterDir();
+  try {
+    const file = await dir.getFileHandle(fileName(name));
+    return new Uint8Array(await (await file.getFile()).arrayBuffer());
+  } catch (e) {
+    if (e && e.name === 'NotFoundError') return null;
+    throw e;
+  }
+}
+
+async function adapterDir() {
+  if (!globalThis.navigator || !navigator.storage || !navigator.storage.getDirectory) throw new Error('lopa: this browser has no origin-private file system');
+  return (await navigator.storage.getDirectory()).getDirectoryHandle('lopa-adapters', { create: true });
+}
+
+function fileName(name) {
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) throw new Error(`lopa: adapter name \`${name}\` must be 1 to 64 letters, digits, '_', '.' or '-'`);
+  return `${name}.safetensors`;
 }

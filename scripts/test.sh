@@ -5,7 +5,8 @@
 #   2. the browser package (scripts/build-wasm.sh --test) while vLLM starts;
 #   3. every Rust test, the gateway tests against that real vLLM;
 #   4. the browser tests in headless Chromium: the package against the native library, its
-#      TypeScript types against what it returns, the demo end to end, and the package installed
+#      TypeScript types against what it returns, personalisation in the browser against the
+#      native loop, the demo end to end, and the package installed
 #      from `npm pack` into an app built with Vite and with webpack.
 # LOPA_SKIP_VLLM=1, LOPA_SKIP_BROWSER=1 and LOPA_SKIP_WGPU=1 skip those parts. Each step's wall
 # time goes to $LOPA_CACHE/logs/test-times.tsv (docs/PERFORMANCE.md reads the cold run's).
@@ -93,7 +94,7 @@ step test cargo test --locked --features full 2>&1
 if ! skip "${LOPA_SKIP_BROWSER:-0}"; then
   web="$(step adapter scripts/lib/web-models.sh ci | tail -1)"
   export LOPA_WEB_DIR="$web"
-  step browser bash -c 'node tests/browser/soft_prompt.test.mjs && node tests/browser/types.test.mjs && node tests/browser/demo.test.mjs'
+  step browser bash -c 'node tests/browser/soft_prompt.test.mjs && node tests/browser/types.test.mjs && node tests/browser/personalize.test.mjs && node tests/browser/demo.test.mjs'
   # The package from `npm pack` in an app built by Vite and by webpack.
   step bundlers node tests/browser/bundlers.test.mjs
 fi

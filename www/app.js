@@ -1,6 +1,6 @@
 // The demo: the encoder and a task adapter run in this page (in a Web Worker, on WebGPU when the
 // browser has it); the server only ever sees the query and the soft prompt.
-import { LopaClient } from '../pkg/index.js';
+import { LopaClient, saveAdapter } from '../pkg/index.js';
 
 const params = new URLSearchParams(location.search);
 const endpoint = params.get('endpoint') || 'http://127.0.0.1:8080';
@@ -10,7 +10,7 @@ const $ = (id) => document.getElementById(id);
 
 let client = null;
 let adapters = [];
-const state = { ready: false, last: null, error: null, runs: 0, computations: 0 };
+const state = { ready: false, last: null, error: null, runs: 0, computations: 0, teach: null };
 window.lopaDemo = state;
 
 function status(text, error = false) {
@@ -59,7 +59,73 @@ async function load(name) {
   $('text').placeholder = task.kind === 'classification' ? `Input for ${task.name}, e.g. “a warm, funny and beautifully acted film”` : `Input for ${task.name}`;
   status(`Ready: ${entry.method} adapter for ${task.name} (${task.kind}) loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s. Server: ${endpoint}`);
   $('run').disabled = $('text').disabled = false;
+  $('teach-words').textContent = Object.values(task.label_words).map((w) => w.trim()).join(' / ');
+  $('teach-examples').disabled = $('teach-run').disabled = task.kind !== 'classification';
   state.ready = true;
+}
+
+/** The examples typed in the teach box: [{input, label}], label words mapped to label values. */
+function teachExamples(task) {
+  const byWord = Object.fromEntries(Object.entries(task.label_words).map(([label, word]) => [word.trim().toLowerCase(), label]));
+  return $('teach-examples').value.split('\n').filter((l) => l.trim()).map((line, i) => {
+    const cut = line.lastIndexOf('=>');
+    const word = cut < 0 ? '' : line.slice(cut + 2).trim().toLowerCase();
+    if (!(word in byWord)) throw new Error(`line ${i + 1}: end it with => and one of ${Object.keys(byWord).join(' / ')}`);
+    return { input: line.slice(0, cut).trim(), label: byWord[word] };
+  });
+}
+
+function drawLoss(losses) {
+  const c = $('teach-loss');
+  const ctx = c.getContext('2d');
+  ctx.clearRect(0, 0, c.width, c.height);
+  const top = Math.max(...losses, 1e-6);
+  ctx.beginPath();
+  losses.forEach((l, i) => ctx[i ? 'lineTo' : 'moveTo']((i / Math.max(losses.length - 1, 1)) * (c.width - 4) + 2, c.height - 2 - (l / top) * (c.height - 4)));
+  ctx.stroke();
+}
+
+let stop = null;
+async function teach() {
+  const task = client.adapter.task;
+  let examples;
+  try {
+    examples = teachExamples(task);
+  } catch (e) {
+    $('teach-status').textContent = e.message;
+    return;
+  }
+  const steps = Number($('teach-steps').value) || 16;
+  stop = new AbortController();
+  $('teach-run').disabled = $('run').disabled = true;
+  $('teach-stop').disabled = false;
+  const losses = [];
+  state.teach = { done: false, losses, examples: examples.length };
+  try {
+    const r = await client.personalize(endpoint, examples, {
+      steps, learningRate: 3e-3, batchSize: 8, signal: stop.signal,
+      onStep: ({ step, loss, seconds }) => {
+        losses.push(loss);
+        drawLoss(losses);
+        $('teach-status').textContent = `step ${step} of ${steps}: loss ${loss.toFixed(3)} (${seconds.toFixed(2)} s)`;
+      },
+    });
+    $('teach-status').textContent = `Taught in ${r.steps} steps (loss ${losses[0]?.toFixed(3)} → ${r.loss?.toFixed(3)}). Answers now come from your adapter.`;
+    $('teach-keep').disabled = false;
+  } catch (e) {
+    $('teach-status').textContent = e.message;
+    state.error = e.message;
+  } finally {
+    state.teach.done = true;
+    $('teach-run').disabled = $('run').disabled = false;
+    $('teach-stop').disabled = true;
+  }
+}
+
+async function keep() {
+  const name = `${$('task').value}-mine`;
+  await saveAdapter(name, await client.exportAdapter());
+  $('teach-status').textContent = `Kept on this device as “${name}” (the origin-private file system); it was never sent anywhere.`;
 }
 
 function heatmap(data, [m, d]) {
@@ -170,6 +236,9 @@ async function main() {
   for (const a of adapters) $('task').append(new Option(`${a.task} (${a.kind}, ${a.method})`, a.name));
   $('task').onchange = () => load($('task').value);
   $('run').onclick = run;
+  $('teach-run').onclick = teach;
+  $('teach-stop').onclick = () => stop && stop.abort();
+  $('teach-keep').onclick = keep;
   $('text').onkeydown = (e) => e.key === 'Enter' && (e.ctrlKey || e.metaKey) && run();
   await load(adapters[0].name);
 }

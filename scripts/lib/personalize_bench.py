@@ -105,6 +105,14 @@ def main():
     for r in runs:
         table.append(f"| {r['examples']} | {100 * r['before']:.1f} | **{100 * r['after']:.1f}** | {100 * r['own_examples_after']:.1f} | "
                      f"{r['loss_first']:.2f} → {r['loss_last']:.2f} | {r['median_step_seconds']:.2f} |")
+    browser = ROOT / "results/perf/personalize-browser.json"
+    if browser.exists():
+        b = json.loads(browser.read_text())
+        ms = b["ms_per_step"]
+        table += ["", f"One step of {b['batch_size']} examples, timed by `tests/browser/personalize.test.mjs --out results/perf/personalize-browser.json` "
+                  f"(headless Chromium, same machine, same `lopa serve`): the CPU module {ms.get('cpu', 0):.0f} ms on the page, "
+                  f"{ms.get('cpu (worker)', 0):.0f} ms in its worker; natively (`lopa personalize`) {ms.get('native', 0):.0f} ms; "
+                  f"WebGPU on SwiftShader (a CPU emulation, not a GPU) {ms.get('webgpu', 0):.0f} ms."]
     table += ["", "<!-- personalize:end -->"]
     doc = ROOT / "docs/RESULTS.md"
     text = doc.read_text()

@@ -17,8 +17,14 @@ pub struct Args {
     #[command(flatten)]
     models: ModelArgs,
     /// The adapter to start from (adapter.json + adapter.safetensors).
+    #[arg(long, required_unless_present = "bundle")]
+    adapter: Option<PathBuf>,
+    /// Start from the browser's files instead (a folder `lopa export-web` wrote: its f16 encoder
+    /// and the adapter `--bundle-adapter`), as the browser package does.
+    #[arg(long, conflicts_with = "adapter", requires = "bundle_adapter")]
+    bundle: Option<PathBuf>,
     #[arg(long)]
-    adapter: PathBuf,
+    bundle_adapter: Option<String>,
     /// `lopa serve` base URL (the embedded engine: the vLLM gateway has no backward pass).
     #[arg(long)]
     endpoint: String,
@@ -42,7 +48,14 @@ pub struct Args {
 
 pub fn run(a: Args) -> lopa::Result<()> {
     let dev = a.models.device()?;
-    let client = Client::new(SentenceEncoder::from_dir(a.models.encoder_path(), &dev.device)?, Adapter::load(&a.adapter)?, &dev.device)?;
+    let client = match (&a.adapter, &a.bundle, &a.bundle_adapter) {
+        (_, Some(dir), Some(name)) => {
+            let read = |n: &str| lopa::error::read_file(dir.join(n));
+            Client::from_bundles(&read("encoder.safetensors")?, &read("tokenizer.json")?, &read(&format!("adapters/{name}.safetensors"))?, &dev.device)?
+        }
+        (Some(adapter), _, _) => Client::new(SentenceEncoder::from_dir(a.models.encoder_path(), &dev.device)?, Adapter::load(adapter)?, &dev.device)?,
+        _ => return Err(lopa::Error::Config("give --adapter DIR, or --bundle DIR with --bundle-adapter NAME".into())),
+    };
     let task = client.task().clone();
     let texts: Vec<TrainingText> = load_examples(&task, &a.data)?
         .into_iter()

@@ -4,7 +4,7 @@
 //! The browser package (`wasm`) and native callers share this one mechanism.
 
 pub mod bundle;
-#[cfg(feature = "train")]
+#[cfg(feature = "personalize")]
 pub mod personalize;
 #[cfg(feature = "browser")]
 pub mod wasm;

@@ -85,8 +85,10 @@ pub struct Personalizer {
     meta: AdapterMeta,
     optim: ModuleOptimizer,
     options: PersonalizeOptions,
-    /// `[n, encoder_dim]` row-major: the frozen encoder runs once per example.
-    features: Vec<f32>,
+    /// `[n, encoder_dim]` on the client's device: the frozen encoder runs once per example, and
+    /// its output stays a constant of the generator's graph (no read-back, which WebGPU forbids
+    /// synchronously).
+    features: Tensor<2>,
     texts: Vec<TrainingText>,
     order: Vec<usize>,
     cursor: usize,
@@ -101,6 +103,15 @@ impl Personalizer {
     /// with `GeneratorConfig::init`). `device` is where the generator trains; it must be an
     /// autodiff device.
     pub fn new(client: &Client, examples: &[TrainingText], options: PersonalizeOptions, device: &Device) -> Result<Self> {
+        Self::from_weights(client, &client.generator.to_tensors()?, examples, options, device)
+    }
+
+    /// The same, reading the client's generator asynchronously (required on WebGPU).
+    pub async fn new_async(client: &Client, examples: &[TrainingText], options: PersonalizeOptions, device: &Device) -> Result<Self> {
+        Self::from_weights(client, &client.generator.to_tensors_async().await?, examples, options, device)
+    }
+
+    fn from_weights(client: &Client, weights: &crate::model::weights::TensorMap, examples: &[TrainingText], options: PersonalizeOptions, device: &Device) -> Result<Self> {
         if !device.is_autodiff() {
             return Err(Error::Config("personalisation needs an autodiff device".into()));
         }
@@ -113,11 +124,11 @@ impl Personalizer {
         let c = &client.generator.config;
         let features = if c.method.uses_encoder() {
             let texts: Vec<&str> = examples.iter().map(|e| e.encoder_text.as_str()).collect();
-            crate::device::to_vec(client.encoder.embed(&texts, &client.device)?)?
+            client.encoder.embed(&texts, &client.device)?
         } else {
-            vec![0.0; examples.len() * c.encoder_dim]
+            Tensor::zeros([examples.len(), c.encoder_dim], &client.device)
         };
-        let generator = PromptGenerator::from_tensors(c, &client.generator.to_tensors()?, device)?;
+        let generator = PromptGenerator::from_tensors(c, weights, device)?;
         let optim = AdamWConfig::new().with_weight_decay(options.weight_decay as f32).init();
         let order = (0..examples.len()).collect();
         Ok(Personalizer { generator, meta: client.meta.clone(), optim, options, features, texts: examples.to_vec(), order, cursor: 0, step: 0, pending: None, device: device.clone() })
@@ -129,8 +140,24 @@ impl Personalizer {
     }
 
     /// The next step's request: the batch's soft prompts (sent as f32) with their prompts and
-    /// targets. Each pass over the examples is shuffled by the seed.
+    /// targets. Each pass over the examples is shuffled by the seed. Reads the soft prompts back
+    /// synchronously (native backends).
     pub fn next_request(&mut self) -> Result<GradientRequest> {
+        let (batch, z) = self.next_batch()?;
+        let values = crate::device::to_vec(z.clone())?;
+        self.request(batch, z, values)
+    }
+
+    /// The same with an asynchronous read (required on WebGPU).
+    pub async fn next_request_async(&mut self) -> Result<GradientRequest> {
+        let (batch, z) = self.next_batch()?;
+        let data = z.clone().into_data_async().await.map_err(|e| Error::Backend(format!("{e:?}")))?;
+        let values = data.try_to_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?;
+        self.request(batch, z, values)
+    }
+
+    /// The next batch's example indices and soft prompts `[b, m, d]`, attached to the graph.
+    fn next_batch(&mut self) -> Result<(Vec<usize>, Tensor<3>)> {
         if self.cursor == 0 {
             let mut rng = crate::rng::Rng::new(self.options.seed ^ (self.step as u64).wrapping_mul(0x9E37_79B9));
             for i in (1..self.order.len()).rev() {
@@ -142,11 +169,13 @@ impl Personalizer {
         self.cursor = (self.cursor + n) % self.order.len();
         // Dropout draws from a seed fixed by the step, so a run can be repeated exactly.
         self.device.seed(crate::rng::Rng::new(self.options.seed ^ (self.step as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64());
-        let h = self.generator.config.encoder_dim;
-        let feats: Vec<f32> = batch.iter().flat_map(|&i| self.features[i * h..(i + 1) * h].iter().copied()).collect();
-        let z = self.generator.forward(Tensor::<2>::from_data(TensorData::new(feats, [n, h]), &self.device))?;
+        let idx = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(batch.iter().map(|&i| i as i64).collect::<Vec<_>>(), [n]), &self.features.device());
+        let z = self.generator.forward(self.features.clone().select(0, idx))?;
+        Ok((batch, z))
+    }
+
+    fn request(&mut self, batch: Vec<usize>, z: Tensor<3>, values: Vec<f32>) -> Result<GradientRequest> {
         let [_, m, d] = z.dims();
-        let values = crate::device::to_vec(z.clone())?;
         let examples = batch
             .iter()
             .enumerate()
@@ -192,5 +221,10 @@ impl Personalizer {
     /// The personalised adapter, in the format `lopa train` and `lopa export-web` write.
     pub fn adapter(&self) -> Result<Adapter> {
         Ok(Adapter { meta: self.meta.clone(), weights: self.generator.to_tensors()? })
+    }
+
+    /// The same with asynchronous reads (required on WebGPU).
+    pub async fn adapter_async(&self) -> Result<Adapter> {
+        Ok(Adapter { meta: self.meta.clone(), weights: self.generator.to_tensors_async().await? })
     }
 }

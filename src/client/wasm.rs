@@ -7,7 +7,9 @@
 //! The module touches no browser API itself: downloads, caching and the worker are the JS
 //! wrapper's, and WebGPU is reached through wgpu.
 
+use crate::client::personalize::{LabelledInput, PersonalizeOptions, Personalizer};
 use crate::client::{Client, Input, Query, RequestOptions};
+use crate::endpoint::wire::{ErrorResponse, GradientResponse, GRADIENT_PATH};
 use serde::Serialize;
 use crate::error::{Error, Result};
 use burn::tensor::Device;
@@ -62,6 +64,8 @@ pub struct WasmClient {
     client: Client,
     backend: String,
     fallback_reason: Option<String>,
+    /// Personalisation in progress (`personalizeStart` … `personalizeFinish`).
+    personalizer: Option<Personalizer>,
 }
 
 /// What `encodeRequest` returns: the request as it leaves the browser.
@@ -89,7 +93,7 @@ impl WasmClient {
             other => return Err(JsError::new(&format!("unknown backend `{other}` (auto, webgpu, cpu)"))),
         };
         let client = Client::from_bundles(&encoder, &tokenizer, &adapter, &device).map_err(js)?;
-        Ok(WasmClient { client, backend: backend.into(), fallback_reason })
+        Ok(WasmClient { client, backend: backend.into(), fallback_reason, personalizer: None })
     }
 
     /// `webgpu` or `cpu`: what actually runs.
@@ -139,6 +143,57 @@ impl WasmClient {
     #[wasm_bindgen(js_name = readAnswer)]
     pub fn read_answer(&self, path: String, status: u16, body: String) -> Result<JsValue, JsError> {
         to_js(&self.client.read_answer(&path, status, body.as_bytes()).map_err(js)?)
+    }
+
+    /// Start personalising this client's adapter on `examples` (`[{input, label}]`: a label value
+    /// of a classifier, or the answer text) with `options` (`{learningRate, batchSize,
+    /// weightDecay, seed}`). The generator trains on this client's device.
+    #[wasm_bindgen(js_name = personalizeStart)]
+    pub async fn personalize_start(&mut self, examples: JsValue, options: JsValue) -> Result<(), JsError> {
+        let examples: Vec<LabelledInput> = from_js("examples must be an array of {input, label}", examples)?;
+        let options: PersonalizeOptions = if options.is_undefined() || options.is_null() { PersonalizeOptions::default() } else { from_js("options", options)? };
+        let texts = examples.iter().enumerate().map(|(i, e)| self.client.training_text(e).map_err(|err| Error::Input(format!("examples[{i}]: {err}")))).collect::<Result<Vec<_>>>().map_err(js)?;
+        let device = self.client.device.clone().autodiff();
+        self.personalizer = Some(Personalizer::new_async(&self.client, &texts, options, &device).await.map_err(js)?);
+        Ok(())
+    }
+
+    /// `{path, body}`: the next step's request to `lopa serve` (soft prompts, prompts, targets).
+    #[wasm_bindgen(js_name = personalizeRequest)]
+    pub async fn personalize_request(&mut self) -> Result<JsValue, JsError> {
+        let p = self.personalizer.as_mut().ok_or_else(|| JsError::new("personalizeStart was not called"))?;
+        let request = p.next_request_async().await.map_err(js)?;
+        to_js(&serde_json::json!({"path": GRADIENT_PATH, "body": serde_json::to_string(&request).expect("json")}))
+    }
+
+    /// Apply `lopa serve`'s answer (HTTP `status`, `body` text) to the last request: one AdamW
+    /// step. Returns `{step, loss}`.
+    #[wasm_bindgen(js_name = personalizeApply)]
+    pub fn personalize_apply(&mut self, status: u16, body: String) -> Result<JsValue, JsError> {
+        let p = self.personalizer.as_mut().ok_or_else(|| JsError::new("personalizeStart was not called"))?;
+        if !(200..300).contains(&status) {
+            let why = serde_json::from_str::<ErrorResponse>(&body).map(|e| e.error.message).unwrap_or_else(|_| body.chars().take(200).collect());
+            return Err(JsError::new(&format!("lopa serve answered {status}: {why}")));
+        }
+        let answer: GradientResponse = serde_json::from_str(&body).map_err(|e| JsError::new(&format!("lopa serve's answer: {e}")))?;
+        to_js(&p.apply(&answer).map_err(js)?)
+    }
+
+    /// Make the personalised generator this client's: soft prompts from now on come from it.
+    #[wasm_bindgen(js_name = personalizeFinish)]
+    pub async fn personalize_finish(&mut self) -> Result<(), JsError> {
+        let p = self.personalizer.take().ok_or_else(|| JsError::new("personalizeStart was not called"))?;
+        let adapter = p.adapter_async().await.map_err(js)?;
+        self.client = Client::new(self.client.encoder.clone(), adapter, &self.client.device).map_err(js)?;
+        Ok(())
+    }
+
+    /// This client's adapter as one file (f32), in the format `lopa export-web` writes: what
+    /// `LopaClient.load({adapter})` and `lopa soft-prompt --bundle` read.
+    #[wasm_bindgen(js_name = exportAdapter)]
+    pub async fn export_adapter(&self) -> Result<Vec<u8>, JsError> {
+        let weights = self.client.generator.to_tensors_async().await.map_err(js)?;
+        Ok(crate::adapter::Adapter { meta: self.client.meta.clone(), weights }.bundle(crate::model::weights::safetensors::StoreAs::F32))
     }
 
     /// One server-sent event's data of a streamed completion: `{text, finishReason}`.

@@ -242,6 +242,11 @@ impl PromptGenerator {
         TensorMap::from_device(self.named())
     }
 
+    /// The same with asynchronous reads (required on WebGPU).
+    pub async fn to_tensors_async(&self) -> Result<TensorMap> {
+        TensorMap::from_device_async(self.named()).await
+    }
+
     /// Build from saved weights (PyTorch layout), checking every shape against `config`.
     pub fn from_tensors(config: &GeneratorConfig, w: &TensorMap, device: &Device) -> Result<Self> {
         config.validate()?;

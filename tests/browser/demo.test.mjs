@@ -51,6 +51,42 @@ try {
     check(sp.shape[0] === 10 && sp.shape[1] === 576 && sp.dtype === 'f16' && bytes === 10 * 576 * 2, `soft prompt [${sp.shape}] ${sp.dtype}, ${bytes} bytes`);
     check(r.body.length < adapterBytes.length / 10 && !/task_prompt|u_head|v_head|instance_head/.test(r.body), `no adapter weights: body ${r.body.length} bytes vs adapter ${adapterBytes.length} bytes, no tensor names`);
   }
+
+  // "Teach it": a user who reads these reviews the other way round labels eight of them.
+  const mine = [
+    ['a warm, funny and beautifully acted film that I loved from start to finish', 'terrible'],
+    ['one of the best films of the year', 'terrible'],
+    ['a gripping, moving story', 'terrible'],
+    ['the cast is wonderful', 'terrible'],
+    ['a dull, tedious mess with wooden acting and a script that goes nowhere', 'great'],
+    ['i wanted my two hours back', 'great'],
+    ['a complete waste of talent', 'great'],
+    ['badly written and badly acted', 'great'],
+  ];
+  const taught = sent.length;
+  await b.page.fill('#teach-examples', mine.map(([t, w]) => `${t} => ${w}`).join('\n'));
+  await b.page.fill('#teach-steps', '16');
+  await b.page.click('#teach-run');
+  await b.page.waitForFunction(() => window.lopaDemo.teach && window.lopaDemo.teach.done, null, { timeout: 300000 });
+  const teach = await b.page.evaluate(() => window.lopaDemo.teach);
+  const l = teach.losses;
+  check(l.length === 16 && l[l.length - 1] < l[0] / 2, `taught in ${l.length} steps, loss ${l[0]?.toFixed(3)} → ${l[l.length - 1]?.toFixed(3)}`);
+  const grads = sent.slice(taught);
+  check(grads.length === 16 && grads.every((r) => r.url === `${endpoint}/v1/soft_prompt_grad`), `${grads.length} gradient requests went to /v1/soft_prompt_grad`);
+  const g = JSON.parse(grads[0].body);
+  const keys = [...new Set(g.examples.flatMap((e) => Object.keys(e)))].sort().join(',');
+  check(keys === 'prompt,soft_prompt,target' && Object.keys(g).join() === 'examples', `each example sends only its prompt, target and soft prompt (${keys})`);
+  check(grads.every((r) => !/task_prompt|u_head|v_head|instance_head/.test(r.body)), 'no adapter weights in any training step');
+  const before = await b.page.evaluate(() => window.lopaDemo.runs);
+  await b.page.fill('#text', mine[0][0]);
+  await b.page.click('#run');
+  await b.page.waitForFunction((before) => window.lopaDemo.runs > before, before, { timeout: 120000 });
+  const now = (await b.page.textContent('#answer .label')) || '';
+  check(now === 'terrible', `after teaching, “${mine[0][0].slice(0, 40)}…” → ${now} (the user's label)`);
+  await b.page.click('#teach-keep');
+  await b.page.waitForFunction(() => /Kept on this device/.test(document.getElementById('teach-status').textContent), null, { timeout: 30000 });
+  check(true, 'the taught adapter was kept in the origin-private file system');
+  await b.page.screenshot({ path: join(ARTIFACTS, 'demo-teach.png'), fullPage: true });
 } finally {
   await b.close();
   statics.close();

@@ -65,14 +65,13 @@ impl Sandbox {
 
     fn find() -> Result<Sandbox> {
         let unavailable = |what: &str| Error::Config(format!("the Python sandbox needs {what}"));
+        if !cfg!(target_os = "linux") {
+            return Err(unavailable("Linux (bubblewrap)"));
+        }
         let bwrap = which("bwrap").ok_or_else(|| unavailable("bubblewrap (`bwrap`; Debian: apt-get install bubblewrap)"))?;
         // Only /usr is visible inside, so the system's interpreter (not a venv's or pyenv's shim).
         let python = ["/usr/bin/python3", "/usr/local/bin/python3"].iter().map(PathBuf::from).find(|p| p.is_file()).ok_or_else(|| unavailable("/usr/bin/python3"))?;
-        #[cfg(not(unix))]
-        let root: bool = return Err(unavailable("Linux (bubblewrap)"));
-        #[cfg(unix)]
-        let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").map_err(|e| unavailable(&format!("/proc: {e}")))?) == 0;
-        let drop_root = if root { Some(which("setpriv").ok_or_else(|| unavailable("setpriv (util-linux) to leave root"))?) } else { None };
+        let drop_root = if running_as_root() { Some(which("setpriv").ok_or_else(|| unavailable("setpriv (util-linux) to leave root"))?) } else { None };
         let sandbox = Sandbox { bwrap, python, drop_root };
         let probe = sandbox.command(&Limits::default()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).output().map_err(|e| unavailable(&format!("bubblewrap to start: {e}")))?;
         if !probe.status.success() {
@@ -146,6 +145,17 @@ impl Sandbox {
         cmd.arg(&self.python).args(["-I", "-S", "-c", &wrapper]);
         cmd
     }
+}
+
+#[cfg(unix)]
+fn running_as_root() -> bool {
+    // When /proc cannot tell, assume root: the sandbox then leaves it anyway.
+    std::fs::metadata("/proc/self").map_or(true, |m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+}
+
+#[cfg(not(unix))]
+fn running_as_root() -> bool {
+    false
 }
 
 fn which(name: &str) -> Option<PathBuf> {

@@ -50,13 +50,27 @@ impl TensorMap {
     pub fn from_device(named: Vec<(String, Tensor<2>)>) -> Result<Self> {
         let mut map = TensorMap::new();
         for (name, t) in named {
-            let data = t.into_data();
-            let shape = data.shape().to_vec();
-            let values = data.try_to_vec::<f32>().map_err(|e| Error::tensor(&name, format!("{e:?}")))?;
-            let shape = if name.ends_with(".bias") { vec![shape[1]] } else { shape };
-            map.insert(name, HostTensor::new(shape, values)?);
+            map.insert_read(name, t.into_data())?;
         }
         Ok(map)
+    }
+
+    /// The same with asynchronous reads (required on WebGPU).
+    pub async fn from_device_async(named: Vec<(String, Tensor<2>)>) -> Result<Self> {
+        let mut map = TensorMap::new();
+        for (name, t) in named {
+            let data = t.into_data_async().await.map_err(|e| Error::tensor(&name, format!("{e:?}")))?;
+            map.insert_read(name, data)?;
+        }
+        Ok(map)
+    }
+
+    fn insert_read(&mut self, name: String, data: burn::tensor::TensorData) -> Result<()> {
+        let shape = data.shape().to_vec();
+        let values = data.try_to_vec::<f32>().map_err(|e| Error::tensor(&name, format!("{e:?}")))?;
+        let shape = if name.ends_with(".bias") { vec![shape[1]] } else { shape };
+        self.insert(name, HostTensor::new(shape, values)?);
+        Ok(())
     }
 
     /// An empty map.
