@@ -170,6 +170,11 @@ export class Core {
     return call('personalize', () => this.inner.personalizeFinish());
   }
 
+  /** Replace the adapter with one file of that format. */
+  importAdapter(bytes) {
+    return call('importAdapter', () => this.inner.importAdapter(bytes));
+  }
+
   /** The adapter as one file (the format lopa export-web writes). */
   exportAdapter() {
     return call('exportAdapter', () => this.inner.exportAdapter());

@@ -141,6 +141,8 @@ export declare class LopaClient {
    * `lopa serve` answers only dLoss/dZ. Afterwards soft prompts come from the personalised adapter.
    */
   personalize(endpointUrl: string, examples: LabelledInput[], options?: PersonalizeOptions): Promise<{ steps: number; loss: number | null }>;
+  /** Replace this client's adapter with one file of that format; another encoder's is refused. */
+  importAdapter(bytes: Uint8Array): Promise<void>;
   /** This client's adapter as one file, in the format `lopa export-web` writes. */
   exportAdapter(): Promise<Uint8Array>;
   /** Free the model (GPU memory included) and stop the worker. */
@@ -160,6 +162,8 @@ export interface PersonalizeOptions {
   batchSize?: number;
   weightDecay?: number;
   seed?: number;
+  /** Start from fresh weights of the adapter's shape instead of its trained ones. */
+  fromScratch?: boolean;
   onStep?: (s: { step: number; loss: number; seconds: number }) => void;
   /** Stops between steps; the steps done are kept. */
   signal?: AbortSignal;

@@ -179,13 +179,14 @@ export class LopaClient {
    * (`/v1/soft_prompt_grad`). Each step sends the examples' prompt text, their target (label word
    * or answer) and soft prompts; never the adapter. examples: [{input, label}] (a label value of
    * a classifier, or the answer text). Options: steps (32), learningRate (1e-3), batchSize (8),
-   * weightDecay (0), seed (0), onStep({step, loss, seconds}), signal (an AbortSignal: stops
+   * weightDecay (0), seed (0), fromScratch (fresh weights of the adapter's shape instead of its
+   * trained ones), onStep({step, loss, seconds}), signal (an AbortSignal: stops
    * between steps, keeping the steps done). When it ends, soft prompts come from the personalised
    * adapter; exportAdapter() returns it as one file. Returns {steps, loss}.
    */
   async personalize(endpointUrl, examples, options = {}) {
-    const { steps = 32, onStep, signal, learningRate, batchSize, weightDecay, seed } = options;
-    const train = Object.fromEntries(Object.entries({ learningRate, batchSize, weightDecay, seed }).filter(([, v]) => v !== undefined));
+    const { steps = 32, onStep, signal, learningRate, batchSize, weightDecay, seed, fromScratch } = options;
+    const train = Object.fromEntries(Object.entries({ learningRate, batchSize, weightDecay, seed, fromScratch }).filter(([, v]) => v !== undefined));
     await this.#run('personalizeStart', examples, train);
     let last = { step: 0, loss: null };
     try {
@@ -207,6 +208,16 @@ export class LopaClient {
       await this.#run('personalizeFinish');
     }
     return { steps: last.step, loss: last.loss };
+  }
+
+  /**
+   * Replace this client's adapter with one file of that format (from exportAdapter or
+   * loadSavedAdapter); an adapter trained with another encoder is refused.
+   */
+  async importAdapter(bytes) {
+    await this.#run('importAdapter', new Uint8Array(bytes));
+    if (this.core instanceof WorkerCore) this.info = await this.core.call('info');
+    else this.info = this.core.info();
   }
 
   /** This client's adapter (personalised or not) as one file, as `lopa export-web` writes it: Uint8Array. */

@@ -20,11 +20,13 @@ self.onmessage = async ({ data: { id, method, args } }) => {
     } else if (method === 'encodeRequest') {
       result = await core.encodeRequest(args[0], args[1]);
       transfer = [result.body.buffer];
-    } else if (['readAnswer', 'readChunk', 'personalizeStart', 'personalizeRequest', 'personalizeApply', 'personalizeFinish'].includes(method)) {
+    } else if (['readAnswer', 'readChunk', 'personalizeStart', 'personalizeRequest', 'personalizeApply', 'personalizeFinish', 'importAdapter'].includes(method)) {
       result = await core[method](...args);
     } else if (method === 'exportAdapter') {
       result = await core.exportAdapter();
       transfer = [result.buffer];
+    } else if (method === 'info') {
+      result = core.info();
     } else if (method === 'dispose') {
       core.dispose();
       core = null;

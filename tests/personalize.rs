@@ -73,7 +73,7 @@ fn the_endpoint_loop_equals_end_to_end_training() {
     assert!(client.training_text(&LabelledInput { input: Input::Text("x".into()), label: "2".into() }).is_err(), "an unknown label is refused");
 
     // Through the endpoint: every example in each step, so the order inside a batch is all that shuffling changes.
-    let options = PersonalizeOptions { learning_rate: 1e-2, batch_size: rows.len(), weight_decay: 0.01, seed: 3 };
+    let options = PersonalizeOptions { learning_rate: 1e-2, batch_size: rows.len(), weight_decay: 0.01, seed: 3, from_scratch: false };
     let addr = start(&fm);
     let mut p = Personalizer::new(&client, &texts, options.clone(), &ad).unwrap();
     let mut remote_losses = vec![];
@@ -113,6 +113,16 @@ fn the_endpoint_loop_equals_end_to_end_training() {
     assert!(worst <= 1e-5, "parameters differ by {worst}");
     assert!(remote_losses[3] < remote_losses[0], "the loss must fall: {remote_losses:?}");
     assert_ne!(remote.weights.get("task_prompt"), start_weights.get("task_prompt"), "the adapter must have changed");
+    // One file, as the browser exports it, loads where an adapter folder does (`lopa eval --adapter FILE`).
+    let file = std::env::temp_dir().join(format!("lopa-personal-{}.safetensors", std::process::id()));
+    std::fs::write(&file, remote.bundle(lopa::model::weights::safetensors::StoreAs::F32)).unwrap();
+    let back = Adapter::load(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(back.weights.get("task_prompt"), remote.weights.get("task_prompt"));
+    // From scratch: fresh weights of the adapter's shape, not its trained ones.
+    let scratch = Personalizer::new(&client, &texts, PersonalizeOptions { from_scratch: true, ..options }, &ad).unwrap().adapter().unwrap();
+    let (a, b) = (scratch.weights.get("task_prompt").unwrap(), start_weights.get("task_prompt").unwrap());
+    assert!(a.shape == b.shape && a.data != b.data, "from scratch must start from other weights of the same shape");
     // The personalised adapter is a normal adapter: it reloads into a client.
     Client::new(enc, remote, &plain).unwrap();
 }

@@ -106,7 +106,12 @@ impl Adapter {
     }
 
     /// Load `dir/adapter.json` + `dir/adapter.safetensors`.
+    /// A path to a file is read as one-file bundle (what `lopa export-web` and the browser's
+    /// `exportAdapter()` write).
     pub fn load(dir: &Path) -> Result<Self> {
+        if dir.is_file() {
+            return Self::from_bundle(&crate::error::read_file(dir)?);
+        }
         Self::from_bytes(&crate::error::read_file(dir.join("adapter.json"))?, &crate::error::read_file(dir.join("adapter.safetensors"))?)
     }
 

@@ -48,7 +48,7 @@ impl ModelArgs {
 pub struct AdapterArgs {
     #[command(flatten)]
     pub models: ModelArgs,
-    /// Adapter directory (adapter.json + adapter.safetensors).
+    /// Adapter directory (adapter.json + adapter.safetensors), or a one-file adapter bundle.
     #[arg(long)]
     pub adapter: PathBuf,
 }

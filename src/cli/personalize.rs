@@ -44,6 +44,9 @@ pub struct Args {
     weight_decay: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Start from fresh weights of the adapter's shape (its task, sizes and models) instead of its trained ones.
+    #[arg(long)]
+    from_scratch: bool,
 }
 
 pub fn run(a: Args) -> lopa::Result<()> {
@@ -68,7 +71,7 @@ pub fn run(a: Args) -> lopa::Result<()> {
             prompt: e.prompt,
         })
         .collect();
-    let options = PersonalizeOptions { learning_rate: a.lr, batch_size: a.batch_size, weight_decay: a.weight_decay, seed: a.seed };
+    let options = PersonalizeOptions { learning_rate: a.lr, batch_size: a.batch_size, weight_decay: a.weight_decay, seed: a.seed, from_scratch: a.from_scratch };
     let mut p = Personalizer::new(&client, &texts, options, &dev.device.clone().autodiff())?;
     let url = format!("{}{GRADIENT_PATH}", a.endpoint.trim_end_matches('/'));
     let http = reqwest::Client::new();

@@ -46,13 +46,15 @@ pub struct PersonalizeOptions {
     /// Examples per step (the last batch of a pass may be smaller).
     pub batch_size: usize,
     pub weight_decay: f64,
-    /// Order of the examples and the generator's dropout.
+    /// Order of the examples, the generator's dropout, and its weights when starting from scratch.
     pub seed: u64,
+    /// Start from freshly initialised weights of the adapter's shape instead of its trained ones.
+    pub from_scratch: bool,
 }
 
 impl Default for PersonalizeOptions {
     fn default() -> Self {
-        PersonalizeOptions { learning_rate: 1e-3, batch_size: 8, weight_decay: 0.0, seed: 0 }
+        PersonalizeOptions { learning_rate: 1e-3, batch_size: 8, weight_decay: 0.0, seed: 0, from_scratch: false }
     }
 }
 
@@ -128,7 +130,12 @@ impl Personalizer {
         } else {
             Tensor::zeros([examples.len(), c.encoder_dim], &client.device)
         };
-        let generator = PromptGenerator::from_tensors(c, weights, device)?;
+        let generator = if options.from_scratch {
+            device.seed(options.seed);
+            c.init(device)?
+        } else {
+            PromptGenerator::from_tensors(c, weights, device)?
+        };
         let optim = AdamWConfig::new().with_weight_decay(options.weight_decay as f32).init();
         let order = (0..examples.len()).collect();
         Ok(Personalizer { generator, meta: client.meta.clone(), optim, options, features, texts: examples.to_vec(), order, cursor: 0, step: 0, pending: None, device: device.clone() })

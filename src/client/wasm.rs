@@ -188,6 +188,16 @@ impl WasmClient {
         Ok(())
     }
 
+    /// Replace this client's adapter with one file of that format (from `exportAdapter`), refused
+    /// when it was trained with another encoder.
+    #[wasm_bindgen(js_name = importAdapter)]
+    pub fn import_adapter(&mut self, bytes: Vec<u8>) -> Result<(), JsError> {
+        let adapter = crate::adapter::Adapter::from_bundle(&bytes).map_err(js)?;
+        self.client = Client::new(self.client.encoder.clone(), adapter, &self.client.device).map_err(js)?;
+        self.personalizer = None;
+        Ok(())
+    }
+
     /// This client's adapter as one file (f32), in the format `lopa export-web` writes: what
     /// `LopaClient.load({adapter})` and `lopa soft-prompt --bundle` read.
     #[wasm_bindgen(js_name = exportAdapter)]

@@ -81,9 +81,14 @@ try {
         const again = await LopaClient.load({ ...files, backend: 'cpu', adapter: await loadSavedAdapter('mine') });
         const reloaded = Array.from((await again.softPrompt(text)).data);
         const aborted = await again.personalize(endpoint, [{ input: text, label: '0' }], { steps: 5, signal: AbortSignal.abort() });
+        // importAdapter swaps the adapter in place: the shipped one gives the first soft prompt back.
+        await again.importAdapter(new Uint8Array(await (await fetch(files.adapter)).arrayBuffer()));
+        const shipped = Array.from((await again.softPrompt(text)).data);
+        const scratch = await again.personalize(endpoint, examples.slice(0, 2).map(([input, label]) => ({ input, label })), { steps: 1, fromScratch: true, seed: 1 });
+        const fresh = Array.from((await again.softPrompt(text)).data);
         await again.dispose();
         await client.dispose();
-        return { result, seen, ms, before, after, reloaded, aborted, bytes: Array.from(bytes), missing: await loadSavedAdapter('nothing-here') };
+        return { result, seen, ms, before, after, reloaded, aborted, shipped, scratch, fresh, bytes: Array.from(bytes), missing: await loadSavedAdapter('nothing-here') };
       }, { files, backend, worker, endpoint: lopa.endpoint, examples: EXAMPLES, steps: STEPS, options: OPTIONS });
       const mine = tensors(new Uint8Array(r.bytes));
       const names = Object.keys(native);
@@ -95,6 +100,7 @@ try {
       check(maxAbsDiff(r.before, r.after) > 1e-4, `${where}: the soft prompt changed (${maxAbsDiff(r.before, r.after).toExponential(2)})`);
       check(maxAbsDiff(r.after, r.reloaded) <= 1e-3, `${where}: the exported file, kept in the origin-private file system, reloads to the same soft prompt (${maxAbsDiff(r.after, r.reloaded).toExponential(2)})`);
       check(r.aborted.steps === 0 && r.missing === null, `${where}: an aborted signal stops before any step; a name never saved is null`);
+      check(maxAbsDiff(r.shipped, r.before) <= 1e-3 && r.scratch.steps === 1 && maxAbsDiff(r.fresh, r.before) > 1e-2, `${where}: importAdapter brings the shipped adapter back; fromScratch trains fresh weights`);
       const nativeMs = (1000 * nativeSteps.reduce((a, s) => a + s.seconds, 0)) / STEPS;
       timings[where] = r.ms / STEPS;
       timings.native = nativeMs;
