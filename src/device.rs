@@ -16,9 +16,6 @@ pub enum BackendChoice {
     /// wgpu's default adapter, whatever it is (including CPU Vulkan drivers such as lavapipe).
     #[cfg_attr(feature = "cli", value(alias = "gpu"))]
     Wgpu,
-    /// An NVIDIA GPU through CUDA (builds with the `cuda` feature; the driver and NVRTC are
-    /// loaded at run time).
-    Cuda,
 }
 
 /// A device and a human-readable name of what runs.
@@ -47,28 +44,7 @@ pub fn select(choice: BackendChoice) -> Result<Selected> {
         BackendChoice::Wgpu => Err(Error::Backend("this build has no wgpu backend (enable the `wgpu` feature)".into())),
         #[cfg(not(feature = "wgpu"))]
         BackendChoice::Auto => Ok(cpu()),
-        #[cfg(feature = "cuda")]
-        BackendChoice::Cuda => cuda(),
-        #[cfg(not(feature = "cuda"))]
-        BackendChoice::Cuda => Err(Error::Backend("this build has no CUDA backend (build with `--features cuda`)".into())),
     }
-}
-
-/// CUDA device 0, checked with one tiny kernel (cudarc panics when the driver is missing).
-#[cfg(feature = "cuda")]
-fn cuda() -> Result<Selected> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let r = std::panic::catch_unwind(|| {
-        let device = Device::cuda(0);
-        let x = Tensor::<1>::from_floats([1.0, 2.0], &device);
-        let s: f32 = (x.clone() * x).sum().into_scalar();
-        (s == 5.0).then_some(device)
-    });
-    std::panic::set_hook(hook);
-    let device = r.ok().flatten().ok_or_else(|| Error::Backend("no CUDA device could be opened (NVIDIA driver and NVRTC needed)".into()))?;
-    let name = device.identity().map(|i| i.name).unwrap_or_else(|| "cuda:0".into());
-    Ok(Selected { device, name: format!("cuda ({name})") })
 }
 
 /// Open a wgpu device and run one tiny kernel; wgpu panics when no adapter of the kind exists,
