@@ -86,7 +86,7 @@ def main():
     finally:
         server.terminate()
         server.wait()
-    host = f"{os.cpu_count()} cores"
+    host = f"{os.cpu_count()}-core"
     # The base adapter's own dev accuracy, from its run's metrics.
     metrics = Path(a.adapter).parent / "metrics.jsonl"
     base = max((json.loads(l)["dev_accuracy"] for l in metrics.read_text().splitlines() if l.strip()), default=None) if metrics.exists() else None
