@@ -24,3 +24,18 @@ impl Rng {
     }
 }
 
+/// Deterministic shuffle (Fisher–Yates with SplitMix64).
+pub fn shuffle<T>(v: &mut [T], seed: u64) {
+    let mut rng = Rng::new(seed);
+    for i in (1..v.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+}
+
+/// The backend seed for optimizer step `step` (1-based) of a run seeded `seed`: dropout then
+/// draws the same masks whenever that step runs, after a resume or in another process.
+pub fn step_seed(seed: u64, step: usize) -> u64 {
+    Rng::new(seed ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64()
+}
+

@@ -18,9 +18,7 @@ use lopa::model::adaptation::AdaptationConfig;
 use lopa::model::decoder::FoundationModel;
 use lopa::model::generate::teacher_forced_logits;
 use lopa::model::generator::{GeneratorConfig, Method, PromptGenerator};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::SocketAddr;
 
 fn start(fm: &FoundationModel) -> SocketAddr {
     let cfg = ServeConfig::default();
@@ -29,15 +27,8 @@ fn start(fm: &FoundationModel) -> SocketAddr {
 }
 
 fn post(addr: SocketAddr, body: &[u8]) -> GradientResponse {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let head = format!("POST {GRADIENT_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let body = out.split_once("\r\n\r\n").unwrap().1;
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    let (_, text) = common::http_post(addr, GRADIENT_PATH, body);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
 fn params<M: Module>(m: &M) -> Vec<f32> {

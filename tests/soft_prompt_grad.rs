@@ -13,9 +13,7 @@ use lopa::model::decoder::FoundationModel;
 use lopa::model::generate::score_continuations;
 use lopa::model::SoftPrompt;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::SocketAddr;
 
 fn model() -> FoundationModel {
     FoundationModel::load(fixture("tiny-llama.gguf"), &Device::flex()).unwrap()
@@ -33,17 +31,8 @@ fn embedded(fm: &FoundationModel, max_request_tokens: usize) -> SocketAddr {
 }
 
 fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
-    let body = serde_json::to_vec(body).unwrap();
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let head = format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(&body).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0);
-    (status, serde_json::from_str(text.split_once("\r\n\r\n").map_or("", |x| x.1)).unwrap_or(Value::Null))
+    let (status, text) = common::http_post(addr, path, &serde_json::to_vec(body).unwrap());
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// A deterministic soft prompt `[rows, 64]`.

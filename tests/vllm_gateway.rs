@@ -75,16 +75,7 @@ fn servers() -> Option<&'static Servers> {
 }
 
 fn post(addr: SocketAddr, path: &str, v: &Value) -> (u16, String) {
-    let body = serde_json::to_vec(v).unwrap();
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
-    let head = format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(&body).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out.split_whitespace().nth(1).and_then(|x| x.parse().ok()).unwrap_or(0);
-    (status, out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default())
+    common::http_post(addr, path, &serde_json::to_vec(v).unwrap())
 }
 
 fn post_json(addr: SocketAddr, path: &str, v: &Value) -> Value {

@@ -80,3 +80,20 @@ impl Loaded {
         Ok(Self { fm, encoder, adapter, adaptation })
     }
 }
+
+/// A client from the browser's files: a folder `lopa export-web` wrote, and one of its adapters
+/// (`name`; none: the only one).
+pub fn bundle_client(dir: &Path, name: Option<&str>, device: &Device) -> lopa::Result<lopa::client::Client> {
+    let read = |n: &str| lopa::error::read_file(dir.join(n));
+    let name = match name {
+        Some(n) => n.to_string(),
+        None => {
+            let list: Vec<serde_json::Value> = serde_json::from_slice(&read("adapters.json")?).map_err(|e| lopa::Error::Config(format!("adapters.json: {e}")))?;
+            match &list[..] {
+                [one] => one["name"].as_str().unwrap_or_default().to_string(),
+                _ => return Err(lopa::Error::Config(format!("{} holds {} adapters: pick one by name", dir.display(), list.len()))),
+            }
+        }
+    };
+    lopa::client::Client::from_bundles(&read("encoder.safetensors")?, &read("tokenizer.json")?, &read(&format!("adapters/{name}.safetensors"))?, device)
+}

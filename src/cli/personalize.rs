@@ -8,7 +8,7 @@ use lopa::adapter::task::{load_examples, TaskKind};
 use lopa::adapter::Adapter;
 use lopa::client::personalize::{PersonalizeOptions, Personalizer, TrainingText};
 use lopa::client::Client;
-use lopa::endpoint::wire::{ErrorResponse, GradientResponse, GRADIENT_PATH};
+use lopa::endpoint::wire::GRADIENT_PATH;
 use lopa::model::encoder::SentenceEncoder;
 use std::path::PathBuf;
 
@@ -21,9 +21,10 @@ pub struct Args {
     adapter: Option<PathBuf>,
     /// Start from the browser's files instead (a folder `lopa export-web` wrote: its f16 encoder
     /// and the adapter `--bundle-adapter`), as the browser package does.
-    #[arg(long, conflicts_with = "adapter", requires = "bundle_adapter")]
+    #[arg(long, conflicts_with = "adapter")]
     bundle: Option<PathBuf>,
-    #[arg(long)]
+    /// Which adapter of `--bundle` [default: the only one].
+    #[arg(long, requires = "bundle")]
     bundle_adapter: Option<String>,
     /// `lopa serve` base URL (the embedded engine: the vLLM gateway has no backward pass).
     #[arg(long)]
@@ -51,13 +52,10 @@ pub struct Args {
 
 pub fn run(a: Args) -> lopa::Result<()> {
     let dev = a.models.device()?;
-    let client = match (&a.adapter, &a.bundle, &a.bundle_adapter) {
-        (_, Some(dir), Some(name)) => {
-            let read = |n: &str| lopa::error::read_file(dir.join(n));
-            Client::from_bundles(&read("encoder.safetensors")?, &read("tokenizer.json")?, &read(&format!("adapters/{name}.safetensors"))?, &dev.device)?
-        }
-        (Some(adapter), _, _) => Client::new(SentenceEncoder::from_dir(a.models.encoder_path(), &dev.device)?, Adapter::load(adapter)?, &dev.device)?,
-        _ => return Err(lopa::Error::Config("give --adapter DIR, or --bundle DIR with --bundle-adapter NAME".into())),
+    let client = match (&a.adapter, &a.bundle) {
+        (_, Some(dir)) => crate::args::bundle_client(dir, a.bundle_adapter.as_deref(), &dev.device)?,
+        (Some(adapter), None) => Client::new(SentenceEncoder::from_dir(a.models.encoder_path(), &dev.device)?, Adapter::load(adapter)?, &dev.device)?,
+        (None, None) => return Err(lopa::Error::Config("give --adapter DIR, or --bundle DIR".into())),
     };
     let task = client.task().clone();
     let texts: Vec<TrainingText> = load_examples(&task, &a.data)?
@@ -80,17 +78,12 @@ pub fn run(a: Args) -> lopa::Result<()> {
     for _ in 0..a.steps {
         let t0 = std::time::Instant::now();
         let request = p.next_request()?;
-        let answer = rt.block_on(async {
-            let r = http.post(&url).json(&request).send().await.map_err(|e| lopa::Error::Endpoint(format!("{url}: {e}")))?;
-            let status = r.status();
-            let body = r.bytes().await.map_err(|e| lopa::Error::Endpoint(format!("{url}: {e}")))?;
-            if !status.is_success() {
-                let why = serde_json::from_slice::<ErrorResponse>(&body).map(|e| e.error.message).unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(200).collect());
-                return Err(lopa::Error::Endpoint(format!("{url} answered {status}: {why}")));
-            }
-            serde_json::from_slice::<GradientResponse>(&body).map_err(|e| lopa::Error::Endpoint(format!("{url}: {e}")))
-        })?;
-        let report = p.apply(&answer)?;
+        let (status, body) = rt.block_on(async {
+            let r = http.post(&url).json(&request).send().await?;
+            Ok::<_, reqwest::Error>((r.status().as_u16(), r.bytes().await?))
+        })
+        .map_err(|e| lopa::Error::Endpoint(format!("{url}: {e}")))?;
+        let report = p.apply_http(status, &body)?;
         println!("{}", serde_json::json!({"step": report.step, "loss": report.loss, "seconds": t0.elapsed().as_secs_f64()}));
     }
     p.adapter()?.save(&a.out)?;

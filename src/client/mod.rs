@@ -71,7 +71,7 @@ pub struct Chunk {
 }
 
 /// The JSON body of an answer with HTTP `status`, or the server's error message.
-fn parse_answer<T: serde::de::DeserializeOwned>(status: u16, body: &[u8]) -> Result<T> {
+pub(crate) fn parse_answer<T: serde::de::DeserializeOwned>(status: u16, body: &[u8]) -> Result<T> {
     if let Ok(r) = serde_json::from_slice::<ErrorResponse>(body) {
         return Err(Error::Endpoint(r.error.message));
     }

@@ -105,15 +105,18 @@ impl Personalizer {
     /// with `GeneratorConfig::init`). `device` is where the generator trains; it must be an
     /// autodiff device.
     pub fn new(client: &Client, examples: &[TrainingText], options: PersonalizeOptions, device: &Device) -> Result<Self> {
-        Self::from_weights(client, &client.generator.to_tensors()?, examples, options, device)
+        let weights = if options.from_scratch { None } else { Some(client.generator.to_tensors()?) };
+        Self::from_weights(client, weights, examples, options, device)
     }
 
     /// The same, reading the client's generator asynchronously (required on WebGPU).
     pub async fn new_async(client: &Client, examples: &[TrainingText], options: PersonalizeOptions, device: &Device) -> Result<Self> {
-        Self::from_weights(client, &client.generator.to_tensors_async().await?, examples, options, device)
+        let weights = if options.from_scratch { None } else { Some(client.generator.to_tensors_async().await?) };
+        Self::from_weights(client, weights, examples, options, device)
     }
 
-    fn from_weights(client: &Client, weights: &crate::model::weights::TensorMap, examples: &[TrainingText], options: PersonalizeOptions, device: &Device) -> Result<Self> {
+    /// `weights`: the client's generator read back, or none to start from scratch.
+    fn from_weights(client: &Client, weights: Option<crate::model::weights::TensorMap>, examples: &[TrainingText], options: PersonalizeOptions, device: &Device) -> Result<Self> {
         if !device.is_autodiff() {
             return Err(Error::Config("personalisation needs an autodiff device".into()));
         }
@@ -130,11 +133,12 @@ impl Personalizer {
         } else {
             Tensor::zeros([examples.len(), c.encoder_dim], &client.device)
         };
-        let generator = if options.from_scratch {
-            device.seed(options.seed);
-            c.init(device)?
-        } else {
-            PromptGenerator::from_tensors(c, weights, device)?
+        let generator = match weights {
+            Some(w) => PromptGenerator::from_tensors(c, &w, device)?,
+            None => {
+                device.seed(options.seed);
+                c.init(device)?
+            }
         };
         let optim = AdamWConfig::new().with_weight_decay(options.weight_decay as f32).init();
         let order = (0..examples.len()).collect();
@@ -166,16 +170,12 @@ impl Personalizer {
     /// The next batch's example indices and soft prompts `[b, m, d]`, attached to the graph.
     fn next_batch(&mut self) -> Result<(Vec<usize>, Tensor<3>)> {
         if self.cursor == 0 {
-            let mut rng = crate::rng::Rng::new(self.options.seed ^ (self.step as u64).wrapping_mul(0x9E37_79B9));
-            for i in (1..self.order.len()).rev() {
-                self.order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-            }
+            crate::rng::shuffle(&mut self.order, self.options.seed ^ (self.step as u64).wrapping_mul(0x9E37_79B9));
         }
         let n = self.options.batch_size.min(self.order.len() - self.cursor);
         let batch: Vec<usize> = self.order[self.cursor..self.cursor + n].to_vec();
         self.cursor = (self.cursor + n) % self.order.len();
-        // Dropout draws from a seed fixed by the step, so a run can be repeated exactly.
-        self.device.seed(crate::rng::Rng::new(self.options.seed ^ (self.step as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64());
+        self.device.seed(crate::rng::step_seed(self.options.seed, self.step + 1));
         let idx = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(batch.iter().map(|&i| i as i64).collect::<Vec<_>>(), [n]), &self.features.device());
         let z = self.generator.forward(self.features.clone().select(0, idx))?;
         Ok((batch, z))
@@ -223,6 +223,12 @@ impl Personalizer {
         self.generator = self.optim.step(self.options.learning_rate, self.generator.clone(), grads);
         self.step += 1;
         Ok(StepReport { step: self.step, loss })
+    }
+
+    /// [`Personalizer::apply`] on `lopa serve`'s raw answer (HTTP `status`, `body`); a refusal
+    /// becomes the server's message.
+    pub fn apply_http(&mut self, status: u16, body: &[u8]) -> Result<StepReport> {
+        self.apply(&super::parse_answer(status, body)?)
     }
 
     /// The personalised adapter, in the format `lopa train` and `lopa export-web` write.

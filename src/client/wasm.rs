@@ -9,7 +9,7 @@
 
 use crate::client::personalize::{LabelledInput, PersonalizeOptions, Personalizer};
 use crate::client::{Client, Input, Query, RequestOptions};
-use crate::endpoint::wire::{ErrorResponse, GradientResponse, GRADIENT_PATH};
+use crate::endpoint::wire::GRADIENT_PATH;
 use serde::Serialize;
 use crate::error::{Error, Result};
 use burn::tensor::Device;
@@ -171,12 +171,7 @@ impl WasmClient {
     #[wasm_bindgen(js_name = personalizeApply)]
     pub fn personalize_apply(&mut self, status: u16, body: String) -> Result<JsValue, JsError> {
         let p = self.personalizer.as_mut().ok_or_else(|| JsError::new("personalizeStart was not called"))?;
-        if !(200..300).contains(&status) {
-            let why = serde_json::from_str::<ErrorResponse>(&body).map(|e| e.error.message).unwrap_or_else(|_| body.chars().take(200).collect());
-            return Err(JsError::new(&format!("lopa serve answered {status}: {why}")));
-        }
-        let answer: GradientResponse = serde_json::from_str(&body).map_err(|e| JsError::new(&format!("lopa serve's answer: {e}")))?;
-        to_js(&p.apply(&answer).map_err(js)?)
+        to_js(&p.apply_http(status, body.as_bytes()).map_err(js)?)
     }
 
     /// Make the personalised generator this client's: soft prompts from now on come from it.
@@ -184,18 +179,15 @@ impl WasmClient {
     pub async fn personalize_finish(&mut self) -> Result<(), JsError> {
         let p = self.personalizer.take().ok_or_else(|| JsError::new("personalizeStart was not called"))?;
         let adapter = p.adapter_async().await.map_err(js)?;
-        self.client = Client::new(self.client.encoder.clone(), adapter, &self.client.device).map_err(js)?;
-        Ok(())
+        self.use_adapter(adapter)
     }
 
     /// Replace this client's adapter with one file of that format (from `exportAdapter`), refused
     /// when it was trained with another encoder.
     #[wasm_bindgen(js_name = importAdapter)]
     pub fn import_adapter(&mut self, bytes: Vec<u8>) -> Result<(), JsError> {
-        let adapter = crate::adapter::Adapter::from_bundle(&bytes).map_err(js)?;
-        self.client = Client::new(self.client.encoder.clone(), adapter, &self.client.device).map_err(js)?;
         self.personalizer = None;
-        Ok(())
+        self.use_adapter(crate::adapter::Adapter::from_bundle(&bytes).map_err(js)?)
     }
 
     /// This client's adapter as one file (f32), in the format `lopa export-web` writes: what
@@ -214,6 +206,12 @@ impl WasmClient {
 }
 
 impl WasmClient {
+    /// The same encoder with another adapter (refused when trained with another encoder).
+    fn use_adapter(&mut self, adapter: crate::adapter::Adapter) -> Result<(), JsError> {
+        self.client = Client::new(self.client.encoder.clone(), adapter, &self.client.device).map_err(js)?;
+        Ok(())
+    }
+
     async fn run(&self, input: JsValue) -> Result<Query, JsError> {
         let input: Input = from_js("input must be a string or an object of strings", input)?;
         self.client.query_async(&input).await.map_err(js)

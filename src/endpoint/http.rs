@@ -731,11 +731,11 @@ fn prepare_gradients(s: &AppState, body: &[u8]) -> Result<Gradients, ApiError> {
         if target_ids.is_empty() {
             return Err(ApiError::bad("target", format!("examples[{i}].target is empty")));
         }
-        tokens += soft_prompt.rows() + prompt_ids.len() + target_ids.len();
-        let longest = soft_prompt.rows() + prompt_ids.len() + target_ids.len();
-        if longest > s.info.max_context {
-            return Err(ApiError::bad("context_length", format!("examples[{i}]: {longest} positions exceed the context of {}", s.info.max_context)));
+        let positions = soft_prompt.rows() + prompt_ids.len() + target_ids.len();
+        if positions > s.info.max_context {
+            return Err(ApiError::bad("context_length", format!("examples[{i}]: {positions} positions exceed the context of {}", s.info.max_context)));
         }
+        tokens += positions;
         requests.push(crate::model::generate::GradientRequest { prompt_ids, target_ids, soft_prompt });
     }
     // A backward pass holds every activation: the same token budget as one request elsewhere.

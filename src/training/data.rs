@@ -85,14 +85,7 @@ pub fn length_bucketed_batches(data: &[Prepared], batch_size: usize, seed: u64) 
     batches
 }
 
-/// Deterministic shuffle (Fisher–Yates with the crate's SplitMix64).
-pub fn shuffle<T>(v: &mut [T], seed: u64) {
-    let mut rng = crate::rng::Rng::new(seed);
-    for i in (1..v.len()).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        v.swap(i, j);
-    }
-}
+pub use crate::rng::shuffle;
 
 #[cfg(test)]
 mod tests {

@@ -197,7 +197,7 @@ pub fn train(
         // A checkpoint inside this epoch has done its first `step_in_epoch` batches.
         for (i, idx) in batches.iter().enumerate().skip(ck.step_in_epoch) {
             // Dropout draws from a seed fixed by the step, so a resumed run draws the same masks.
-            device.seed(crate::rng::Rng::new(cfg.seed ^ (ck.step as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64());
+            device.seed(crate::rng::step_seed(cfg.seed, ck.step + 1));
             let batch: Vec<&Prepared> = idx.iter().map(|&j| &train_data[j]).collect();
             let logits = answer_logits(&fm.decoder, Some(&adaptation), &batch, device)?;
             let l = loss(logits, &batch, device);

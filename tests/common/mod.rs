@@ -110,3 +110,18 @@ pub fn serve_in_thread(fm: &lopa::model::decoder::FoundationModel, backend: lopa
     });
     rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap()
 }
+
+/// POST a JSON body over plain HTTP/1.1 to a server on loopback: (status, body text).
+pub fn http_post(addr: std::net::SocketAddr, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(300))).unwrap();
+    let head = format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|x| x.parse().ok()).unwrap_or(0);
+    (status, text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default())
+}
