@@ -133,6 +133,13 @@ export class Core {
     return { data, shape: Array.from(this.inner.shape) };
   }
 
+  /** Sentence embeddings of a list of texts: {data (row-major), shape: [n, h]}. */
+  async embed(texts) {
+    if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string')) throw new Error('lopa: embed: expected a string or a list of strings');
+    const data = await call('embed', () => this.inner.embed(texts));
+    return { data, shape: [texts.length, this.inner.embeddingSize] };
+  }
+
   async encodeRequest(input, options = {}) {
     const opts = {};
     for (const k of REQUEST_OPTIONS) if (options[k] !== undefined) opts[k] = options[k];

@@ -34,6 +34,13 @@ export interface SoftPrompt {
   shape: [number, number];
 }
 
+/** Sentence embeddings, one row per text. */
+export interface Embeddings {
+  /** Row-major [n, h]. */
+  data: Float32Array;
+  shape: [number, number];
+}
+
 /** A text, or an object of the task's template fields (e.g. {sentence1, sentence2}). */
 export type Input = string | Record<string, string>;
 
@@ -130,6 +137,8 @@ export declare class LopaClient {
   readonly shape: [number, number];
   readonly adapter: AdapterInfo;
   softPrompt(input: Input): Promise<SoftPrompt>;
+  /** Sentence embeddings from the encoder alone; a list runs as one batch. */
+  embed(texts: string | string[]): Promise<Embeddings>;
   encodeRequest(input: Input, options?: RequestOptions): Promise<EncodedRequest>;
   complete(endpointUrl: string, input: Input, options?: CompleteOptions): Promise<Completion>;
   /** Send a request from encodeRequest and read its answer (the soft prompt is not computed again). */

@@ -129,6 +129,14 @@ export class LopaClient {
   }
 
   /**
+   * Sentence embeddings from the encoder alone (no adapter): a text or a list of texts gives
+   * {data (row-major Float32Array), shape: [n, h]}. A list runs as one batch.
+   */
+  embed(texts) {
+    return this.#run('embed', typeof texts === 'string' ? [texts] : texts);
+  }
+
+  /**
    * The exact request that would leave the browser for this input: {path, body (Uint8Array of
    * JSON), prompt}. Options: dtype ('f16' default | 'f32'), maxTokens, temperature, topP, seed,
    * stop, stream.

@@ -17,6 +17,9 @@ self.onmessage = async ({ data: { id, method, args } }) => {
     } else if (method === 'softPrompt') {
       result = await core.softPrompt(args[0]);
       transfer = [result.data.buffer];
+    } else if (method === 'embed') {
+      result = await core.embed(args[0]);
+      transfer = [result.data.buffer];
     } else if (method === 'encodeRequest') {
       result = await core.encodeRequest(args[0], args[1]);
       transfer = [result.body.buffer];

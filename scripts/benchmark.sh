@@ -9,6 +9,10 @@
 #                                         docs/SCALING.md and the serving section of docs/PERFORMANCE.md
 #   scripts/benchmark.sh browser [N]      soft-prompt latency in headless Chromium, N timed calls
 #                                         (results/perf/browser-latency.json)
+#   scripts/benchmark.sh compare [N]      lopa's browser package beside transformers.js on the same MiniLM
+#                                         weights (ONNX export by scripts/lib/export_onnx.py; f32 and
+#                                         int8/q8), N timed calls per shape: results/perf/browser-compare.json
+#                                         and the side-by-side section of docs/PERFORMANCE.md
 #   scripts/benchmark.sh personalize      a user with their own labelling rule (SST-2 flipped): 8/16/32
 #                                         examples through `lopa personalize` against `lopa serve`,
 #                                         accuracy before/after (results/personalize.json, docs/RESULTS.md)
@@ -43,6 +47,26 @@ case "$what" in
     npm_deps
     LOPA_WEB_DIR="$(scripts/lib/web-models.sh ci | tail -1)" node tests/browser/bench.mjs "${1:-20}" --out results/perf/browser-latency.json
     ;;
+  compare)
+    scripts/fetch-weights.sh >/dev/null
+    build_lopa
+    scripts/build-wasm.sh
+    npm_deps
+    # torch, onnx and onnxruntime for the export, in their own venv (once; torch is ~3.5 GB).
+    venv="$LOPA_CACHE/onnx-export"
+    if [ ! -e "$venv/.ok" ]; then
+      python3 -m venv "$venv"
+      "$venv/bin/pip" install -q torch==2.13.0 onnx==1.23.2 onnxruntime==1.32.0 onnxscript==0.7.2 transformers==5.24.0
+      touch "$venv/.ok"
+    fi
+    onnx="$LOPA_CACHE/onnx/minilm"
+    [ -e "$onnx/export.json" ] || "$venv/bin/python" scripts/lib/export_onnx.py "$LOPA_CACHE/weights/all-minilm-l6-v2" "$onnx"
+    f32="$(LOPA_WEB_DIR="$LOPA_CACHE/web-compare-f32" scripts/lib/web-models.sh ci f32 | tail -1)"
+    int8="$(LOPA_WEB_DIR="$LOPA_CACHE/web-compare-int8" scripts/lib/web-models.sh ci int8 | tail -1)"
+    (cd benches/browser && npm ci --ignore-scripts --no-audit --no-fund --silent)
+    node benches/browser/compare.mjs --lopa-f32 "$f32" --lopa-int8 "$int8" --onnx "$onnx" --runs "${1:-10}" --out results/perf/browser-compare.json
+    python3 scripts/lib/browser_compare.py
+    ;;
   personalize)
     scripts/fetch-weights.sh >/dev/null
     build_lopa
@@ -75,5 +99,5 @@ case "$what" in
     python3 scripts/lib/build_times.py
     echo "lopa: the runs' files are in $tmp (remove it when done)" >&2
     ;;
-  *) sed -n '2,16p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,20p' "$0" >&2; exit 2 ;;
 esac

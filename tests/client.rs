@@ -1,6 +1,6 @@
 //! The client path the browser package runs (encoder bundle + adapter bundle → soft prompt →
-//! request), natively against the real MiniLM: bundles load back exactly, f16 costs a measured
-//! amount, a foreign adapter is refused, and the requests parse as the server's own types.
+//! request), natively against the real MiniLM: bundles load back exactly, f16 and int8 cost a
+//! measured amount, a foreign adapter is refused, and the requests parse as the server's own types.
 
 mod common;
 
@@ -13,6 +13,9 @@ use lopa::endpoint::wire::{CompletionChoice, CompletionRequest, CompletionRespon
 use lopa::model::sampling::FinishReason;
 use lopa::adapter::task::TaskSpec;
 use lopa::model::weights::safetensors::StoreAs;
+
+/// The stated bound on int8 bundles' soft-prompt deviation from f32, relative to max(1, max |Z|).
+const INT8_SOFT_PROMPT_TOLERANCE: f32 = 2e-2;
 
 /// A random (untrained) LoPA adapter recorded against `enc`.
 fn adapter(enc: &SentenceEncoder, task: &str) -> Adapter {
@@ -60,6 +63,29 @@ fn bundles_round_trip_and_requests_parse_as_the_server_types() {
     println!("measured: f16 bundles vs f32: soft prompt max abs diff {diff:.2e} (values up to {scale:.3}); encoder bundle {:.1} MB", enc16.len() as f64 / 1e6);
     assert!(diff < 2e-3 * scale.max(1.0), "f16 bundles moved the soft prompt by {diff}");
     assert!(enc16.len() < weights.len() / 2 + 1_000_000);
+
+    // int8 bundles (`lopa export-web`'s default): matrices int8 with per-row scales. Measured
+    // over several inputs against f32: the sentence embedding and the soft prompt.
+    let enc8 = encoder_bundle(&enc, &weights, StoreAs::Int8).unwrap();
+    let int8_client = Client::from_bundles(&enc8, &tokenizer, &a.bundle(StoreAs::Int8), &device).unwrap();
+    let texts = ["  a gripping, funny film ", "the plot is thin and the acting wooden", "", "Ünïcödé — 東京 ✓",
+        "an overlong, self-indulgent and ultimately tiresome two hours that never finds its footing or its heart"];
+    let (mut z_diff, mut e_diff, mut e_cos) = (0f32, 0f32, 1f32);
+    for t in texts {
+        let input = Input::Text(t.into());
+        let (want, got) = (f32_client.query(&input).unwrap(), int8_client.query(&input).unwrap());
+        z_diff = z_diff.max(common::max_abs_diff(got.soft_prompt.values(), want.soft_prompt.values()));
+        let e = |c: &Client| c.encoder.embed(&[t], &device).unwrap().into_data().try_to_vec::<f32>().unwrap();
+        let (e32, e8) = (e(&f32_client), e(&int8_client));
+        e_diff = e_diff.max(common::max_abs_diff(&e8, &e32));
+        e_cos = e_cos.min(e8.iter().zip(&e32).map(|(a, b)| a * b).sum::<f32>());
+    }
+    println!("measured: int8 bundles vs f32 over {} inputs: soft prompt max abs diff {z_diff:.2e} (values up to {scale:.3}); \
+        embedding max abs diff {e_diff:.2e}, min cosine {e_cos:.5}; encoder bundle {:.2} MB, adapter bundle {:.2} MB (f16 {:.2} MB)",
+        texts.len(), enc8.len() as f64 / 1e6, a.bundle(StoreAs::Int8).len() as f64 / 1e6, a.bundle(StoreAs::F16).len() as f64 / 1e6);
+    assert!(z_diff < INT8_SOFT_PROMPT_TOLERANCE * scale.max(1.0), "int8 bundles moved the soft prompt by {z_diff}");
+    assert!(e_cos > 0.999, "int8 embeddings: cosine {e_cos}");
+    assert!(enc8.len() < weights.len() / 4 + 1_000_000, "int8 encoder bundle: {} bytes", enc8.len());
 
     // Classification → /v1/score, exactly what the server's own type accepts.
     let req = direct.request(&want, &RequestOptions::default());

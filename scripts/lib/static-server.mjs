@@ -11,7 +11,8 @@ const TYPES = {
   '.png': 'image/png', '.ts': 'text/plain; charset=utf-8', '.md': 'text/plain; charset=utf-8',
 };
 
-export function startStaticServer(port, mounts, host = '127.0.0.1') {
+/** Serve `mounts` ({URL prefix: folder}); `headers` are added to every file (e.g. COOP/COEP). */
+export function startStaticServer(port, mounts, host = '127.0.0.1', headers = {}) {
   const roots = Object.entries(mounts).map(([prefix, dir]) => [prefix, resolve(dir)]).sort((a, b) => b[0].length - a[0].length);
   const server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
@@ -30,7 +31,7 @@ export function startStaticServer(port, mounts, host = '127.0.0.1') {
     } catch {
       return res.writeHead(404).end('not found');
     }
-    res.writeHead(200, { 'content-type': TYPES[extname(file)] || 'application/octet-stream', 'content-length': st.size, 'cache-control': 'no-store' });
+    res.writeHead(200, { 'content-type': TYPES[extname(file)] || 'application/octet-stream', 'content-length': st.size, 'cache-control': 'no-store', ...headers });
     if (req.method === 'HEAD') return res.end();
     createReadStream(file).pipe(res);
   });

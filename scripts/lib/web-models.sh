@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Make sure a trained adapter exists, then export the browser's weight files (f16 encoder bundle,
-# tokenizer.json, adapters/*.safetensors, adapters.json) and print their folder.
+# Make sure a trained adapter exists, then export the browser's weight files (encoder bundle,
+# tokenizer.json, adapters/*.safetensors, adapters.json) and print their folder. An optional second
+# argument is export-web's --dtype (int8, the default; f16; f32).
 #   scripts/lib/web-models.sh demo   the demo's SST-2 adapter: runs/sst2-lopa-12k/best
 #                                    (configs/sst2-long.json) if present, else runs/sst2-lopa/best
 #                                    (configs/sst2-demo.json, trained here if missing, ~25 min on 2 cores)
@@ -26,5 +27,5 @@ case "${1:-demo}" in
     ;;
   *) echo "usage: scripts/lib/web-models.sh demo|ci" >&2; exit 2 ;;
 esac
-"$LOPA" export-web --out "$out" --adapter "sst2=$best"
+"$LOPA" export-web --out "$out" --adapter "sst2=$best" --dtype "${2:-int8}"
 echo "$out"

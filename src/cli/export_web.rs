@@ -1,5 +1,5 @@
 //! `lopa export-web`: the browser's weight files in one folder: `encoder.safetensors` (the
-//! encoder as a single-file bundle), `tokenizer.json`, `adapters/NAME.safetensors` per adapter
+//! encoder as a single-file bundle, int8 by default), `tokenizer.json`, `adapters/NAME.safetensors` per adapter
 //! and `adapters.json` listing them; each file written atomically.
 
 use lopa::adapter::{write_atomic, Adapter};
@@ -18,8 +18,9 @@ pub struct Args {
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
-    /// How the weights are stored.
-    #[arg(long, value_enum, default_value_t = StoreAs::F16)]
+    /// How the weights are stored: int8 (matrices int8 with per-row scales, about a quarter of
+    /// f32; the default), f16 or f32. The browser computes in f32 whichever is chosen.
+    #[arg(long, value_enum, default_value_t = StoreAs::Int8)]
     dtype: StoreAs,
 }
 

@@ -35,7 +35,7 @@ enum Command {
     Info(info::Args),
     /// Complete a prompt with the frozen model (no soft prompt).
     Generate(generate::Args),
-    /// Print the sentence embedding of a text.
+    /// Print the sentence embeddings of texts (from an encoder folder or the browser's files).
     Embed(embed::Args),
     /// Train a soft-prompt generator (LoPA, a variant, or a baseline) against the frozen model.
     Train(train::Args),

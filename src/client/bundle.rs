@@ -1,8 +1,9 @@
 //! Single-file weight bundles for the browser: the encoder and the adapter each travel as one
-//! safetensors file (f16 by default, half the download) whose `__metadata__` carries what the
-//! loader needs (the encoder's `config.json`, pooling and identity; the adapter's `adapter.json`).
-//! The identity recorded is the original checkpoint's sha256, so an adapter trained against the
-//! full-precision encoder is accepted by its f16 bundle and refused by any other encoder.
+//! safetensors file (`lopa export-web` stores matrices as int8 by default, a quarter of f32; f16
+//! and f32 on request) whose `__metadata__` carries what the loader needs (the encoder's
+//! `config.json`, pooling and identity; the adapter's `adapter.json`). The identity recorded is
+//! the original checkpoint's sha256, so an adapter trained against the full-precision encoder is
+//! accepted by its int8 or f16 bundle and refused by any other encoder.
 
 use crate::adapter::{Adapter, AdapterMeta};
 use crate::model::encoder::{Bert, BertConfig, Pooling, SentenceEncoder};

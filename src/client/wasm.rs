@@ -127,6 +127,21 @@ impl WasmClient {
         Ok(self.run(input).await?.soft_prompt.into_values())
     }
 
+    /// Sentence embeddings of `texts` from the encoder alone (its pooling and normalisation),
+    /// row-major `[n, h]`. Texts of different lengths are padded to the longest and masked.
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<f32>, JsError> {
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let e = self.client.encoder.embed(&texts, &self.client.device).map_err(js)?;
+        let data = e.into_data_async().await.map_err(|e| JsError::new(&format!("embed: {e:?}")))?;
+        data.try_to_vec::<f32>().map_err(|e| JsError::new(&format!("embed: {e:?}")))
+    }
+
+    /// Width of an embedding (the encoder's hidden size).
+    #[wasm_bindgen(getter, js_name = embeddingSize)]
+    pub fn embedding_size(&self) -> u32 {
+        self.client.encoder.hidden_size() as u32
+    }
+
     /// `{path, body, prompt}`: the request that carries the input's soft prompt to `lopa serve`.
     /// `options`: `{dtype, maxTokens, temperature, topP, seed, stop, stream}`.
     #[wasm_bindgen(js_name = encodeRequest)]

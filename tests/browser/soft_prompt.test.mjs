@@ -1,4 +1,4 @@
-// The browser package against the native library: the same soft prompts on the CPU backend and
+// The browser package against the native library: the same soft prompts and embeddings on the CPU backend and
 // on WebGPU (max abs diff ≤ 1e-4), `backend` telling the truth, the worker, the Cache API, and
 // clear errors for bad input. Run by scripts/test.sh.
 import { execFileSync } from 'node:child_process';
@@ -16,6 +16,8 @@ const INPUTS = [
 ];
 const reference = JSON.parse(execFileSync(LOPA, ['soft-prompt', '--bundle', BUNDLE, '--adapter', 'sst2', ...INPUTS], { maxBuffer: 1 << 28 }).toString());
 const [m, d] = reference[0].shape;
+// The encoder alone, the five inputs as one padded batch.
+const embeddings = execFileSync(LOPA, ['embed', '--backend', 'cpu', '--bundle', BUNDLE, ...INPUTS]).toString().trim().split('\n').map((l) => JSON.parse(l));
 
 const { server, origin } = await serve();
 const files = { encoder: '/models/encoder.safetensors', tokenizer: '/models/tokenizer.json', adapter: '/models/adapters/sst2.safetensors' };
@@ -26,7 +28,8 @@ async function run(page, options, inputs) {
     const client = await LopaClient.load(options);
     const out = [];
     for (const t of inputs) out.push(Array.from((await client.softPrompt(t)).data));
-    const r = { backend: client.backend, fallbackReason: client.fallbackReason, shape: client.shape, out };
+    const e = await client.embed(inputs);
+    const r = { backend: client.backend, fallbackReason: client.fallbackReason, shape: client.shape, out, embed: { shape: e.shape, data: Array.from(e.data) } };
     await client.dispose();
     return r;
   }, { options, inputs });
@@ -43,6 +46,8 @@ try {
     check(r.backend === backend, `backend '${backend}'${worker ? ' in a worker' : ''} reports '${r.backend}'`);
     check(r.shape[0] === m && r.shape[1] === d, `shape [${r.shape}] = native [${m}, ${d}]`);
     check(worst <= TOL, `${backend}${worker ? ' (worker)' : ''}: ${INPUTS.length} inputs, max abs diff to native ${worst.toExponential(2)} ≤ ${TOL} (${Date.now() - t0} ms)`);
+    const e = maxAbsDiff(r.embed.data, embeddings.flat());
+    check(r.embed.shape[0] === INPUTS.length && r.embed.shape[1] === embeddings[0].length && e <= TOL, `${backend}${worker ? ' (worker)' : ''}: embed() of the ${INPUTS.length} inputs as one batch, shape [${r.embed.shape}], max abs diff to lopa embed ${e.toExponential(2)}`);
   }
   // auto picks WebGPU when the browser has an adapter.
   const auto = await run(withGpu.page, { ...files, backend: 'auto' }, INPUTS.slice(0, 1));
@@ -93,6 +98,7 @@ try {
     } catch (e) {
       badInput = e.message;
     }
+    const badEmbed = await client.embed([42]).catch((e) => e.message);
     await client.dispose();
     let disposed;
     try {
@@ -107,6 +113,7 @@ try {
       wrongEncoder: await attempt({ adapter: forged }),
       backend: await attempt({ backend: 'tpu' }),
       badInput,
+      badEmbed,
       disposed,
     };
   }, files);
@@ -117,6 +124,7 @@ try {
     truncated: /^lopa: load: safetensors: /,
     backend: 'lopa: unknown backend `tpu` (auto, webgpu, cpu)',
     badInput: 'lopa: softPrompt: input: task `sst2` needs the field `sentence`',
+    badEmbed: 'lopa: embed: expected a string or a list of strings',
     disposed: 'lopa: this client was disposed',
   };
   for (const [k, want] of Object.entries(expect)) {

@@ -23,6 +23,7 @@ try {
       const progress = [];
       const client = await LopaClient.load({ ...files, backend: 'cpu', worker, onProgress: (p) => progress.length || progress.push(p) });
       const sp = await client.softPrompt('a gripping, funny film');
+      const emb = await client.embed(['a gripping, funny film', 'dull']);
       const req = await client.encodeRequest('a gripping, funny film', { dtype: 'f32' });
       const answer = await client.send(endpoint, req);
       out.push({
@@ -34,6 +35,7 @@ try {
         adapter: client.adapter,
         computations: client.computations,
         softPrompt: { dataIsFloat32Array: sp.data instanceof Float32Array, length: sp.data.length, shape: sp.shape },
+        embeddings: { dataIsFloat32Array: emb.data instanceof Float32Array, length: emb.data.length, shape: emb.shape },
         request: { bodyIsUint8Array: req.body instanceof Uint8Array, length: req.body.length, path: req.path, prompt: req.prompt },
         answer,
       });
@@ -47,10 +49,11 @@ try {
   lopa.kill('SIGINT');
 }
 
-const ts = [`import type { AdapterInfo, Completion, EncodedRequest, LopaClient, Progress, SoftPrompt } from '${join(ROOT, 'pkg/index.js')}';`];
+const ts = [`import type { AdapterInfo, Completion, Embeddings, EncodedRequest, LopaClient, Progress, SoftPrompt } from '${join(ROOT, 'pkg/index.js')}';`];
 for (const [i, v] of seen.entries()) {
   const where = v.worker ? 'worker' : 'page';
   check(v.softPrompt.dataIsFloat32Array && v.softPrompt.length === v.shape[0] * v.shape[1], `${where}: softPrompt().data is a Float32Array of m·d = ${v.softPrompt.length} values`);
+  check(v.embeddings.dataIsFloat32Array && v.embeddings.length === v.embeddings.shape[0] * v.embeddings.shape[1] && v.embeddings.shape[0] === 2, `${where}: embed().data is a Float32Array of n·h = ${v.embeddings.length} values`);
   check(v.request.bodyIsUint8Array, `${where}: encodeRequest().body is a Uint8Array (${v.request.length} bytes)`);
   check(v.answer.kind === 'classification' && Math.abs(Object.values(v.answer.probabilities).reduce((a, p) => a + p, 0) - 1) < 1e-4, `${where}: the answer's probabilities sum to 1 (${JSON.stringify(v.answer.probabilities)})`);
   const j = (x) => JSON.stringify(x);
@@ -62,9 +65,10 @@ for (const [i, v] of seen.entries()) {
     `const adapter${i}: AdapterInfo = ${j(v.adapter)};`,
     `const computations${i}: LopaClient['computations'] = ${j(v.computations)};`,
     `const softPrompt${i}: SoftPrompt = { data: new Float32Array(${v.softPrompt.length}), shape: ${j(v.softPrompt.shape)} };`,
+    `const embeddings${i}: Embeddings = { data: new Float32Array(${v.embeddings.length}), shape: ${j(v.embeddings.shape)} };`,
     `const request${i}: EncodedRequest = { path: ${j(v.request.path)}, body: new Uint8Array(${v.request.length}), prompt: ${j(v.request.prompt)} };`,
     `const answer${i}: Completion = ${j(v.answer)};`,
-    `export const used${i} = [progress${i}, backend${i}, fallbackReason${i}, shape${i}, adapter${i}, computations${i}, softPrompt${i}, request${i}, answer${i}];`,
+    `export const used${i} = [progress${i}, backend${i}, fallbackReason${i}, shape${i}, adapter${i}, computations${i}, softPrompt${i}, embeddings${i}, request${i}, answer${i}];`,
   );
 }
 const dir = mkdtempSync(join(tmpdir(), 'lopa-types-'));

@@ -1,6 +1,13 @@
 //! The safetensors format (<https://github.com/huggingface/safetensors>): an 8-byte little-endian
 //! header length, a JSON header mapping names to `{dtype, shape, data_offsets}`, then raw data.
 //! Read from bytes (the browser has no filesystem) and written for adapters and exports.
+//!
+//! Int8 storage ([`StoreAs::Int8`], the browser's default download): each matrix of at least
+//! [`INT8_MIN_VALUES`] values is stored as `I8` with the same name and shape, plus an `F32` tensor
+//! `{name}.int8_scale` of shape `[rows]`: row `r` is `q[r, :] * scale[r]` (symmetric, per row, so
+//! per output channel of a `torch.nn.Linear` and per token of an embedding table). Everything
+//! else is stored as f16. [`parse`] dequantizes such pairs to f32; an `I8` tensor without a scale
+//! is an integer buffer and is skipped like the other integer types.
 
 use super::{checked_numel, HostTensor, TensorMap};
 use crate::error::{Error, Result};
@@ -23,7 +30,9 @@ pub enum Dtype {
     BF16,
     /// 64-bit float.
     F64,
-    /// Integer types are recognised and skipped (e.g. BERT's `position_ids` buffer).
+    /// Signed bytes: int8 weights when a `{name}.int8_scale` tensor comes with them.
+    I8,
+    /// Other integer types are recognised and skipped (e.g. BERT's `position_ids` buffer).
     Int(usize),
 }
 
@@ -37,7 +46,8 @@ impl Dtype {
             "I64" | "U64" => Dtype::Int(8),
             "I32" | "U32" => Dtype::Int(4),
             "I16" | "U16" => Dtype::Int(2),
-            "I8" | "U8" | "BOOL" => Dtype::Int(1),
+            "I8" => Dtype::I8,
+            "U8" | "BOOL" => Dtype::Int(1),
             _ => return None,
         })
     }
@@ -46,6 +56,7 @@ impl Dtype {
             Dtype::F32 => 4,
             Dtype::F16 | Dtype::BF16 => 2,
             Dtype::F64 => 8,
+            Dtype::I8 => 1,
             Dtype::Int(n) => n,
         }
     }
@@ -55,6 +66,7 @@ impl Dtype {
             Dtype::F16 => "F16",
             Dtype::BF16 => "BF16",
             Dtype::F64 => "F64",
+            Dtype::I8 => "I8",
             Dtype::Int(_) => "INT",
         }
     }
@@ -69,8 +81,14 @@ pub struct Safetensors {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// Parse a safetensors file from memory. Float tensors (F32, F16, BF16, F64) are decoded to f32;
-/// integer tensors are validated and skipped.
+/// Suffix of the per-row scales of an int8 tensor.
+pub const INT8_SCALE: &str = ".int8_scale";
+/// [`StoreAs::Int8`] quantizes matrices with at least this many values; smaller tensors (biases,
+/// norms, a task prompt) are a rounding error of the download and stay f16.
+pub const INT8_MIN_VALUES: usize = 16384;
+
+/// Parse a safetensors file from memory. Float tensors (F32, F16, BF16, F64) are decoded to f32,
+/// int8 tensors with their scales dequantized to f32; other integer tensors are validated and skipped.
 pub fn parse(bytes: &[u8]) -> Result<Safetensors> {
     parse_only(bytes, &|_| true)
 }
@@ -96,6 +114,8 @@ pub fn parse_only(bytes: &[u8], keep: &dyn Fn(&str) -> bool) -> Result<Safetenso
         Err(e) => return Err(Error::format(FORMAT, format!("header is not valid JSON: {e}"))),
     };
     let mut out = Safetensors::default();
+    // Int8 tensors wait for their scales, which may come later in the header.
+    let mut int8: Vec<(String, Vec<usize>, &[u8])> = Vec::new();
     for (name, info) in header {
         if name == "__metadata__" {
             if let Value::Object(m) = info {
@@ -138,18 +158,39 @@ pub fn parse_only(bytes: &[u8], keep: &dyn Fn(&str) -> bool) -> Result<Safetenso
                 end - begin
             )));
         }
-        if !keep(&name) {
+        // A scale is kept or dropped with its tensor.
+        if !keep(name.strip_suffix(INT8_SCALE).unwrap_or(&name)) {
             continue;
         }
         let raw = &data[begin as usize..end as usize];
+        if dtype == Dtype::I8 {
+            int8.push((name, shape, raw));
+            continue;
+        }
         let values: Vec<f32> = match dtype {
             Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
             Dtype::F16 => raw.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
             Dtype::BF16 => raw.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
             Dtype::F64 => raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-            Dtype::Int(_) => continue,
+            Dtype::I8 | Dtype::Int(_) => continue,
         };
         out.tensors.insert(name, HostTensor { shape, data: values });
+    }
+    for (name, shape, raw) in int8 {
+        let Some(scale) = out.tensors.remove(&format!("{name}{INT8_SCALE}")) else { continue };
+        let rows = shape.first().copied().unwrap_or(1);
+        if shape.len() < 2 || scale.shape != [rows] {
+            return Err(Error::tensor(&name, format!("int8 tensor of shape {shape:?} needs scales of shape [{rows}] (one per row), found {:?}", scale.shape)));
+        }
+        if let Some(i) = scale.data.iter().position(|s| !s.is_finite() || *s < 0.0) {
+            return Err(Error::tensor(&name, format!("int8 scale {} of row {i} is not a finite non-negative number", scale.data[i])));
+        }
+        let cols = raw.len() / rows.max(1);
+        let data = raw.iter().enumerate().map(|(i, q)| *q as i8 as f32 * scale.data[i / cols]).collect();
+        out.tensors.insert(name, HostTensor { shape, data });
+    }
+    if let Some(orphan) = out.tensors.names().find(|n| n.ends_with(INT8_SCALE)) {
+        return Err(Error::tensor(orphan, "int8 scales without their int8 tensor"));
     }
     Ok(out)
 }
@@ -162,6 +203,35 @@ pub enum StoreAs {
     F32,
     /// IEEE half (round to nearest).
     F16,
+    /// Matrices as int8 with per-row scales, the rest as f16 (see the module docs).
+    Int8,
+}
+
+impl StoreAs {
+    /// How one tensor is stored: `I8` (with scales) for large matrices under `Int8`.
+    fn for_tensor(self, t: &HostTensor) -> StoreAs {
+        match self {
+            StoreAs::Int8 if t.shape.len() == 2 && t.data.len() >= INT8_MIN_VALUES => StoreAs::Int8,
+            StoreAs::Int8 => StoreAs::F16,
+            other => other,
+        }
+    }
+}
+
+/// Symmetric per-row int8: `q = round(x / s)` with `s = max|row| / 127`, so `|x - q·s| ≤ s/2`.
+pub fn quantize_rows(t: &HostTensor) -> (Vec<i8>, Vec<f32>) {
+    let cols = t.shape[1..].iter().product::<usize>().max(1);
+    let mut q = Vec::with_capacity(t.data.len());
+    let scales = t
+        .data
+        .chunks(cols)
+        .map(|row| {
+            let s = row.iter().fold(0f32, |m, x| m.max(x.abs())) / 127.0;
+            q.extend(row.iter().map(|x| if s > 0.0 { (x / s).round().clamp(-127.0, 127.0) as i8 } else { 0 }));
+            s
+        })
+        .collect();
+    (q, scales)
 }
 
 /// Serialise tensors (sorted by name, as the reference writer does) with optional metadata.
@@ -177,17 +247,21 @@ pub fn write<'a>(
         header.insert("__metadata__".into(), serde_json::to_value(metadata).expect("strings"));
     }
     let mut data = Vec::new();
-    for (name, t) in &items {
+    let mut add = |header: &mut Map<String, Value>, name: String, dtype: &str, shape: &[usize], bytes: &mut dyn Iterator<Item = u8>| {
         let begin = data.len();
-        match store_as {
-            StoreAs::F32 => t.data.iter().for_each(|x| data.extend_from_slice(&x.to_le_bytes())),
-            StoreAs::F16 => t.data.iter().for_each(|x| data.extend_from_slice(&f16::from_f32(*x).to_le_bytes())),
+        data.extend(bytes);
+        header.insert(name, serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [begin, data.len()] }));
+    };
+    for (name, t) in &items {
+        match store_as.for_tensor(t) {
+            StoreAs::F32 => add(&mut header, name.to_string(), "F32", &t.shape, &mut t.data.iter().flat_map(|x| x.to_le_bytes())),
+            StoreAs::F16 => add(&mut header, name.to_string(), "F16", &t.shape, &mut t.data.iter().flat_map(|x| f16::from_f32(*x).to_le_bytes())),
+            StoreAs::Int8 => {
+                let (q, scales) = quantize_rows(t);
+                add(&mut header, name.to_string(), "I8", &t.shape, &mut q.iter().map(|v| *v as u8));
+                add(&mut header, format!("{name}{INT8_SCALE}"), "F32", &[scales.len()], &mut scales.iter().flat_map(|x| x.to_le_bytes()));
+            }
         }
-        let dtype = if store_as == StoreAs::F32 { "F32" } else { "F16" };
-        header.insert(
-            name.to_string(),
-            serde_json::json!({ "dtype": dtype, "shape": t.shape, "data_offsets": [begin, data.len()] }),
-        );
     }
     let mut h = serde_json::to_vec(&Value::Object(header)).expect("json");
     // Pad the header to 8 bytes, as the reference writer does, so data stays aligned.
@@ -222,6 +296,46 @@ mod tests {
         let back = &h.tensors.get("a").unwrap().data;
         assert_eq!(&back[..3], &[0.5, -1.25, 3.0]);
         assert!((back[3] - 1e-3).abs() < 1e-6);
+    }
+
+    #[test]
+    fn int8_stores_large_matrices_per_row_within_half_a_step() {
+        // A 160 x 128 matrix (int8), a row of zeros in it, and a bias (f16).
+        let w: Vec<f32> = (0..160 * 128).map(|i| if i / 128 == 7 { 0.0 } else { ((i * 7919 % 1000) as f32 - 500.0) / 300.0 * (1 + i / 128) as f32 }).collect();
+        let w = HostTensor::new(vec![160, 128], w).unwrap();
+        let b = HostTensor::new(vec![128], (0..128).map(|i| i as f32 / 100.0).collect()).unwrap();
+        let bytes = write([("w", &w), ("b", &b)], &BTreeMap::new(), StoreAs::Int8);
+        assert!(bytes.len() < 160 * 128 + 160 * 4 + 128 * 2 + 400, "{} bytes", bytes.len());
+        let st = parse(&bytes).unwrap();
+        assert_eq!(st.tensors.names().collect::<Vec<_>>(), ["b", "w"], "the scales are folded into their tensor");
+        let back = st.tensors.get("w").unwrap();
+        assert_eq!(back.shape, [160, 128]);
+        for (r, (got, want)) in back.data.chunks(128).zip(w.data.chunks(128)).enumerate() {
+            let step = want.iter().fold(0f32, |m, x| m.max(x.abs())) / 127.0;
+            let err = got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err <= step / 2.0 * 1.0001, "row {r}: error {err} over half a step {step}");
+        }
+        assert!(back.data[7 * 128..8 * 128].iter().all(|x| *x == 0.0));
+        let bias = &st.tensors.get("b").unwrap().data;
+        assert!(bias.iter().zip(&b.data).all(|(a, b)| *a == f16::from_f32(*b).to_f32()));
+        // A filter keeps or drops a tensor with its scales.
+        let only_b = parse_only(&bytes, &|n| n == "b").unwrap();
+        assert_eq!(only_b.tensors.names().collect::<Vec<_>>(), ["b"]);
+    }
+
+    #[test]
+    fn int8_scales_that_do_not_fit_are_errors() {
+        let e = |h: &str, n| parse(&with_header(h, n)).unwrap_err().to_string();
+        let q = r#""w":{"dtype":"I8","shape":[2,2],"data_offsets":[0,4]}"#;
+        assert_eq!(e(&format!(r#"{{{q},"w.int8_scale":{{"dtype":"F32","shape":[4],"data_offsets":[4,20]}}}}"#), 20),
+            "tensor `w`: int8 tensor of shape [2, 2] needs scales of shape [2] (one per row), found [4]");
+        let mut neg = with_header(&format!(r#"{{{q},"w.int8_scale":{{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}}}"#), 12);
+        let at = neg.len() - 4;
+        neg[at..].copy_from_slice(&(-1f32).to_le_bytes());
+        assert_eq!(parse(&neg).unwrap_err().to_string(), "tensor `w`: int8 scale -1 of row 1 is not a finite non-negative number");
+        assert_eq!(e(r#"{"v.int8_scale":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 8), "tensor `v.int8_scale`: int8 scales without their int8 tensor");
+        // An int8 buffer without scales is skipped, as before.
+        assert!(parse(&with_header(&format!("{{{q}}}"), 4)).unwrap().tensors.is_empty());
     }
 
     #[test]
