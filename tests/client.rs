@@ -15,7 +15,7 @@ use lopa::adapter::task::TaskSpec;
 use lopa::model::weights::safetensors::StoreAs;
 
 /// The stated bound on int8 bundles' soft-prompt deviation from f32, relative to max(1, max |Z|).
-const INT8_SOFT_PROMPT_TOLERANCE: f32 = 2e-2;
+const INT8_SOFT_PROMPT_TOLERANCE: f32 = 5e-3;
 
 /// A random (untrained) LoPA adapter recorded against `enc`.
 fn adapter(enc: &SentenceEncoder, task: &str) -> Adapter {
@@ -64,7 +64,7 @@ fn bundles_round_trip_and_requests_parse_as_the_server_types() {
     assert!(diff < 2e-3 * scale.max(1.0), "f16 bundles moved the soft prompt by {diff}");
     assert!(enc16.len() < weights.len() / 2 + 1_000_000);
 
-    // int8 bundles (`lopa export-web`'s default): matrices int8 with per-row scales. Measured
+    // int8 bundles (`lopa export-web`'s default): matrices int8, a scale per 64 columns. Measured
     // over several inputs against f32: the sentence embedding and the soft prompt.
     let enc8 = encoder_bundle(&enc, &weights, StoreAs::Int8).unwrap();
     let int8_client = Client::from_bundles(&enc8, &tokenizer, &a.bundle(StoreAs::Int8), &device).unwrap();
@@ -84,8 +84,9 @@ fn bundles_round_trip_and_requests_parse_as_the_server_types() {
         embedding max abs diff {e_diff:.2e}, min cosine {e_cos:.5}; encoder bundle {:.2} MB, adapter bundle {:.2} MB (f16 {:.2} MB)",
         texts.len(), enc8.len() as f64 / 1e6, a.bundle(StoreAs::Int8).len() as f64 / 1e6, a.bundle(StoreAs::F16).len() as f64 / 1e6);
     assert!(z_diff < INT8_SOFT_PROMPT_TOLERANCE * scale.max(1.0), "int8 bundles moved the soft prompt by {z_diff}");
-    assert!(e_cos > 0.999, "int8 embeddings: cosine {e_cos}");
-    assert!(enc8.len() < weights.len() / 4 + 1_000_000, "int8 encoder bundle: {} bytes", enc8.len());
+    assert!(e_cos > 0.999 && e_diff < 1e-2, "int8 embeddings: max abs diff {e_diff}, cosine {e_cos}");
+    let download = enc8.len() + tokenizer.len() + a.bundle(StoreAs::Int8).len();
+    assert!(download <= 25_000_000, "the default download (encoder, tokenizer, adapter) is {download} bytes");
 
     // Classification → /v1/score, exactly what the server's own type accepts.
     let req = direct.request(&want, &RequestOptions::default());

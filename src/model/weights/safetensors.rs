@@ -3,11 +3,13 @@
 //! Read from bytes (the browser has no filesystem) and written for adapters and exports.
 //!
 //! Int8 storage ([`StoreAs::Int8`], the browser's default download): each matrix of at least
-//! [`INT8_MIN_VALUES`] values is stored as `I8` with the same name and shape, plus an `F32` tensor
-//! `{name}.int8_scale` of shape `[rows]`: row `r` is `q[r, :] * scale[r]` (symmetric, per row, so
-//! per output channel of a `torch.nn.Linear` and per token of an embedding table). Everything
-//! else is stored as f16. [`parse`] dequantizes such pairs to f32; an `I8` tensor without a scale
-//! is an integer buffer and is skipped like the other integer types.
+//! [`INT8_MIN_VALUES`] values is stored as `I8` with the same name and shape, plus a tensor
+//! `{name}.int8_scale` of shape `[rows, groups]` (f16): row `r`, columns `g·k .. (g+1)·k` with
+//! `k = cols / groups` are `q · scale[r, g]` (symmetric). lopa writes groups of [`INT8_GROUP`]
+//! columns (per row when the width is not a multiple): one scale per row alone let the outliers of
+//! BERT's feed-forward output rows cost ten times the error. Everything else is stored as f16.
+//! [`parse`] dequantizes such pairs to f32; an `I8` tensor without scales is an integer buffer
+//! and is skipped like the other integer types.
 
 use super::{checked_numel, HostTensor, TensorMap};
 use crate::error::{Error, Result};
@@ -81,8 +83,10 @@ pub struct Safetensors {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// Suffix of the per-row scales of an int8 tensor.
+/// Suffix of the scales of an int8 tensor.
 pub const INT8_SCALE: &str = ".int8_scale";
+/// Columns that share one int8 scale.
+pub const INT8_GROUP: usize = 64;
 /// [`StoreAs::Int8`] quantizes matrices with at least this many values; smaller tensors (biases,
 /// norms, a task prompt) are a rounding error of the download and stay f16.
 pub const INT8_MIN_VALUES: usize = 16384;
@@ -178,15 +182,21 @@ pub fn parse_only(bytes: &[u8], keep: &dyn Fn(&str) -> bool) -> Result<Safetenso
     }
     for (name, shape, raw) in int8 {
         let Some(scale) = out.tensors.remove(&format!("{name}{INT8_SCALE}")) else { continue };
-        let rows = shape.first().copied().unwrap_or(1);
-        if shape.len() < 2 || scale.shape != [rows] {
-            return Err(Error::tensor(&name, format!("int8 tensor of shape {shape:?} needs scales of shape [{rows}] (one per row), found {:?}", scale.shape)));
+        let rows = shape.first().copied().unwrap_or(0);
+        let cols = shape.get(1..).map(|d| d.iter().product::<usize>()).unwrap_or(0);
+        let groups = match scale.shape[..] {
+            [r] if r == rows => 1,
+            [r, g] if r == rows && g > 0 && cols.is_multiple_of(g) => g,
+            _ => 0,
+        };
+        if shape.len() < 2 || rows == 0 || cols == 0 || groups == 0 {
+            return Err(Error::tensor(&name, format!("int8 tensor of shape {shape:?} needs scales of shape [rows] or [rows, groups] with groups dividing the row, found {:?}", scale.shape)));
         }
         if let Some(i) = scale.data.iter().position(|s| !s.is_finite() || *s < 0.0) {
-            return Err(Error::tensor(&name, format!("int8 scale {} of row {i} is not a finite non-negative number", scale.data[i])));
+            return Err(Error::tensor(&name, format!("int8 scale {} at flat index {i} is not a finite non-negative number", scale.data[i])));
         }
-        let cols = raw.len() / rows.max(1);
-        let data = raw.iter().enumerate().map(|(i, q)| *q as i8 as f32 * scale.data[i / cols]).collect();
+        let k = cols / groups;
+        let data = raw.iter().enumerate().map(|(i, q)| *q as i8 as f32 * scale.data[i / k]).collect();
         out.tensors.insert(name, HostTensor { shape, data });
     }
     if let Some(orphan) = out.tensors.names().find(|n| n.ends_with(INT8_SCALE)) {
@@ -203,7 +213,7 @@ pub enum StoreAs {
     F32,
     /// IEEE half (round to nearest).
     F16,
-    /// Matrices as int8 with per-row scales, the rest as f16 (see the module docs).
+    /// Matrices as int8 with a scale per 64 columns, the rest as f16 (see the module docs).
     Int8,
 }
 
@@ -218,20 +228,29 @@ impl StoreAs {
     }
 }
 
-/// Symmetric per-row int8: `q = round(x / s)` with `s = max|row| / 127`, so `|x - q·s| ≤ s/2`.
-pub fn quantize_rows(t: &HostTensor) -> (Vec<i8>, Vec<f32>) {
+/// Symmetric int8 in groups of `group` columns (per row when the width is not a multiple):
+/// `q = round(x / s)` with `s` the f16 at or above `max|group| / 127`, so `|x - q·s| ≤ s/2`.
+/// Returns the values, the scales (`[rows, groups]`, row-major) and the number of groups per row.
+pub fn quantize_int8(t: &HostTensor, group: usize) -> (Vec<i8>, Vec<f16>, usize) {
     let cols = t.shape[1..].iter().product::<usize>().max(1);
+    let k = if cols.is_multiple_of(group) { group } else { cols };
     let mut q = Vec::with_capacity(t.data.len());
     let scales = t
         .data
-        .chunks(cols)
-        .map(|row| {
-            let s = row.iter().fold(0f32, |m, x| m.max(x.abs())) / 127.0;
-            q.extend(row.iter().map(|x| if s > 0.0 { (x / s).round().clamp(-127.0, 127.0) as i8 } else { 0 }));
+        .chunks(k)
+        .map(|g| {
+            let want = g.iter().fold(0f32, |m, x| m.max(x.abs())) / 127.0;
+            // Round the scale up, never down, so no value needs more than ±127.
+            let mut s = f16::from_f32(want);
+            if s.to_f32() < want {
+                s = f16::from_bits(s.to_bits() + 1);
+            }
+            let sf = s.to_f32();
+            q.extend(g.iter().map(|x| if sf > 0.0 { (x / sf).round().clamp(-127.0, 127.0) as i8 } else { 0 }));
             s
         })
         .collect();
-    (q, scales)
+    (q, scales, cols / k)
 }
 
 /// Serialise tensors (sorted by name, as the reference writer does) with optional metadata.
@@ -257,9 +276,9 @@ pub fn write<'a>(
             StoreAs::F32 => add(&mut header, name.to_string(), "F32", &t.shape, &mut t.data.iter().flat_map(|x| x.to_le_bytes())),
             StoreAs::F16 => add(&mut header, name.to_string(), "F16", &t.shape, &mut t.data.iter().flat_map(|x| f16::from_f32(*x).to_le_bytes())),
             StoreAs::Int8 => {
-                let (q, scales) = quantize_rows(t);
+                let (q, scales, groups) = quantize_int8(t, INT8_GROUP);
                 add(&mut header, name.to_string(), "I8", &t.shape, &mut q.iter().map(|v| *v as u8));
-                add(&mut header, format!("{name}{INT8_SCALE}"), "F32", &[scales.len()], &mut scales.iter().flat_map(|x| x.to_le_bytes()));
+                add(&mut header, format!("{name}{INT8_SCALE}"), "F16", &[t.shape[0], groups], &mut scales.iter().flat_map(|x| x.to_le_bytes()));
             }
         }
     }
@@ -299,23 +318,31 @@ mod tests {
     }
 
     #[test]
-    fn int8_stores_large_matrices_per_row_within_half_a_step() {
-        // A 160 x 128 matrix (int8), a row of zeros in it, and a bias (f16).
-        let w: Vec<f32> = (0..160 * 128).map(|i| if i / 128 == 7 { 0.0 } else { ((i * 7919 % 1000) as f32 - 500.0) / 300.0 * (1 + i / 128) as f32 }).collect();
+    fn int8_stores_large_matrices_in_groups_within_half_a_step() {
+        // A 160 x 128 matrix (int8, two groups a row), a row of zeros in it, an outlier, and a
+        // 200 x 100 matrix (one group a row: 100 is not a multiple of 64), and a bias (f16).
+        let mut w: Vec<f32> = (0..160 * 128).map(|i| if i / 128 == 7 { 0.0 } else { ((i * 7919 % 1000) as f32 - 500.0) / 300.0 * (1 + i / 128) as f32 }).collect();
+        w[3 * 128 + 100] = 1e4;
         let w = HostTensor::new(vec![160, 128], w).unwrap();
+        let v = HostTensor::new(vec![200, 100], (0..20000).map(|i| ((i * 31 % 97) as f32 - 48.0) / 7.0).collect()).unwrap();
         let b = HostTensor::new(vec![128], (0..128).map(|i| i as f32 / 100.0).collect()).unwrap();
-        let bytes = write([("w", &w), ("b", &b)], &BTreeMap::new(), StoreAs::Int8);
-        assert!(bytes.len() < 160 * 128 + 160 * 4 + 128 * 2 + 400, "{} bytes", bytes.len());
+        let bytes = write([("w", &w), ("v", &v), ("b", &b)], &BTreeMap::new(), StoreAs::Int8);
+        assert!(bytes.len() < 160 * 128 + 160 * 2 * 2 + 200 * 100 + 200 * 2 + 128 * 2 + 600, "{} bytes", bytes.len());
         let st = parse(&bytes).unwrap();
-        assert_eq!(st.tensors.names().collect::<Vec<_>>(), ["b", "w"], "the scales are folded into their tensor");
-        let back = st.tensors.get("w").unwrap();
-        assert_eq!(back.shape, [160, 128]);
-        for (r, (got, want)) in back.data.chunks(128).zip(w.data.chunks(128)).enumerate() {
-            let step = want.iter().fold(0f32, |m, x| m.max(x.abs())) / 127.0;
-            let err = got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(err <= step / 2.0 * 1.0001, "row {r}: error {err} over half a step {step}");
+        assert_eq!(st.tensors.names().collect::<Vec<_>>(), ["b", "v", "w"], "the scales are folded into their tensor");
+        for (t, k) in [(&w, 64), (&v, 100)] {
+            let back = &st.tensors.get(if k == 64 { "w" } else { "v" }).unwrap().data;
+            for (g, (got, want)) in back.chunks(k).zip(t.data.chunks(k)).enumerate() {
+                let step = want.iter().fold(0f32, |m, x| m.max(x.abs())) / 127.0;
+                let err = got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(err <= step / 2.0 * 1.002, "group {g}: error {err} over half a step {step}");
+            }
         }
-        assert!(back.data[7 * 128..8 * 128].iter().all(|x| *x == 0.0));
+        let back = &st.tensors.get("w").unwrap().data;
+        assert!(back[7 * 128..8 * 128].iter().all(|x| *x == 0.0));
+        // The outlier costs only its own group: the row's other half keeps a fine step.
+        let first_half = back[3 * 128..3 * 128 + 64].iter().zip(&w.data[3 * 128..3 * 128 + 64]).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(first_half < 0.03, "{first_half} (one scale for the row would allow 1e4 / 254 = 39)");
         let bias = &st.tensors.get("b").unwrap().data;
         assert!(bias.iter().zip(&b.data).all(|(a, b)| *a == f16::from_f32(*b).to_f32()));
         // A filter keeps or drops a tensor with its scales.
@@ -326,16 +353,27 @@ mod tests {
     #[test]
     fn int8_scales_that_do_not_fit_are_errors() {
         let e = |h: &str, n| parse(&with_header(h, n)).unwrap_err().to_string();
-        let q = r#""w":{"dtype":"I8","shape":[2,2],"data_offsets":[0,4]}"#;
-        assert_eq!(e(&format!(r#"{{{q},"w.int8_scale":{{"dtype":"F32","shape":[4],"data_offsets":[4,20]}}}}"#), 20),
-            "tensor `w`: int8 tensor of shape [2, 2] needs scales of shape [2] (one per row), found [4]");
-        let mut neg = with_header(&format!(r#"{{{q},"w.int8_scale":{{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}}}"#), 12);
+        let q = r#""w":{"dtype":"I8","shape":[2,4],"data_offsets":[0,8]}"#;
+        let bad = "tensor `w`: int8 tensor of shape [2, 4] needs scales of shape [rows] or [rows, groups] with groups dividing the row, found";
+        assert_eq!(e(&format!(r#"{{{q},"w.int8_scale":{{"dtype":"F32","shape":[4],"data_offsets":[8,24]}}}}"#), 24), format!("{bad} [4]"));
+        assert_eq!(e(&format!(r#"{{{q},"w.int8_scale":{{"dtype":"F32","shape":[2,3],"data_offsets":[8,32]}}}}"#), 32), format!("{bad} [2, 3]"));
+        assert_eq!(e(&format!(r#"{{{q},"w.int8_scale":{{"dtype":"F32","shape":[2,0],"data_offsets":[8,8]}}}}"#), 8), format!("{bad} [2, 0]"));
+        let mut neg = with_header(&format!(r#"{{{q},"w.int8_scale":{{"dtype":"F32","shape":[2,2],"data_offsets":[8,24]}}}}"#), 24);
         let at = neg.len() - 4;
         neg[at..].copy_from_slice(&(-1f32).to_le_bytes());
-        assert_eq!(parse(&neg).unwrap_err().to_string(), "tensor `w`: int8 scale -1 of row 1 is not a finite non-negative number");
+        assert_eq!(parse(&neg).unwrap_err().to_string(), "tensor `w`: int8 scale -1 at flat index 3 is not a finite non-negative number");
+        neg[at..].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(parse(&neg).unwrap_err().to_string().contains("int8 scale NaN"));
         assert_eq!(e(r#"{"v.int8_scale":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 8), "tensor `v.int8_scale`: int8 scales without their int8 tensor");
+        // A per-row scale ([rows]) is read too.
+        let mut rows = with_header(&format!(r#"{{{q},"w.int8_scale":{{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}}}"#), 16);
+        let n = rows.len();
+        rows[n - 16..n - 8].copy_from_slice(&[1, 2, 3, 4, 0xff, 0xfe, 0x81, 0x7f]);
+        rows[n - 8..n - 4].copy_from_slice(&0.5f32.to_le_bytes());
+        rows[n - 4..].copy_from_slice(&2f32.to_le_bytes());
+        assert_eq!(parse(&rows).unwrap().tensors.get("w").unwrap().data, [0.5, 1.0, 1.5, 2.0, -2.0, -4.0, -254.0, 254.0]);
         // An int8 buffer without scales is skipped, as before.
-        assert!(parse(&with_header(&format!("{{{q}}}"), 4)).unwrap().tensors.is_empty());
+        assert!(parse(&with_header(&format!("{{{q}}}"), 8)).unwrap().tensors.is_empty());
     }
 
     #[test]
