@@ -4,7 +4,9 @@
     wasm_breakdown.py MODULE.wasm [--json OUT] [--top N]
 
 Use the module as cargo wrote it (before wasm-bindgen and wasm-opt strip the names). A function
-belongs to the crate its demangled path starts with; for `<A as B>::f` that is A's crate.
+belongs to the crate its demangled path starts with; for `<A as B>::f` that is A's crate. Crates
+are also summed into the parts of lopa's modules (GROUPS); generic code of `core` and `alloc`
+instantiated for other crates stays under the Rust runtime.
 """
 import json
 import re
@@ -49,6 +51,24 @@ def demangle_crate(name):
         return first.split("..")[0].split("$")[0] or "?"
     m = re.match(r"^<?(?:dyn |&(?:mut )?)?([A-Za-z_][A-Za-z0-9_]*)::", name)
     return m.group(1) if m else "(other)"
+
+
+GROUPS = [
+    ("burn's GPU kernel compiler (cubecl IR, optimizer, WGSL backend, runtime; the pliron IR)",
+     r"^(cubecl_(core|ir|opt|wgpu|runtime|common|server|zspace|environment|monitoring|macros)|pliron.*|combine|rustc_apfloat)$"),
+    ("GPU kernels in cubecl (std, tile, matmul, reduce, convolution, attention, ...)", r"^(cubecl_std|cubek.*|burn_cubecl.*)$"),
+    ("wgpu and the WebGPU bindings", r"^(wgpu.*|naga.*|web_sys|js_sys|wasm_bindgen.*)$"),
+    ("CPU backend (flex, gemm)", r"^(burn_flex|gemm.*|macerator.*|aligned_vec)$"),
+    ("autodiff and AdamW (personalisation)", r"^(burn_autodiff|burn_optim)$"),
+    ("burn's tensor API and dispatch", r"^burn_.*$"),
+    ("tokenizer", r"^(tokenizers|regex.*|fancy_regex|unicode.*|onig.*|esaxx.*|spm_precompiled)$"),
+    ("lopa", r"^lopa$"),
+    ("Rust runtime (core, alloc, std, serde, hashbrown) and the rest", r""),
+]
+
+
+def group(crate):
+    return next(name for name, pat in GROUPS if re.match(pat, crate))
 
 
 def breakdown(path):
@@ -120,6 +140,12 @@ if __name__ == "__main__":
     print(f"{path}: {total / 1e6:.2f} MB of function bodies")
     for crate, n in by.most_common(top):
         print(f"  {crate:32s} {n / 1e6:7.2f} MB  {100 * n / total:5.1f} %")
+    groups = Counter()
+    for crate, n in by.items():
+        groups[group(crate)] += n
+    print("by part:")
+    for name, n in groups.most_common():
+        print(f"  {n / 1e6:7.2f} MB  {100 * n / total:5.1f} %  {name}")
     if "--json" in sys.argv:
         out = sys.argv[sys.argv.index("--json") + 1]
-        json.dump({"module": path, "code_bytes": total, "by_crate": dict(by.most_common())}, open(out, "w"), indent=1)
+        json.dump({"module": path, "code_bytes": total, "by_part": dict(groups.most_common()), "by_crate": dict(by.most_common())}, open(out, "w"), indent=1)
