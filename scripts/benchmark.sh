@@ -64,7 +64,7 @@ case "$what" in
     f32="$(LOPA_WEB_DIR="$LOPA_CACHE/web-compare-f32" scripts/lib/web-models.sh ci f32 | tail -1)"
     int8="$(LOPA_WEB_DIR="$LOPA_CACHE/web-compare-int8" scripts/lib/web-models.sh ci int8 | tail -1)"
     (cd benches/browser && npm ci --ignore-scripts --no-audit --no-fund --silent)
-    node benches/browser/compare.mjs --lopa-f32 "$f32" --lopa-int8 "$int8" --onnx "$onnx" --runs "${1:-10}" --out results/perf/browser-compare.json
+    node benches/browser/compare.mjs --lopa-f32 "$f32" --lopa-int8 "$int8" --onnx "$onnx" --runs "${1:-20}" --out results/perf/browser-compare.json
     python3 scripts/lib/browser_compare.py
     ;;
   personalize)

@@ -78,6 +78,8 @@ async function inPage({ cfg, shapes }) {
     T.env.useBrowserCache = false;
     const ort = '/bench/node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify';
     T.env.backends.onnx.wasm.wasmPaths = { mjs: `${ort}.mjs`, wasm: `${ort}.wasm` };
+    // Threads need a cross-origin isolated page (SharedArrayBuffer); ask for one per core.
+    if (cfg.isolated) T.env.backends.onnx.wasm.numThreads = navigator.hardwareConcurrency;
     const extractor = await T.pipeline('feature-extraction', 'minilm', { dtype: cfg.weights, device: cfg.device });
     embed = async (texts) => {
       const out = await extractor(texts, { pooling: 'mean', normalize: true });
@@ -147,7 +149,7 @@ try {
     let r;
     try {
       await b.page.goto(`${origin(cfg)}/tests/browser/harness.html`);
-      r = await b.page.evaluate(inPage, { cfg: { lib: cfg.lib, weights: cfg.weights, device: cfg.device, runs: cfg.runs }, shapes: cfg.shapes });
+      r = await b.page.evaluate(inPage, { cfg: { lib: cfg.lib, weights: cfg.weights, device: cfg.device, runs: cfg.runs, isolated: !!cfg.isolated }, shapes: cfg.shapes });
       r.peak_rss_bytes = rendererPeak();
       const files = [...sent].filter(([p]) => !p.startsWith('/tests/'));
       const isWeights = (p) => /\.(safetensors|onnx)$|tokenizer|config\.json|adapters\//.test(p);
@@ -160,7 +162,7 @@ try {
     } finally {
       await b.close();
     }
-    const { rows, ...head } = r;
+    const { rows, soft_prompt: _sp, files: _f, ...head } = r;
     console.log(cfg.name, JSON.stringify(head));
     for (const row of rows || []) console.log(`  ${row.tokens} tokens x ${row.batch}: median ${row.median_ms} ms, p90 ${row.p90_ms} ms, first ${row.first_ms} ms`);
     results.configs.push({ ...cfg, shapes: undefined, ...r });

@@ -56,7 +56,7 @@ def demangle_crate(name):
 GROUPS = [
     ("burn's GPU kernel compiler (cubecl IR, optimizer, WGSL backend, runtime; the pliron IR)",
      r"^(cubecl_(core|ir|opt|wgpu|runtime|common|server|zspace|environment|monitoring|macros)|pliron.*|combine|rustc_apfloat)$"),
-    ("GPU kernels in cubecl (std, tile, matmul, reduce, convolution, attention, ...)", r"^(cubecl_std|cubek.*|burn_cubecl.*)$"),
+    ("GPU kernels in cubecl (its standard library, matmul, reductions, quantization, random)", r"^(cubecl_std|cubek.*|burn_cubecl.*)$"),
     ("wgpu and the WebGPU bindings", r"^(wgpu.*|naga.*|web_sys|js_sys|wasm_bindgen.*)$"),
     ("CPU backend (flex, gemm)", r"^(burn_flex|gemm.*|macerator.*|aligned_vec)$"),
     ("autodiff and AdamW (personalisation)", r"^(burn_autodiff|burn_optim)$"),
