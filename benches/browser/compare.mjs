@@ -61,11 +61,12 @@ async function inPage({ cfg, shapes }) {
     return { median_ms: +s[s.length >> 1].toFixed(2), p90_ms: +s[Math.min(s.length - 1, Math.floor(s.length * 0.9))].toFixed(2) };
   };
   const t0 = performance.now();
-  let embed, info;
+  let embed, info, loadMs;
   if (cfg.lib === 'lopa') {
     const { LopaClient } = await import('/pkg/index.js');
     const dir = cfg.weights === 'f32' ? '/lopa-f32' : '/lopa-int8';
     const client = await LopaClient.load({ encoder: `${dir}/encoder.safetensors`, tokenizer: `${dir}/tokenizer.json`, adapter: `${dir}/adapters/sst2.safetensors`, backend: cfg.device, cache: false });
+    loadMs = performance.now() - t0;
     embed = async (texts) => Array.from((await client.embed(texts)).data);
     // The trained adapter's soft prompt, to measure what int8 weights do to it.
     const sp = await client.softPrompt(shapes[0].texts[0]);
@@ -81,6 +82,7 @@ async function inPage({ cfg, shapes }) {
     // Threads need a cross-origin isolated page (SharedArrayBuffer); ask for one per core.
     if (cfg.isolated) T.env.backends.onnx.wasm.numThreads = navigator.hardwareConcurrency;
     const extractor = await T.pipeline('feature-extraction', 'minilm', { dtype: cfg.weights, device: cfg.device });
+    loadMs = performance.now() - t0;
     embed = async (texts) => {
       const out = await extractor(texts, { pooling: 'mean', normalize: true });
       if (out.dims[0] !== texts.length) throw new Error(`dims ${out.dims}`);
@@ -89,7 +91,6 @@ async function inPage({ cfg, shapes }) {
     const tok = extractor.tokenizer(shapes[0].texts[0]);
     info = { backend: cfg.device, threads: T.env.backends.onnx.wasm.numThreads ?? null, first_input_tokens: tok.input_ids.dims[1] };
   }
-  const loadMs = performance.now() - t0;
   const rows = [];
   for (const s of shapes) {
     const t1 = performance.now();
