@@ -19,7 +19,7 @@ pub struct Args {
     /// The adapter to start from (adapter.json + adapter.safetensors).
     #[arg(long, required_unless_present = "bundle")]
     adapter: Option<PathBuf>,
-    /// Start from the browser's files instead (a folder `lopa export-web` wrote: its f16 encoder
+    /// Start from the browser's files instead (a folder `lopa export-web` wrote: its encoder
     /// and the adapter `--bundle-adapter`), as the browser package does.
     #[arg(long, conflicts_with = "adapter")]
     bundle: Option<PathBuf>,
