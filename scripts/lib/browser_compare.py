@@ -23,6 +23,17 @@ def row(c, tokens, batch):
     return next((r for r in c.get("rows", []) if r["tokens"] == tokens and r["batch"] == batch), None)
 
 
+def cfg(lib, w, device="wasm", isolated=False):
+    """The configuration that ran: lopa's CPU module stands beside transformers.js's wasm."""
+    device = "cpu" if lib == "lopa" and device == "wasm" else device
+    return next((c for c in R["configs"] if c["lib"] == lib and c["weights"] == w and c["device"] == device and bool(c.get("isolated")) == isolated and "rows" in c), None)
+
+
+def ratio(lib_w, tjs_w):
+    a, b = cfg("lopa", lib_w), cfg("tjs", tjs_w)
+    return row(a, 64, 1)["median_ms"] / row(b, 64, 1)["median_ms"] if a and b else None
+
+
 shapes = [(t, b) for t in (16, 64, 256) for b in (1, 8)]
 L = [f"{BEGIN} (written by scripts/lib/browser_compare.py from results/perf/browser-compare.json) -->"]
 L.extend(textwrap.wrap(
@@ -57,25 +68,12 @@ for c in R["configs"]:
         continue
     first = row(c, 64, 1)
     diffs = [r["max_abs_diff_to_tjs_fp32"] for r in c["rows"] if r.get("max_abs_diff_to_tjs_fp32") is not None]
-    diff = "reference" if c["lib"] == "tjs" and c["weights"] == "fp32" and c["device"] == "wasm" and not c.get("isolated") else (f"{max(diffs):.1e}" if diffs else "–")
+    diff = "reference" if c is cfg("tjs", "fp32") else (f"{max(diffs):.1e}" if diffs else "–")
     L.append(
         f"| {c['name']} | {ms(c['load_ms'])} ms | {ms(first['first_ms']) + ' ms' if first else '–'} | {mb(c['code_bytes'])} ({mb(c['code_gzip_bytes'])}) |"
         f" {mb(c['weight_bytes'])} | {mb(c['peak_rss_bytes'])} | {diff} |"
     )
 L.append("")
-
-
-def ratio(lib_w, tjs_w):
-    a = next((c for c in R["configs"] if c["lib"] == "lopa" and c["weights"] == lib_w and c["device"] == "cpu" and "rows" in c), None)
-    b = next((c for c in R["configs"] if c["lib"] == "tjs" and c["weights"] == tjs_w and c["device"] == "wasm" and not c.get("isolated") and "rows" in c), None)
-    if not a or not b:
-        return None
-    return row(a, 64, 1)["median_ms"] / row(b, 64, 1)["median_ms"]
-
-
-def cfg(lib, w, device="wasm", isolated=False):
-    device = "cpu" if lib == "lopa" and device == "wasm" else device
-    return next((c for c in R["configs"] if c["lib"] == lib and c["weights"] == w and c["device"] == device and bool(c.get("isolated")) == isolated and "rows" in c), None)
 
 
 for lw, tw, what in [("f32", "fp32", "f32 weights"), ("int8", "q8", "8-bit weights")]:

@@ -1,6 +1,7 @@
 //! `lopa export-web`: the browser's weight files in one folder: `encoder.safetensors` (the
-//! encoder as a single-file bundle, int8 by default), `tokenizer.json`, `adapters/NAME.safetensors` per adapter
-//! and `adapters.json` listing them; each file written atomically.
+//! encoder as a single-file bundle, int8 by default), `tokenizer.json`,
+//! `adapters/NAME.safetensors` per adapter and `adapters.json` listing them; each file written
+//! atomically.
 
 use lopa::adapter::{write_atomic, Adapter};
 use lopa::model::encoder::SentenceEncoder;
@@ -18,8 +19,8 @@ pub struct Args {
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
-    /// How the weights are stored: int8 (matrices int8 with per-row scales, about a quarter of
-    /// f32; the default), f16 or f32. The browser computes in f32 whichever is chosen.
+    /// How the weights are stored: int8 (matrices int8 with an f16 scale per 64 columns, about a
+    /// quarter of f32; the default), f16 or f32. The browser computes in f32 whichever is chosen.
     #[arg(long, value_enum, default_value_t = StoreAs::Int8)]
     dtype: StoreAs,
 }

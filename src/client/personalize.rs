@@ -162,8 +162,7 @@ impl Personalizer {
     /// The same with an asynchronous read (required on WebGPU).
     pub async fn next_request_async(&mut self) -> Result<GradientRequest> {
         let (batch, z) = self.next_batch()?;
-        let data = z.clone().into_data_async().await.map_err(|e| Error::Backend(format!("{e:?}")))?;
-        let values = data.try_to_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?;
+        let values = crate::device::to_vec_async(z.clone()).await?;
         self.request(batch, z, values)
     }
 

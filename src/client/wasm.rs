@@ -132,8 +132,7 @@ impl WasmClient {
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<f32>, JsError> {
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         let e = self.client.encoder.embed(&texts, &self.client.device).map_err(js)?;
-        let data = e.into_data_async().await.map_err(|e| JsError::new(&format!("embed: {e:?}")))?;
-        data.try_to_vec::<f32>().map_err(|e| JsError::new(&format!("embed: {e:?}")))
+        crate::device::to_vec_async(e).await.map_err(js)
     }
 
     /// Width of an embedding (the encoder's hidden size).

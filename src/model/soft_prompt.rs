@@ -33,8 +33,7 @@ impl SoftPrompt {
     pub async fn from_tensor_async<const D: usize>(z: Tensor<D>) -> Result<Self> {
         let dims = z.dims();
         let (rows, width) = (dims[D - 2], dims[D - 1]);
-        let data = z.into_data_async().await.map_err(|e| Error::Backend(format!("{e:?}")))?;
-        Self::new(data.try_to_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?, rows, width)
+        Self::new(crate::device::to_vec_async(z).await?, rows, width)
     }
 
     /// m: the number of virtual tokens.
