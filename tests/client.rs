@@ -68,6 +68,10 @@ fn bundles_round_trip_and_requests_parse_as_the_server_types() {
     // over several inputs against f32: the sentence embedding and the soft prompt.
     let enc8 = encoder_bundle(&enc, &weights, StoreAs::Int8).unwrap();
     let int8_client = Client::from_bundles(&enc8, &tokenizer, &a.bundle(StoreAs::Int8), &device).unwrap();
+    // On the CPU the encoder's projections multiply the int8 values as integers; f32 files keep f32.
+    let (l8, l32) = (&int8_client.encoder.bert.layers[0], &f32_client.encoder.bert.layers[0]);
+    assert!([&l8.query, &l8.key, &l8.value, &l8.attention_output, &l8.intermediate, &l8.output].iter().all(|p| p.is_int8()));
+    assert!(!l32.query.is_int8() && !l32.intermediate.is_int8());
     let texts = ["  a gripping, funny film ", "the plot is thin and the acting wooden", "", "Ünïcödé — 東京 ✓",
         "an overlong, self-indulgent and ultimately tiresome two hours that never finds its footing or its heart"];
     let (mut z_diff, mut e_diff, mut e_cos) = (0f32, 0f32, 1f32);

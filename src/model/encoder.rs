@@ -3,12 +3,12 @@
 //! mirrors the checkpoint's tensor names (`embeddings.word_embeddings.weight`, `encoder.layer.N...`).
 
 use crate::error::{Error, Result};
-use crate::model::nn::{attention, key_padding_bias, layer_norm, linear, merge_heads, split_heads};
+use crate::model::nn::{attention, key_padding_bias, layer_norm, linear, merge_heads, split_heads, Projection};
 use crate::model::tokenizer::Tokenizer;
 use crate::model::weights::{safetensors, TensorMap};
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::activation::{gelu, tanh};
+use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -107,13 +107,13 @@ impl BertEmbeddings {
 /// `encoder.layer.N`: post-norm self-attention and feed-forward, each with a residual.
 #[derive(Module, Debug)]
 pub struct BertLayer {
-    pub query: Linear,
-    pub key: Linear,
-    pub value: Linear,
-    pub attention_output: Linear,
+    pub query: Projection,
+    pub key: Projection,
+    pub value: Projection,
+    pub attention_output: Projection,
     pub attention_layer_norm: LayerNorm,
-    pub intermediate: Linear,
-    pub output: Linear,
+    pub intermediate: Projection,
+    pub output: Projection,
     pub output_layer_norm: LayerNorm,
     heads: usize,
     head_dim: usize,
@@ -125,13 +125,13 @@ impl BertLayer {
     pub fn load(w: &TensorMap, prefix: &str, cfg: &BertConfig, device: &Device) -> Result<Self> {
         let (h, eps, p) = (cfg.hidden_size, cfg.layer_norm_eps, prefix);
         Ok(Self {
-            query: linear(w, &format!("{p}.attention.self.query"), h, h, true, device)?,
-            key: linear(w, &format!("{p}.attention.self.key"), h, h, true, device)?,
-            value: linear(w, &format!("{p}.attention.self.value"), h, h, true, device)?,
-            attention_output: linear(w, &format!("{p}.attention.output.dense"), h, h, true, device)?,
+            query: Projection::load(w, &format!("{p}.attention.self.query"), h, h, device)?,
+            key: Projection::load(w, &format!("{p}.attention.self.key"), h, h, device)?,
+            value: Projection::load(w, &format!("{p}.attention.self.value"), h, h, device)?,
+            attention_output: Projection::load(w, &format!("{p}.attention.output.dense"), h, h, device)?,
             attention_layer_norm: layer_norm(w, &format!("{p}.attention.output.LayerNorm"), h, eps, device)?,
-            intermediate: linear(w, &format!("{p}.intermediate.dense"), h, cfg.intermediate_size, true, device)?,
-            output: linear(w, &format!("{p}.output.dense"), cfg.intermediate_size, h, true, device)?,
+            intermediate: Projection::load(w, &format!("{p}.intermediate.dense"), h, cfg.intermediate_size, device)?,
+            output: Projection::load(w, &format!("{p}.output.dense"), cfg.intermediate_size, h, device)?,
             output_layer_norm: layer_norm(w, &format!("{p}.output.LayerNorm"), h, eps, device)?,
             heads: cfg.num_attention_heads,
             head_dim: cfg.head_dim(),
@@ -146,8 +146,7 @@ impl BertLayer {
         let v = split_heads(self.value.forward(x.clone()), self.heads, self.head_dim);
         let ctx = merge_heads(attention(q, k, v, bias));
         let a = self.attention_layer_norm.forward(self.attention_output.forward(ctx) + x);
-        let i = self.intermediate.forward(a.clone());
-        let i = if self.tanh_gelu { gelu_tanh(i) } else { gelu(i) };
+        let i = if self.tanh_gelu { gelu_tanh(self.intermediate.forward(a.clone())) } else { self.intermediate.forward_gelu(a.clone()) };
         self.output_layer_norm.forward(self.output.forward(i) + a)
     }
 }

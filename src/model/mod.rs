@@ -9,6 +9,8 @@
 
 pub mod weights;
 pub mod tokenizer;
+pub mod fast_math;
+pub mod int8_linear;
 pub mod nn;
 pub mod encoder;
 pub mod lora;

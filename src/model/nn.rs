@@ -2,10 +2,14 @@
 //! attention helpers the encoder and the decoder share.
 
 use crate::error::Result;
+use crate::model::int8_linear::Int8Linear;
 use crate::model::weights::TensorMap;
+use burn::module::Module;
+use std::sync::Arc;
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, RmsNorm, RmsNormConfig};
-use burn::tensor::activation::softmax;
+use crate::model::fast_math;
+use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 
 /// A `torch.nn.Linear` called `{prefix}.weight` (`[d_out, d_in]`) and optionally `{prefix}.bias`.
@@ -13,6 +17,89 @@ pub fn linear(w: &TensorMap, prefix: &str, d_in: usize, d_out: usize, bias: bool
     let weight = Param::from_tensor(w.linear_weight(&format!("{prefix}.weight"), d_in, d_out, device)?);
     let bias = if bias { Some(Param::from_tensor(w.tensor(&format!("{prefix}.bias"), [d_out], device)?)) } else { None };
     Ok(Linear { weight, bias })
+}
+
+/// A projection of a frozen model: burn's [`Linear`], or, on the CPU when the file stored the
+/// weight as int8, an [`Int8Linear`] that multiplies the int8 values as integers (and holds no
+/// f32 copy). Either way `forward` maps `[.., d_in]` to `[.., d_out]`.
+#[derive(Module, Debug)]
+pub struct Projection {
+    linear: Option<Linear>,
+    #[module(skip)]
+    int8: Option<Arc<Int8Linear>>,
+}
+
+impl Projection {
+    /// `{prefix}.weight` (`[d_out, d_in]`) and `{prefix}.bias`, as [`linear`] reads them.
+    pub fn load(w: &TensorMap, prefix: &str, d_in: usize, d_out: usize, device: &Device) -> Result<Self> {
+        let name = format!("{prefix}.weight");
+        if is_cpu(device) {
+            if let Some(q) = w.int8(&name).filter(|q| q.rows == d_out && q.cols == d_in) {
+                let bias = w.expect(&format!("{prefix}.bias"), &[d_out])?;
+                if let Some(l) = Int8Linear::new(q, Some(&bias.data)) {
+                    return Ok(Self { linear: None, int8: Some(Arc::new(l)) });
+                }
+            }
+        }
+        Ok(Self { linear: Some(linear(w, prefix, d_in, d_out, true, device)?), int8: None })
+    }
+
+    /// Whether this projection computes on int8 weights.
+    pub fn is_int8(&self) -> bool {
+        self.int8.is_some()
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.forward_then(x, None)
+    }
+
+    /// `gelu(forward(x))` with the exact (erf) GELU.
+    pub fn forward_gelu<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.forward_then(x, Some(fast_math::gelu_in_place))
+    }
+
+    fn forward_then<const D: usize>(&self, x: Tensor<D>, then: Option<fn(&mut [f32])>) -> Tensor<D> {
+        match (&self.linear, &self.int8, then) {
+            (Some(l), _, None) => l.forward(x),
+            (Some(l), _, Some(f)) if is_cpu_f32(&x) => on_host(l.forward(x), f),
+            (Some(l), _, Some(_)) => gelu(l.forward(x)),
+            (None, Some(q), then) => {
+                let (device, mut dims) = (x.device(), x.dims());
+                let mut out = q.forward(&host_values(x));
+                if let Some(f) = then {
+                    f(&mut out);
+                }
+                dims[D - 1] = q.d_out();
+                Tensor::from_data(TensorData::new(out, dims), &device)
+            }
+            (None, None, _) => unreachable!("a projection holds one of its two forms"),
+        }
+    }
+}
+
+/// Whether `device` is the plain CPU device. Not an autodiff one: it compares equal to the device it
+/// wraps, but host code would cut its graph.
+fn is_cpu(device: &Device) -> bool {
+    !device.is_autodiff() && *device == Device::flex()
+}
+
+/// Whether `x` is f32 on the plain CPU device, where [`on_host`] is a copy each way: cheaper there
+/// than burn's elementwise functions, which call libm once per value.
+fn is_cpu_f32<const D: usize>(x: &Tensor<D>) -> bool {
+    x.dtype() == DType::F32 && is_cpu(&x.device())
+}
+
+/// The values of a CPU tensor (only called where [`is_cpu_f32`] holds).
+fn host_values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
+    x.into_data().try_into_vec::<f32>().expect("an f32 tensor on the CPU")
+}
+
+/// `f` applied to the values of a CPU f32 tensor.
+fn on_host<const D: usize>(x: Tensor<D>, f: impl FnOnce(&mut [f32])) -> Tensor<D> {
+    let (device, dims) = (x.device(), x.dims());
+    let mut v = host_values(x);
+    f(&mut v);
+    Tensor::from_data(TensorData::new(v, dims), &device)
 }
 
 /// A LayerNorm called `{prefix}.weight`/`.bias` (or the older `.gamma`/`.beta`).
@@ -50,6 +137,10 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> T
     let hd = q.dims()[3];
     let dtype = float_dtype(&q);
     let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt()) + bias;
+    let t = scores.dims()[3];
+    if is_cpu_f32(&scores) {
+        return on_host(scores, |s| fast_math::softmax_rows_in_place(s, t)).matmul(v);
+    }
     // Softmax sums in f32 whatever the matmuls run in (a no-op cast at f32).
     softmax(scores.cast(FloatDType::F32), 3).cast(dtype).matmul(v)
 }

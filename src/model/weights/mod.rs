@@ -38,10 +38,25 @@ impl HostTensor {
     }
 }
 
+/// A matrix as stored int8: `values` row-major `[rows, cols]`, and `scales` `[rows, cols / group]`
+/// (value `q` in column `c` of row `r` stands for `q · scales[r, c / group]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Int8Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    /// Columns that share one scale.
+    pub group: usize,
+    pub values: Vec<i8>,
+    pub scales: Vec<f32>,
+}
+
 /// Named host tensors read from a checkpoint, plus the file's string metadata.
 #[derive(Debug, Default, Clone)]
 pub struct TensorMap {
     tensors: BTreeMap<String, HostTensor>,
+    /// The int8 values of tensors the file stored as int8 (their f32 values are in `tensors`), for
+    /// layers that compute on int8 directly.
+    int8: BTreeMap<String, Int8Matrix>,
 }
 
 impl TensorMap {
@@ -81,12 +96,21 @@ impl TensorMap {
     pub fn insert(&mut self, name: impl Into<String>, tensor: HostTensor) {
         self.tensors.insert(name.into(), tensor);
     }
+    /// Keep the int8 values `name`'s f32 values were dequantized from.
+    pub fn insert_int8(&mut self, name: impl Into<String>, m: Int8Matrix) {
+        self.int8.insert(name.into(), m);
+    }
+    /// The int8 values of `name`, when the file stored it as int8.
+    pub fn int8(&self, name: &str) -> Option<&Int8Matrix> {
+        self.int8.get(name)
+    }
     /// The tensor called `name`, if present.
     pub fn get(&self, name: &str) -> Option<&HostTensor> {
         self.tensors.get(name)
     }
     /// Remove and return a tensor.
     pub fn remove(&mut self, name: &str) -> Option<HostTensor> {
+        self.int8.remove(name);
         self.tensors.remove(name)
     }
     /// Whether a tensor is present.
@@ -113,6 +137,9 @@ impl TensorMap {
         for n in names {
             let t = self.tensors.remove(&n).expect("listed");
             self.tensors.insert(n[prefix.len()..].to_string(), t);
+            if let Some(q) = self.int8.remove(&n) {
+                self.int8.insert(n[prefix.len()..].to_string(), q);
+            }
         }
     }
 

@@ -11,7 +11,7 @@
 //! [`parse`] dequantizes such pairs to f32; an `I8` tensor without scales is an integer buffer
 //! and is skipped like the other integer types.
 
-use super::{checked_numel, HostTensor, TensorMap};
+use super::{checked_numel, HostTensor, Int8Matrix, TensorMap};
 use crate::error::{Error, Result};
 use half::{bf16, f16};
 use serde_json::{Map, Value};
@@ -197,6 +197,8 @@ pub fn parse_only(bytes: &[u8], keep: &dyn Fn(&str) -> bool) -> Result<Safetenso
         }
         let k = cols / groups;
         let data = raw.iter().enumerate().map(|(i, q)| *q as i8 as f32 * scale.data[i / k]).collect();
+        let values = raw.iter().map(|q| *q as i8).collect();
+        out.tensors.insert_int8(name.clone(), Int8Matrix { rows, cols, group: k, values, scales: scale.data });
         out.tensors.insert(name, HostTensor { shape, data });
     }
     if let Some(orphan) = out.tensors.names().find(|n| n.ends_with(INT8_SCALE)) {

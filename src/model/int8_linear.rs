@@ -1,0 +1,263 @@
+//! A linear layer that multiplies int8 weights as integers on the CPU: the browser's encoder with
+//! int8 weight files. Weights keep the file's int8 values and per-group scales (see
+//! [`crate::model::weights::safetensors`]); each input row is quantized to i16 with its own scale
+//! (error ≤ max|row| / 65534, far below the weights' own), and products are summed in i32 per
+//! group, then scaled and summed in f32.
+//!
+//! Why i16 activations: wasm SIMD's `i32x4.dot_i16x8_s` does 8 multiply-adds per instruction,
+//! twice f32's 4, and 16-bit activations keep the embeddings as close to f32 activations as the
+//! int8 weights allow (8-bit activations, as dynamic q8 quantization uses, move them ~9× further).
+//!
+//! Shapes: weight `[d_out, d_in]` as in the file; input `[rows, d_in]`, output `[rows, d_out]`.
+//! The wasm SIMD kernel and the portable one do the same operations in the same order, lane by
+//! lane, so they give the same bits: native tests check what the browser computes.
+
+use crate::model::weights::Int8Matrix;
+
+/// Output columns per packed panel: `PANEL / 4` `i32x4` accumulators a row.
+const PANEL: usize = 8;
+/// Input rows per kernel call.
+const ROWS: usize = 4;
+/// Largest group whose i32 sums cannot overflow: `group · 127 · 32767 < 2^31`.
+const MAX_GROUP: usize = 512;
+
+/// Int8 weights packed for the kernel, with the bias.
+#[derive(Debug, Clone)]
+pub struct Int8Linear {
+    d_in: usize,
+    d_out: usize,
+    /// Pairs of inputs per group.
+    group_pairs: usize,
+    groups: usize,
+    /// Panel `j`, input pair `p`: 16 values, `[w[8j][2p], w[8j][2p+1], w[8j+1][2p], …]`.
+    packed: Vec<i16>,
+    /// Panel `j`, group `g`: the 8 columns' scales.
+    scales: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl Int8Linear {
+    /// Pack `w` (`[d_out, d_in]`) with an optional bias of `d_out`. `None` when the groups do not
+    /// suit the kernel (odd, or too long for exact i32 sums): the caller keeps f32 weights.
+    pub fn new(w: &Int8Matrix, bias: Option<&[f32]>) -> Option<Self> {
+        let (d_out, d_in, group) = (w.rows, w.cols, w.group);
+        if group == 0 || !group.is_multiple_of(2) || group > MAX_GROUP || !d_in.is_multiple_of(group) || bias.is_some_and(|b| b.len() != d_out) {
+            return None;
+        }
+        let (pairs, groups, panels) = (d_in / 2, d_in / group, d_out.div_ceil(PANEL));
+        let mut packed = vec![0i16; panels * pairs * 2 * PANEL];
+        let mut scales = vec![0f32; panels * groups * PANEL];
+        for n in 0..d_out {
+            let (j, c) = (n / PANEL, n % PANEL);
+            let row = &w.values[n * d_in..(n + 1) * d_in];
+            for p in 0..pairs {
+                let at = (j * pairs + p) * 2 * PANEL + 2 * c;
+                packed[at] = row[2 * p] as i16;
+                packed[at + 1] = row[2 * p + 1] as i16;
+            }
+            for g in 0..groups {
+                scales[(j * groups + g) * PANEL + c] = w.scales[n * groups + g];
+            }
+        }
+        let bias = bias.map(<[f32]>::to_vec).unwrap_or_else(|| vec![0.0; d_out]);
+        Some(Self { d_in, d_out, group_pairs: group / 2, groups, packed, scales, bias })
+    }
+
+    /// Input width.
+    pub fn d_in(&self) -> usize {
+        self.d_in
+    }
+    /// Output width.
+    pub fn d_out(&self) -> usize {
+        self.d_out
+    }
+
+    /// `x` (`[rows, d_in]`, row-major) → `[rows, d_out]`. A row with a non-finite value gives NaN.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        assert_eq!(x.len() % self.d_in.max(1), 0, "input is not a whole number of rows");
+        let rows = x.len() / self.d_in.max(1);
+        let pairs = self.d_in / 2;
+        // Each row as i16 pairs, one i32 each (low half the even input), and its scale.
+        let mut xq = vec![0i32; rows * pairs];
+        let mut sx = vec![0f32; rows];
+        for r in 0..rows {
+            let row = &x[r * self.d_in..(r + 1) * self.d_in];
+            // Comparisons, not f32::max: that is a libm call in wasm.
+            let amax = if row.iter().all(|v| v.is_finite()) { row.iter().fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m }) } else { f32::NAN };
+            sx[r] = amax / 32767.0;
+            let inv = if amax > 0.0 { 32767.0 / amax } else { 0.0 };
+            for (q, v) in xq[r * pairs..(r + 1) * pairs].iter_mut().zip(row.chunks_exact(2)) {
+                let lo = (v[0] * inv).round_ties_even() as i16 as u16 as u32;
+                let hi = (v[1] * inv).round_ties_even() as i16 as u16 as u32;
+                *q = (lo | hi << 16) as i32;
+            }
+        }
+        let mut out = vec![0f32; rows * self.d_out];
+        let panels = self.d_out.div_ceil(PANEL);
+        let mut r0 = 0;
+        while r0 < rows {
+            let n = (rows - r0).min(ROWS);
+            for j in 0..panels {
+                let w = &self.packed[j * pairs * 2 * PANEL..(j + 1) * pairs * 2 * PANEL];
+                let s = &self.scales[j * self.groups * PANEL..(j + 1) * self.groups * PANEL];
+                let mut acc = [[0f32; PANEL]; ROWS];
+                let (x, gp) = (&xq[r0 * pairs..], self.group_pairs);
+                match n {
+                    6 => tile::<6>(x, pairs, w, s, gp, &mut acc),
+                    5 => tile::<5>(x, pairs, w, s, gp, &mut acc),
+                    4 => tile::<4>(x, pairs, w, s, gp, &mut acc),
+                    3 => tile::<3>(x, pairs, w, s, gp, &mut acc),
+                    2 => tile::<2>(x, pairs, w, s, gp, &mut acc),
+                    _ => tile::<1>(x, pairs, w, s, gp, &mut acc),
+                }
+                let cols = (self.d_out - j * PANEL).min(PANEL);
+                for (i, a) in acc.iter().enumerate().take(n) {
+                    let o = &mut out[(r0 + i) * self.d_out + j * PANEL..][..cols];
+                    for c in 0..cols {
+                        o[c] = a[c] * sx[r0 + i] + self.bias[j * PANEL + c];
+                    }
+                }
+            }
+            r0 += n;
+        }
+        out
+    }
+}
+
+/// `R` rows of `xq` (`pairs` i32 each) against one panel: `acc[r][c] = Σ_g scale[g][c] · Σ_{p in g} dot`.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn tile<const R: usize>(xq: &[i32], pairs: usize, w: &[i16], s: &[f32], group_pairs: usize, acc: &mut [[f32; PANEL]; ROWS]) {
+    use core::arch::wasm32::*;
+    const V: usize = PANEL / 4;
+    assert!(xq.len() >= R * pairs && w.len() == pairs * 2 * PANEL && s.len() * group_pairs == pairs * PANEL);
+    let mut f = [[f32x4_splat(0.0); V]; R];
+    let (wp, sp) = (w.as_ptr() as *const v128, s.as_ptr() as *const v128);
+    for g in 0..pairs / group_pairs {
+        let mut a = [[i32x4_splat(0); V]; R];
+        for p in g * group_pairs..(g + 1) * group_pairs {
+            // SAFETY: p < pairs, r < R, and the assert above bounds every index (unaligned loads
+            // are allowed in wasm).
+            let b: [v128; V] = core::array::from_fn(|v| unsafe { v128_load(wp.add(V * p + v)) });
+            for (r, ar) in a.iter_mut().enumerate() {
+                let x = unsafe { v128_load32_splat(xq.as_ptr().add(r * pairs + p) as *const u32) };
+                for v in 0..V {
+                    ar[v] = i32x4_add(ar[v], i32x4_dot_i16x8(x, b[v]));
+                }
+            }
+        }
+        for v in 0..V {
+            // SAFETY: g < groups, and `s` holds V vectors per group.
+            let sv = unsafe { v128_load(sp.add(V * g + v)) };
+            for r in 0..R {
+                f[r][v] = f32x4_add(f[r][v], f32x4_mul(f32x4_convert_i32x4(a[r][v]), sv));
+            }
+        }
+    }
+    for r in 0..R {
+        for v in 0..V {
+            // SAFETY: an [f32; PANEL] is V v128s.
+            unsafe { v128_store(acc[r].as_mut_ptr().add(4 * v) as *mut v128, f[r][v]) };
+        }
+    }
+}
+
+/// The same, lane by lane.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+fn tile<const R: usize>(xq: &[i32], pairs: usize, w: &[i16], s: &[f32], group_pairs: usize, acc: &mut [[f32; PANEL]; ROWS]) {
+    for g in 0..pairs / group_pairs {
+        let mut a = [[0i32; PANEL]; R];
+        for p in g * group_pairs..(g + 1) * group_pairs {
+            let b = &w[p * 2 * PANEL..(p + 1) * 2 * PANEL];
+            for (r, ar) in a.iter_mut().enumerate() {
+                let x = xq[r * pairs + p];
+                let (lo, hi) = (x as i16 as i32, (x >> 16) as i16 as i32);
+                for (c, v) in ar.iter_mut().enumerate() {
+                    *v = v.wrapping_add(lo * b[2 * c] as i32 + hi * b[2 * c + 1] as i32);
+                }
+            }
+        }
+        for (r, ar) in a.iter().enumerate() {
+            for c in 0..PANEL {
+                acc[r][c] += ar[c] as f32 * s[g * PANEL + c];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matrix(rows: usize, cols: usize, group: usize, seed: u32) -> Int8Matrix {
+        let mut state = seed;
+        let mut next = || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            state >> 8
+        };
+        let values = (0..rows * cols).map(|_| (next() % 255) as i32 - 127).map(|v| v as i8).collect();
+        let scales = (0..rows * cols / group).map(|_| (next() % 1000) as f32 / 1e5).collect();
+        Int8Matrix { rows, cols, group, values, scales }
+    }
+
+    /// f64 reference on the dequantized weights and the unquantized input.
+    fn reference(w: &Int8Matrix, bias: &[f32], x: &[f32]) -> Vec<f64> {
+        let rows = x.len() / w.cols;
+        let mut out = vec![0f64; rows * w.rows];
+        for r in 0..rows {
+            for n in 0..w.rows {
+                let mut acc = bias[n] as f64;
+                for k in 0..w.cols {
+                    acc += x[r * w.cols + k] as f64 * w.values[n * w.cols + k] as f64 * w.scales[n * (w.cols / w.group) + k / w.group] as f64;
+                }
+                out[r * w.rows + n] = acc;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn int8_linear_matches_dequantized_f64_within_the_activation_step() {
+        // 13 outputs (a partial panel), 7 rows (a tile of 4 and one of 3), groups of 64 and a
+        // single group a row; an input row with an outlier, a zero row.
+        for (d_out, d_in, group) in [(13, 192, 64), (8, 40, 40), (16, 128, 2)] {
+            let w = matrix(d_out, d_in, group, 7);
+            let bias: Vec<f32> = (0..d_out).map(|i| i as f32 * 0.01 - 0.05).collect();
+            let mut x: Vec<f32> = (0..7 * d_in).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
+            x[d_in + 3] = 40.0;
+            x[2 * d_in..3 * d_in].fill(0.0);
+            let lin = Int8Linear::new(&w, Some(&bias)).expect("packs");
+            let got = lin.forward(&x);
+            let want = reference(&w, &bias, &x);
+            for r in 0..7 {
+                let amax = x[r * d_in..(r + 1) * d_in].iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+                // Each input moves at most half a step (amax / 65534); the weights' L1 bounds the sum.
+                let l1: f64 = (0..d_out).map(|n| (0..d_in).map(|k| (w.values[n * d_in + k] as f64 * w.scales[n * (d_in / group) + k / group] as f64).abs()).sum::<f64>()).fold(0.0, f64::max);
+                let tol = amax / 65534.0 * l1 + 1e-5;
+                for n in 0..d_out {
+                    let (g, e) = (got[r * d_out + n] as f64, want[r * d_out + n]);
+                    assert!((g - e).abs() <= tol, "{d_out}x{d_in}/{group} row {r} col {n}: {g} vs {e} (tol {tol})");
+                }
+            }
+            // The zero row is exactly the bias.
+            assert_eq!(&got[2 * d_out..3 * d_out], &bias[..]);
+        }
+    }
+
+    #[test]
+    fn int8_linear_refuses_groups_it_cannot_sum_exactly_and_poisons_non_finite_rows() {
+        assert!(Int8Linear::new(&matrix(4, 30, 15, 1), None).is_none(), "odd groups");
+        assert!(Int8Linear::new(&matrix(4, 1024, 1024, 1), None).is_none(), "i32 sums could overflow");
+        assert!(Int8Linear::new(&matrix(4, 64, 64, 1), Some(&[0.0; 3])).is_none(), "bias of the wrong width");
+        // The extreme values everywhere: the i32 sums of a 512 group stay exact.
+        let mut w = matrix(8, 512, 512, 3);
+        w.values.fill(-127);
+        w.scales.fill(1.0);
+        let lin = Int8Linear::new(&w, None).unwrap();
+        let out = lin.forward(&vec![-1.0; 512]);
+        assert!(out.iter().all(|&v| (v - 127.0 * 512.0).abs() < 1e-2), "{:?}", &out[..2]);
+        let mut x = vec![1.0; 2 * 512];
+        x[700] = f32::NAN;
+        let out = lin.forward(&x);
+        assert!(out[..8].iter().all(|v| (v + 127.0 * 512.0).abs() < 1e-2) && out[8..].iter().all(|v| v.is_nan()), "{out:?}");
+    }
+}
