@@ -50,24 +50,24 @@ impl Projection {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.forward_then(x, None)
+        self.forward_then(x, false)
     }
 
     /// `gelu(forward(x))` with the exact (erf) GELU.
     pub fn forward_gelu<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.forward_then(x, Some(fast_math::gelu_in_place))
+        self.forward_then(x, true)
     }
 
-    fn forward_then<const D: usize>(&self, x: Tensor<D>, then: Option<fn(&mut [f32])>) -> Tensor<D> {
-        match (&self.linear, &self.int8, then) {
-            (Some(l), _, None) => l.forward(x),
-            (Some(l), _, Some(f)) if is_cpu_f32(&x) => on_host(l.forward(x), f),
-            (Some(l), _, Some(_)) => gelu(l.forward(x)),
-            (None, Some(q), then) => {
+    fn forward_then<const D: usize>(&self, x: Tensor<D>, then_gelu: bool) -> Tensor<D> {
+        match (&self.linear, &self.int8, then_gelu) {
+            (Some(l), _, false) => l.forward(x),
+            (Some(l), _, true) if is_cpu_f32(&x) => on_host(l.forward(x), fast_math::gelu_in_place),
+            (Some(l), _, true) => gelu(l.forward(x)),
+            (None, Some(q), then_gelu) => {
                 let (device, mut dims) = (x.device(), x.dims());
                 let mut out = q.forward(&host_values(x));
-                if let Some(f) = then {
-                    f(&mut out);
+                if then_gelu {
+                    fast_math::gelu_in_place(&mut out);
                 }
                 dims[D - 1] = q.d_out();
                 Tensor::from_data(TensorData::new(out, dims), &device)
