@@ -22,7 +22,8 @@ WHAT = {
     "wasm": "the two browser modules, `wasm-test` profile (no LTO)",
     "test": "every Rust test, 5 of them against the real vLLM",
     "adapter": "the browser tests' SST-2 adapter (800 examples, 1 epoch; cached afterwards)",
-    "browser": "headless Chromium: package parity, TypeScript types, the demo end to end",
+    "browser": "headless Chromium: package parity, TypeScript types, personalisation, the demo end to end",
+    "bundlers": "the package from `npm pack` in an app built by Vite and by webpack, run in Chromium",
     "total": "the whole command, wall clock",
 }
 

@@ -103,8 +103,6 @@ impl Int8Linear {
                 let mut acc = [[0f32; PANEL]; ROWS];
                 let (x, gp) = (&xq[r0 * pairs..], self.group_pairs);
                 match n {
-                    6 => tile::<6>(x, pairs, w, s, gp, &mut acc),
-                    5 => tile::<5>(x, pairs, w, s, gp, &mut acc),
                     4 => tile::<4>(x, pairs, w, s, gp, &mut acc),
                     3 => tile::<3>(x, pairs, w, s, gp, &mut acc),
                     2 => tile::<2>(x, pairs, w, s, gp, &mut acc),
