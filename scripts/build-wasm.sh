@@ -8,6 +8,9 @@
 #   scripts/build-wasm.sh --tools  only install what the build needs: the wasm32 target, the
 #                                  wasm-bindgen-cli matching Cargo.lock, npm's binaryen
 source "$(dirname "$0")/lib/common.sh"
+# `cpu=$(build ...)` below: without this a failed cargo build inside the substitution is ignored and
+# the stale modules in pkg/wasm are tested.
+shopt -s inherit_errexit
 mode="${1:-}"
 tools() {
   rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown

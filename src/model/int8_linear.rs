@@ -151,10 +151,10 @@ fn tile<const R: usize>(xq: &[i32], pairs: usize, w: &[i16], s: &[f32], group_pa
             }
         }
     }
-    for r in 0..R {
-        for v in 0..V {
+    for (out, fr) in acc.iter_mut().zip(&f) {
+        for (v, fv) in fr.iter().enumerate() {
             // SAFETY: an [f32; PANEL] is V v128s.
-            unsafe { v128_store(acc[r].as_mut_ptr().add(4 * v) as *mut v128, f[r][v]) };
+            unsafe { v128_store(out.as_mut_ptr().add(4 * v) as *mut v128, *fv) };
         }
     }
 }
