@@ -74,7 +74,7 @@ case "$what" in
     [ -f "$LOPA_CACHE/adapters/sst2-ci/best/adapter.json" ] || "$LOPA" train --config configs/browser-test.json --run-dir "$LOPA_CACHE/adapters/sst2-ci" >/dev/null
     scripts/build-wasm.sh --test
     npm_deps
-    LOPA_WEB_DIR="$(scripts/lib/web-models.sh ci | tail -1)" node tests/browser/personalize.test.mjs --out results/perf/personalize-browser.json
+    LOPA_WEB_DIR="$(LOPA_WEB_DIR="$LOPA_CACHE/web-ci-f32" scripts/lib/web-models.sh ci f32 | tail -1)" node tests/browser/personalize.test.mjs --out results/perf/personalize-browser.json
     python3 scripts/lib/personalize_bench.py --lopa "$LOPA" --adapter "$LOPA_CACHE/adapters/sst2-ci/best" "$@"
     ;;
   cold)
