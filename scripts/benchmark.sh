@@ -61,8 +61,9 @@ case "$what" in
     fi
     onnx="$LOPA_CACHE/onnx/minilm"
     [ -e "$onnx/export.json" ] || "$venv/bin/python" scripts/lib/export_onnx.py "$LOPA_CACHE/weights/all-minilm-l6-v2" "$onnx"
-    f32="$(LOPA_WEB_DIR="$LOPA_CACHE/web-compare-f32" scripts/lib/web-models.sh ci f32 | tail -1)"
-    int8="$(LOPA_WEB_DIR="$LOPA_CACHE/web-compare-int8" scripts/lib/web-models.sh ci int8 | tail -1)"
+    # The browser tests' exports: the same adapter as int8 and as f32 files.
+    f32="$(env -u LOPA_WEB_DIR scripts/lib/web-models.sh ci f32 | tail -1)"
+    int8="$(env -u LOPA_WEB_DIR scripts/lib/web-models.sh ci | tail -1)"
     (cd benches/browser && npm ci --ignore-scripts --no-audit --no-fund --silent)
     node benches/browser/compare.mjs --lopa-f32 "$f32" --lopa-int8 "$int8" --onnx "$onnx" --runs "${1:-20}" --out results/perf/browser-compare.json
     python3 scripts/lib/browser_compare.py
@@ -74,7 +75,7 @@ case "$what" in
     [ -f "$LOPA_CACHE/adapters/sst2-ci/best/adapter.json" ] || "$LOPA" train --config configs/browser-test.json --run-dir "$LOPA_CACHE/adapters/sst2-ci" >/dev/null
     scripts/build-wasm.sh --test
     npm_deps
-    LOPA_WEB_DIR="$(LOPA_WEB_DIR="$LOPA_CACHE/web-ci-f32" scripts/lib/web-models.sh ci f32 | tail -1)" node tests/browser/personalize.test.mjs --out results/perf/personalize-browser.json
+    LOPA_WEB_DIR="$(env -u LOPA_WEB_DIR scripts/lib/web-models.sh ci f32 | tail -1)" node tests/browser/personalize.test.mjs --out results/perf/personalize-browser.json
     python3 scripts/lib/personalize_bench.py --lopa "$LOPA" --adapter "$LOPA_CACHE/adapters/sst2-ci/best" "$@"
     ;;
   cold)

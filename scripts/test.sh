@@ -93,10 +93,10 @@ step test cargo test --locked --features full 2>&1
 # 4. The browser package and the demo in headless Chromium.
 if ! skip "${LOPA_SKIP_BROWSER:-0}"; then
   web="$(step adapter scripts/lib/web-models.sh ci | tail -1)"
-  export LOPA_WEB_DIR="$web"
   # The same adapter as f32 files: personalisation is compared with the native loop at float
   # rounding (int8 files round activations to 16 bits, which AdamW amplifies; see the test).
-  web32="$(LOPA_WEB_DIR="$LOPA_CACHE/web-ci-f32" scripts/lib/web-models.sh ci f32 | tail -1)"
+  web32="$(env -u LOPA_WEB_DIR scripts/lib/web-models.sh ci f32 | tail -1)"
+  export LOPA_WEB_DIR="$web"
   step browser bash -c "node tests/browser/soft_prompt.test.mjs && node tests/browser/types.test.mjs && LOPA_WEB_DIR='$web32' node tests/browser/personalize.test.mjs && node tests/browser/demo.test.mjs"
   # The package from `npm pack` in an app built by Vite and by webpack.
   step bundlers node tests/browser/bundlers.test.mjs

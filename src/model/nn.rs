@@ -89,9 +89,9 @@ fn is_cpu_f32<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && is_cpu(&x.device())
 }
 
-/// The values of a CPU tensor (only called where [`is_cpu_f32`] holds).
+/// The values of a CPU tensor, which reading cannot fail.
 fn host_values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
-    x.into_data().try_into_vec::<f32>().expect("an f32 tensor on the CPU")
+    crate::device::to_vec(x).expect("a float tensor on the CPU reads back")
 }
 
 /// `f` applied to the values of a CPU f32 tensor.
