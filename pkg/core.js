@@ -157,7 +157,7 @@ export class Core {
     return call(null, () => this.inner.readChunk(data));
   }
 
-  /** Start personalising the adapter: examples [{input, label}], options {learningRate, batchSize, weightDecay, seed}. */
+  /** Start personalising the adapter: examples [{input, label}], options {optimizer, learningRate, batchSize, weightDecay, epsilon, seed, fromScratch}. */
   personalizeStart(examples, options = {}) {
     return call('personalize', () => this.inner.personalizeStart(examples, options));
   }

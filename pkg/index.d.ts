@@ -167,9 +167,17 @@ export interface LabelledInput {
 export interface PersonalizeOptions {
   /** Optimizer steps (default 32). */
   steps?: number;
+  /** 'adamw' (default) or 'sgd' (plain gradient descent). */
+  optimizer?: 'adamw' | 'sgd';
+  /** Default 1e-3. */
   learningRate?: number;
+  /** Examples per step (default 8). */
   batchSize?: number;
+  /** Default 0. */
   weightDecay?: number;
+  /** AdamW's ε (default 1e-5): a coordinate whose gradient is far below it moves by learningRate × gradient / ε. */
+  epsilon?: number;
+  /** Example order, and the weights when starting from scratch (default 0). */
   seed?: number;
   /** Start from fresh weights of the adapter's shape instead of its trained ones. */
   fromScratch?: boolean;

@@ -193,8 +193,8 @@ export class LopaClient {
    * adapter; exportAdapter() returns it as one file. Returns {steps, loss}.
    */
   async personalize(endpointUrl, examples, options = {}) {
-    const { steps = 32, onStep, signal, learningRate, batchSize, weightDecay, seed, fromScratch } = options;
-    const train = Object.fromEntries(Object.entries({ learningRate, batchSize, weightDecay, seed, fromScratch }).filter(([, v]) => v !== undefined));
+    const { steps = 32, onStep, signal, optimizer, learningRate, batchSize, weightDecay, epsilon, seed, fromScratch } = options;
+    const train = Object.fromEntries(Object.entries({ optimizer, learningRate, batchSize, weightDecay, epsilon, seed, fromScratch }).filter(([, v]) => v !== undefined));
     await this.#run('personalizeStart', examples, train);
     let last = { step: 0, loss: null };
     try {

@@ -16,6 +16,9 @@
 #   scripts/benchmark.sh personalize      a user with their own labelling rule (SST-2 flipped): 8/16/32
 #                                         examples through `lopa personalize` against `lopa serve`,
 #                                         accuracy before/after (results/personalize.json, docs/RESULTS.md)
+#   scripts/benchmark.sh parity [ARGS]    the browser tests' parity checks on six freshly trained test
+#                                         adapters (seeds 42, 1-4 and one step): results/perf/parity.json
+#                                         (scripts/lib/parity.py; --help for ARGS)
 #   scripts/benchmark.sh cold             scripts/test.sh from a clean clone with empty caches (cargo's
 #                                         registry, target dir, weights, vLLM, npm), then once more warm:
 #                                         results/perf/test-{cold,warm}.tsv and the build-times section
@@ -78,6 +81,13 @@ case "$what" in
     LOPA_WEB_DIR="$(env -u LOPA_WEB_DIR scripts/lib/web-models.sh ci f32 | tail -1)" node tests/browser/personalize.test.mjs --out results/perf/personalize-browser.json
     python3 scripts/lib/personalize_bench.py --lopa "$LOPA" --adapter "$LOPA_CACHE/adapters/sst2-ci/best" "$@"
     ;;
+  parity)
+    scripts/fetch-weights.sh >/dev/null
+    build_lopa
+    scripts/build-wasm.sh --test
+    npm_deps
+    python3 scripts/lib/parity.py --lopa "$LOPA" "$@"
+    ;;
   cold)
     tmp="$(mktemp -d /tmp/lopa-cold.XXXXXX)"
     git clone --quiet . "$tmp/lopa"
@@ -94,11 +104,15 @@ case "$what" in
         export PATH="$path"
         unset CARGO_TARGET_DIR RUSTC_WORKSPACE_WRAPPER
         cd "$tmp/lopa" && CI=true scripts/test.sh
+        # Then the main job's build (scripts/run.sh): on the tests' dependencies, only lopa compiles.
+        times="$LOPA_CACHE/logs/test-times.tsv" s=$(date +%s)
+        CARGO_TARGET_DIR="$LOPA_CACHE/target" build_lopa
+        echo -e "cli\t$(awk -F'\t' '$1 == "total" {print $3}' "$times")\t$(( $(date +%s) - s ))" >>"$times"
       ) >"$tmp/test-$run.log" 2>&1 || { echo "lopa: the $run run failed; see $tmp/test-$run.log" >&2; tail -30 "$tmp/test-$run.log" >&2; exit 1; }
       { echo "# $run: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(date -u +%F)"; cat "$tmp/cache/logs/test-times.tsv"; } >"results/perf/test-$run.tsv"
     done
     python3 scripts/lib/build_times.py
     echo "lopa: the runs' files are in $tmp (remove it when done)" >&2
     ;;
-  *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,23p' "$0" >&2; exit 2 ;;
 esac

@@ -25,6 +25,7 @@ WHAT = {
     "browser": "headless Chromium: package parity, TypeScript types, personalisation, the demo end to end",
     "bundlers": "the package from `npm pack` in an app built by Vite and by webpack, run in Chromium",
     "total": "the whole command, wall clock",
+    "cli": "after it, `cargo build --bin lopa` as `scripts/run.sh` builds it: the dependencies are the tests'",
 }
 
 

@@ -5,8 +5,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export LOPA_CACHE="${LOPA_CACHE:-$HOME/.cache/lopa}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$LOPA_CACHE/target}"
 # The CLI as the dev profile builds it (dependencies at opt-level 3). The test command uses the one
-# its test build makes; `build_lopa` builds it without the tests' dev-dependencies, whose features
-# change some shared dependencies, so after the tests it compiles those once more.
+# its test build makes; `build_lopa` builds it alone, on the same compiled dependencies (Cargo.toml
+# gives the plain build the test build's features), so after the tests only lopa itself compiles.
 LOPA="$CARGO_TARGET_DIR/debug/lopa"
 
 # need TOOL...: stop with what to install when a tool is missing.

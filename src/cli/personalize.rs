@@ -6,7 +6,7 @@
 use crate::args::ModelArgs;
 use lopa::adapter::task::{load_examples, TaskKind};
 use lopa::adapter::Adapter;
-use lopa::client::personalize::{PersonalizeOptions, Personalizer, TrainingText};
+use lopa::client::personalize::{Optimizer, PersonalizeOptions, Personalizer, TrainingText};
 use lopa::client::Client;
 use lopa::endpoint::wire::GRADIENT_PATH;
 use lopa::model::encoder::SentenceEncoder;
@@ -37,12 +37,17 @@ pub struct Args {
     out: PathBuf,
     #[arg(long, default_value_t = 32)]
     steps: usize,
+    #[arg(long, value_enum, default_value_t = Optimizer::AdamW)]
+    optimizer: Optimizer,
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
+    /// AdamW's ε: a coordinate whose gradient is far below it moves by lr × gradient / ε.
+    #[arg(long, default_value_t = 1e-5)]
+    epsilon: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Start from fresh weights of the adapter's shape (its task, sizes and models) instead of its trained ones.
@@ -69,7 +74,7 @@ pub fn run(a: Args) -> lopa::Result<()> {
             prompt: e.prompt,
         })
         .collect();
-    let options = PersonalizeOptions { learning_rate: a.lr, batch_size: a.batch_size, weight_decay: a.weight_decay, seed: a.seed, from_scratch: a.from_scratch };
+    let options = PersonalizeOptions { optimizer: a.optimizer, learning_rate: a.lr, batch_size: a.batch_size, weight_decay: a.weight_decay, epsilon: a.epsilon, seed: a.seed, from_scratch: a.from_scratch };
     let mut p = Personalizer::new(&client, &texts, options, &dev.device.clone().autodiff())?;
     let url = format!("{}{GRADIENT_PATH}", a.endpoint.trim_end_matches('/'));
     let http = reqwest::Client::new();

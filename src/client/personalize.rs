@@ -18,7 +18,8 @@ use crate::endpoint::wire::{Dtype, GradientExample, GradientRequest, GradientRes
 use crate::error::{Error, Result};
 use crate::model::generator::PromptGenerator;
 use crate::model::SoftPrompt;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -38,15 +39,34 @@ pub struct TrainingText {
     pub target: String,
 }
 
+/// The optimizer that turns the generator's gradients into a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum Optimizer {
+    /// AdamW (decoupled weight decay): each coordinate's step is about the learning rate, whatever
+    /// its gradient's size, until the gradient falls below `epsilon`.
+    #[default]
+    #[cfg_attr(feature = "cli", value(name = "adamw"))]
+    AdamW,
+    /// Plain gradient descent: the step is the learning rate times the gradient (plus L2 weight
+    /// decay), so two runs whose gradients agree to float rounding agree to float rounding.
+    Sgd,
+}
+
 /// How personalisation trains (camelCase, as the JS API passes them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct PersonalizeOptions {
+    pub optimizer: Optimizer,
     pub learning_rate: f64,
     /// Examples per step (the last batch of a pass may be smaller).
     pub batch_size: usize,
     pub weight_decay: f64,
-    /// Order of the examples, the generator's dropout, and its weights when starting from scratch.
+    /// AdamW's ε, added to the root of the second moment. A coordinate whose gradient is far below
+    /// it moves by about `learning_rate × gradient / epsilon`; far above it, by the learning rate.
+    pub epsilon: f64,
+    /// Order of the examples, and the weights when starting from scratch.
     pub seed: u64,
     /// Start from freshly initialised weights of the adapter's shape instead of its trained ones.
     pub from_scratch: bool,
@@ -54,7 +74,7 @@ pub struct PersonalizeOptions {
 
 impl Default for PersonalizeOptions {
     fn default() -> Self {
-        PersonalizeOptions { learning_rate: 1e-3, batch_size: 8, weight_decay: 0.0, seed: 0, from_scratch: false }
+        PersonalizeOptions { optimizer: Optimizer::AdamW, learning_rate: 1e-3, batch_size: 8, weight_decay: 0.0, epsilon: 1e-5, seed: 0, from_scratch: false }
     }
 }
 
@@ -89,7 +109,9 @@ pub struct Personalizer {
     options: PersonalizeOptions,
     /// `[n, encoder_dim]` on the client's device: the frozen encoder runs once per example, and
     /// its output stays a constant of the generator's graph (no read-back, which WebGPU forbids
-    /// synchronously).
+    /// synchronously). Being off the autodiff device, it also keeps the generator's dropout off:
+    /// its masks would come from each backend's own random numbers, so the browser and native
+    /// loops could not take the same steps.
     features: Tensor<2>,
     texts: Vec<TrainingText>,
     order: Vec<usize>,
@@ -126,6 +148,12 @@ impl Personalizer {
         if !(options.learning_rate.is_finite() && options.learning_rate > 0.0) {
             return Err(Error::Input(format!("learning rate {} must be positive", options.learning_rate)));
         }
+        if !(options.epsilon.is_finite() && options.epsilon > 0.0) {
+            return Err(Error::Input(format!("epsilon {} must be positive", options.epsilon)));
+        }
+        if !(options.weight_decay.is_finite() && options.weight_decay >= 0.0) {
+            return Err(Error::Input(format!("weight decay {} must be zero or positive", options.weight_decay)));
+        }
         let c = &client.generator.config;
         let features = if c.method.uses_encoder() {
             let texts: Vec<&str> = examples.iter().map(|e| e.encoder_text.as_str()).collect();
@@ -140,7 +168,10 @@ impl Personalizer {
                 c.init(device)?
             }
         };
-        let optim = AdamWConfig::new().with_weight_decay(options.weight_decay as f32).init();
+        let optim = match options.optimizer {
+            Optimizer::AdamW => AdamWConfig::new().with_weight_decay(options.weight_decay as f32).with_epsilon(options.epsilon as f32).init(),
+            Optimizer::Sgd => SgdConfig::new().with_weight_decay((options.weight_decay > 0.0).then(|| WeightDecayConfig::new(options.weight_decay as f32))).init(),
+        };
         let order = (0..examples.len()).collect();
         Ok(Personalizer { generator, meta: client.meta.clone(), optim, options, features, texts: examples.to_vec(), order, cursor: 0, step: 0, pending: None, device: device.clone() })
     }
@@ -174,7 +205,6 @@ impl Personalizer {
         let n = self.options.batch_size.min(self.order.len() - self.cursor);
         let batch: Vec<usize> = self.order[self.cursor..self.cursor + n].to_vec();
         self.cursor = (self.cursor + n) % self.order.len();
-        self.device.seed(crate::rng::step_seed(self.options.seed, self.step + 1));
         let idx = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(batch.iter().map(|&i| i as i64).collect::<Vec<_>>(), [n]), &self.features.device());
         let z = self.generator.forward(self.features.clone().select(0, idx))?;
         Ok((batch, z))
@@ -195,7 +225,7 @@ impl Personalizer {
     }
 
     /// Update the generator with the endpoint's answer to the last request: backpropagate its
-    /// dLoss/dZ through the generator, then one AdamW step.
+    /// dLoss/dZ through the generator, then one optimizer step.
     pub fn apply(&mut self, answer: &GradientResponse) -> Result<StepReport> {
         let z = self.pending.take().ok_or_else(|| Error::Input("no request is waiting for an answer".into()))?;
         let [b, m, d] = z.dims();

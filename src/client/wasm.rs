@@ -160,8 +160,8 @@ impl WasmClient {
     }
 
     /// Start personalising this client's adapter on `examples` (`[{input, label}]`: a label value
-    /// of a classifier, or the answer text) with `options` (`{learningRate, batchSize,
-    /// weightDecay, seed}`). The generator trains on this client's device.
+    /// of a classifier, or the answer text) with `options` (`{optimizer, learningRate, batchSize,
+    /// weightDecay, epsilon, seed, fromScratch}`). The generator trains on this client's device.
     #[wasm_bindgen(js_name = personalizeStart)]
     pub async fn personalize_start(&mut self, examples: JsValue, options: JsValue) -> Result<(), JsError> {
         let examples: Vec<LabelledInput> = from_js("examples must be an array of {input, label}", examples)?;
