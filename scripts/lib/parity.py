@@ -4,9 +4,11 @@ test command trains) with seeds 42 (the test command's own), 1, 2, 3 and 4, and 
 single step, close to its initialisation. For each adapter: its dev accuracy and sha256,
 personalisation in the browser against the native loop with the margin of every comparison to
 its bound (tests/browser/personalize.test.mjs on f32 files), and the demo end to end
-(tests/browser/demo.test.mjs on int8 files). Writes results/perf/parity.json.
+(tests/browser/demo.test.mjs on int8 files). Writes results/perf/parity.json and, from it, the
+parity section of docs/PERFORMANCE.md.
 
     scripts/benchmark.sh parity [--cases 42,1,2,3,4,step1]
+    python3 scripts/lib/parity.py --report      the docs section from the results file alone
 
 Each adapter is trained once into $LOPA_CACHE/adapters/parity-CASE (about 5 min on 2 cores). The
 seed-42 one is trained again rather than taken from the test command's cache, so its sha256 next
@@ -38,12 +40,51 @@ def sha256(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def report(path):
+    """The parity section of docs/PERFORMANCE.md, between its markers."""
+    r = json.loads(Path(path).read_text())
+    rows = r["cases"]
+    checks = sorted({k for row in rows for k in row.get("margins", {})})
+    L = [
+        "<!-- parity:begin (written by scripts/lib/parity.py from results/perf/parity.json) -->",
+        f"`scripts/benchmark.sh parity` trains the browser tests' adapter (`{r['config']}`) with six settings and runs",
+        "`tests/browser/personalize.test.mjs` (f32 files) and `tests/browser/demo.test.mjs` (int8 files) on each.",
+        "A margin is the bound over the worst difference (the test passes above 1×); the 1 % learning-rate",
+        "controls must fail, and did wherever the personalisation column says pass.",
+        "",
+        "| adapter | dev accuracy | sha256 (first 12) | personalisation | worst margin | demo | POOL right natively (p ≥ 0.7) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        name = "one step (near initialisation)" if row["case"] == "step1" else f"seed {row['case']}"
+        L.append(f"| {name} | {row['dev_accuracy']:.3f} | `{row['sha256'][:12]}` | {'pass' if row['personalize_passed'] else 'FAIL'} | "
+                 f"{row.get('worst_margin', float('nan')):.1f}× | {'pass' if row['demo_passed'] else 'FAIL'} | "
+                 f"{row.get('demo_pool_right', '?')}/{row.get('demo_pool', '?')} ({row.get('demo_pool_confident', '?')}) |")
+    L += ["", "Worst margin of each comparison over the six adapters:", "", "| comparison | worst margin |", "|---|---|"]
+    for c in checks:
+        L.append(f"| {c} | {min(row['margins'][c] for row in rows if c in row.get('margins', {})):.1f}× |")
+    same = [row.get("same_as_test_command_adapter") for row in rows if row["case"] == "42"]
+    if same and same[0] is not None:
+        L += ["", f"Seed 42 trained again in another process gives {'the same bytes as' if same[0] else 'other bytes than'} the test command's adapter."]
+    L.append("<!-- parity:end -->")
+    doc_path = ROOT / "docs/PERFORMANCE.md"
+    doc = doc_path.read_text()
+    begin, end = doc.index("<!-- parity:begin"), doc.index("<!-- parity:end -->") + len("<!-- parity:end -->")
+    doc_path.write_text(doc[:begin] + "\n".join(L) + doc[end:])
+    print("\n".join(L))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lopa", required=True)
+    ap.add_argument("--lopa")
     ap.add_argument("--cases", default="42,1,2,3,4,step1")
     ap.add_argument("--out", default=str(ROOT / "results/perf/parity.json"))
+    ap.add_argument("--report", action="store_true", help="only write the docs section from --out")
     a = ap.parse_args()
+    if a.report:
+        return report(a.out)
+    if not a.lopa:
+        ap.error("--lopa is required")
     rows = []
     for case in a.cases.split(","):
         run = CACHE / "adapters" / f"parity-{case}"
@@ -88,6 +129,7 @@ def main():
         print(f"| {r['case']} | {r['dev_accuracy']:.3f} | {'pass' if r['personalize_passed'] else 'FAIL'} | {r.get('worst_margin', float('nan')):.1f}× | "
               f"{'pass' if r['demo_passed'] else 'FAIL'} | {r.get('demo_pool_right', '?')}/{r.get('demo_pool', '?')} ({r.get('demo_pool_confident', '?')}) |")
     print(f"\nworst margin over all adapters: {worst:.1f}×")
+    report(a.out)
     sys.exit(0 if all(r["personalize_passed"] and r["demo_passed"] for r in rows) else 1)
 
 
