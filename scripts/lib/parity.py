@@ -66,6 +66,8 @@ def report(path):
     same = [row.get("same_as_test_command_adapter") for row in rows if row["case"] == "42"]
     if same and same[0] is not None:
         L += ["", f"Seed 42 trained again in another process gives {'the same bytes as' if same[0] else 'other bytes than'} the test command's adapter."]
+    if r.get("note"):
+        L += ["", f"Note: {r['note']}."]
     L.append("<!-- parity:end -->")
     doc_path = ROOT / "docs/PERFORMANCE.md"
     doc = doc_path.read_text()

@@ -111,14 +111,14 @@ try {
   ];
   const taught = sent.length;
   await b.page.fill('#teach-examples', mine.map(([t, w]) => `${t} => ${w}`).join('\n'));
-  await b.page.fill('#teach-steps', '16');
+  await b.page.fill('#teach-steps', '32');
   await b.page.click('#teach-run');
   await b.page.waitForFunction(() => window.lopaDemo.teach && window.lopaDemo.teach.done, null, { timeout: 300000 });
   const teach = await b.page.evaluate(() => window.lopaDemo.teach);
   const l = teach.losses;
-  check(l.length === 16 && l[l.length - 1] < l[0] / 2, `taught in ${l.length} steps, loss ${l[0]?.toFixed(3)} → ${l[l.length - 1]?.toFixed(3)}`);
+  check(l.length === 32 && l[l.length - 1] < l[0] / 2, `taught in ${l.length} steps, loss ${l[0]?.toFixed(3)} → ${l[l.length - 1]?.toFixed(3)}`);
   const grads = sent.slice(taught);
-  check(grads.length === 16 && grads.every((r) => r.url === `${endpoint}/v1/soft_prompt_grad`), `${grads.length} gradient requests went to /v1/soft_prompt_grad`);
+  check(grads.length === 32 && grads.every((r) => r.url === `${endpoint}/v1/soft_prompt_grad`), `${grads.length} gradient requests went to /v1/soft_prompt_grad`);
   const g = JSON.parse(grads[0].body);
   const keys = [...new Set(g.examples.flatMap((e) => Object.keys(e)))].sort().join(',');
   check(keys === 'prompt,soft_prompt,target' && Object.keys(g).join() === 'examples', `each example sends only its prompt, target and soft prompt (${keys})`);
