@@ -126,10 +126,6 @@ def main():
         print(json.dumps(row), flush=True)
     worst = min((r.get("worst_margin", 0) for r in rows), default=0)
     Path(a.out).write_text(json.dumps({"config": CONFIG, "cases": rows, "worst_margin": worst}, indent=1) + "\n")
-    print(f"\n| case | dev accuracy | personalisation | worst margin | demo | POOL right (confident) |\n|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['case']} | {r['dev_accuracy']:.3f} | {'pass' if r['personalize_passed'] else 'FAIL'} | {r.get('worst_margin', float('nan')):.1f}× | "
-              f"{'pass' if r['demo_passed'] else 'FAIL'} | {r.get('demo_pool_right', '?')}/{r.get('demo_pool', '?')} ({r.get('demo_pool_confident', '?')}) |")
     print(f"\nworst margin over all adapters: {worst:.1f}×")
     report(a.out)
     sys.exit(0 if all(r["personalize_passed"] and r["demo_passed"] for r in rows) else 1)

@@ -68,7 +68,7 @@ try {
     const refBody = { prompt: ref.prompt, candidates, soft_prompt: { shape: ref.shape, dtype: 'f32', data: Buffer.from(new Float32Array(ref.values).buffer).toString('base64') } };
     const refAnswer = await (await fetch(`${endpoint}/v1/score`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(refBody) })).json();
     const native = Object.fromEntries(refAnswer.scores.map((s) => [s.text, s.probability]));
-    const words = last ? Object.fromEntries(Object.entries(last.result.probabilities).map(([label, p]) => [label, p])) : {};
+    const words = last ? last.result.probabilities : {};
     const labels = Object.keys(words);
     const wordOf = (label) => labelWords[label];
     const pageOk = !error && labels.length === candidates.length && labels.every((l) => Math.abs(words[l] - server[wordOf(l)]) <= 1e-6);
