@@ -13,6 +13,6 @@ pub fn run(a: Args) -> lopa::Result<()> {
     let fm = a.models.load_model(&dev.device)?;
     println!("backend: {}", dev.name);
     println!("model: {} (sha256 {})", fm.id, fm.sha256);
-    println!("{}", serde_json::to_string_pretty(&fm.config).expect("json"));
+    println!("{}", serde_json::to_string_pretty(&fm.config.to_hf_json()?).expect("json"));
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! mirrors the checkpoint's tensor names (`embeddings.word_embeddings.weight`, `encoder.layer.N...`).
 
 use crate::error::{Error, Result};
-use crate::model::nn::{attention, key_padding_bias, layer_norm, linear, merge_heads, split_heads, Projection};
+use crate::model::nn::{attention, gelu_tanh, key_padding_bias, layer_norm, linear, merge_heads, split_heads, Projection};
 use crate::model::tokenizer::Tokenizer;
 use crate::model::weights::{safetensors, TensorMap};
 use burn::module::{Module, Param};
@@ -144,7 +144,7 @@ impl BertLayer {
         let q = split_heads(self.query.forward(x.clone()), self.heads, self.head_dim);
         let k = split_heads(self.key.forward(x.clone()), self.heads, self.head_dim);
         let v = split_heads(self.value.forward(x.clone()), self.heads, self.head_dim);
-        let ctx = merge_heads(attention(q, k, v, bias));
+        let ctx = merge_heads(attention(q, k, v, bias, (self.head_dim as f64).powf(-0.5)));
         let a = self.attention_layer_norm.forward(self.attention_output.forward(ctx) + x);
         let i = if self.tanh_gelu { gelu_tanh(self.intermediate.forward(a.clone())) } else { self.intermediate.forward_gelu(a.clone()) };
         self.output_layer_norm.forward(self.output.forward(i) + a)
@@ -197,12 +197,6 @@ impl Bert {
             }
         })
     }
-}
-
-fn gelu_tanh(x: Tensor<3>) -> Tensor<3> {
-    let c = (2.0f64 / std::f64::consts::PI).sqrt();
-    let inner = (x.clone() + x.clone().powi_scalar(3) * 0.044715) * c;
-    x.clone() * 0.5 * (tanh(inner) + 1.0)
 }
 
 /// Scale rows `[b, h]` to unit L2 norm.

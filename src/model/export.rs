@@ -14,33 +14,11 @@ use std::path::Path;
 pub fn export_hf(model: &Path, out: &Path) -> Result<()> {
     let (cfg, tensors, tok) = FoundationModel::read_hf_tensors(model)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let architecture = match cfg.model_type.as_str() {
-        "qwen2" => "Qwen2ForCausalLM",
-        "mistral" => "MistralForCausalLM",
-        _ => "LlamaForCausalLM",
-    };
     let token = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i));
     let eos = tok.eos_token_ids.clone();
-    let config = json!({
-        "architectures": [architecture],
-        "model_type": cfg.model_type,
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "intermediate_size": cfg.intermediate_size,
-        "num_hidden_layers": cfg.num_hidden_layers,
-        "num_attention_heads": cfg.num_attention_heads,
-        "num_key_value_heads": cfg.kv_heads(),
-        "head_dim": cfg.head_dim(),
-        "hidden_act": "silu",
-        "rms_norm_eps": cfg.rms_norm_eps,
-        "rope_theta": cfg.rope_theta,
-        "max_position_embeddings": cfg.max_position_embeddings,
-        "tie_word_embeddings": cfg.tie_word_embeddings,
-        "attention_bias": cfg.attention_bias.unwrap_or(false),
-        "bos_token_id": tok.bos_token_id,
-        "eos_token_id": eos.first(),
-        "torch_dtype": "float32",
-    });
+    let mut config = cfg.to_hf_json()?;
+    config["bos_token_id"] = json!(tok.bos_token_id);
+    config["eos_token_id"] = json!(eos.first());
     let generation = json!({"bos_token_id": tok.bos_token_id, "eos_token_id": eos});
     let tokenizer_config = json!({
         "tokenizer_class": "PreTrainedTokenizerFast",

@@ -111,10 +111,12 @@ pub fn layer_norm(w: &TensorMap, prefix: &str, d: usize, eps: f64, device: &Devi
     Ok(ln)
 }
 
-/// An RMSNorm called `{prefix}.weight`.
-pub fn rms_norm(w: &TensorMap, prefix: &str, d: usize, eps: f64, device: &Device) -> Result<RmsNorm> {
+/// An RMSNorm called `{prefix}.weight`, multiplying by `offset + weight` (Gemma stores the
+/// weight less 1).
+pub fn rms_norm(w: &TensorMap, prefix: &str, d: usize, eps: f64, offset: f32, device: &Device) -> Result<RmsNorm> {
     let mut n = RmsNormConfig::new(d).with_epsilon(eps).init(device);
-    n.gamma = Param::from_tensor(w.tensor(&format!("{prefix}.weight"), [d], device)?);
+    let gamma = w.tensor(&format!("{prefix}.weight"), [d], device)?;
+    n.gamma = Param::from_tensor(if offset == 0.0 { gamma } else { gamma + offset });
     Ok(n)
 }
 
@@ -131,12 +133,11 @@ pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
 }
 
 /// Scaled dot-product attention. `q`: `[b, h, s, hd]`, `k`, `v`: `[b, h, t, hd]`,
-/// `bias`: additive mask broadcastable to `[b, h, s, t]` (0 = attend, large negative = blocked).
-/// Returns `[b, h, s, hd]`.
-pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
-    let hd = q.dims()[3];
+/// `bias`: additive mask broadcastable to `[b, h, s, t]` (0 = attend, large negative = blocked),
+/// `scale`: the factor on q·k (usually `hd^-1/2`). Returns `[b, h, s, hd]`.
+pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>, scale: f64) -> Tensor<4> {
     let dtype = float_dtype(&q);
-    let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt()) + bias;
+    let scores = q.matmul(k.swap_dims(2, 3)) * scale + bias;
     let t = scores.dims()[3];
     if is_cpu_f32(&scores) {
         return on_host(scores, |s| fast_math::softmax_rows_in_place(s, t)).matmul(v);
@@ -153,6 +154,13 @@ pub const MASKED: f32 = -1e9;
 pub fn key_padding_bias(mask: &[f32], b: usize, t: usize, device: &Device) -> Tensor<4> {
     let v: Vec<f32> = mask.iter().map(|&m| if m > 0.5 { 0.0 } else { MASKED }).collect();
     Tensor::from_data(TensorData::new(v, [b, 1, 1, t]), device)
+}
+
+/// GELU with the tanh approximation (`gelu_pytorch_tanh`, `gelu_new`).
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let c = (2.0f64 / std::f64::consts::PI).sqrt();
+    let inner = (x.clone() + x.clone().powi_scalar(3) * 0.044715) * c;
+    x * 0.5 * (burn::tensor::activation::tanh(inner) + 1.0)
 }
 
 /// A float tensor's element type as a cast target.

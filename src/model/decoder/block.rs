@@ -1,12 +1,13 @@
-//! One transformer block of the decoder: attention with RoPE and grouped-query heads, then a
-//! SwiGLU MLP, each behind an RMSNorm with a residual. Each part loads its own weights (Hugging
-//! Face names under its prefix) and has its own `forward`. A LoRA on q/k/v is added inside the
-//! projections when one is given.
+//! One transformer block of the decoder: attention with RoPE and grouped-query heads (with
+//! per-head q/k norms in qwen3 and gemma3), then a gated MLP (SwiGLU, or GeGLU in gemma3), each
+//! behind an RMSNorm with a residual (gemma3 norms their outputs too). Each part loads its own
+//! weights (Hugging Face names under its prefix) and has its own `forward`. A LoRA on q/k/v is
+//! added inside the projections when one is given.
 
-use super::DecoderConfig;
+use super::config::{Activation, DecoderConfig, LayerType};
 use crate::error::Result;
 use crate::model::lora::LoraLayer;
-use crate::model::nn::{attention, float_dtype, linear, merge_heads, rms_norm, rms_norm_f32, split_heads};
+use crate::model::nn::{attention, float_dtype, gelu_tanh, linear, merge_heads, rms_norm, rms_norm_f32, split_heads};
 use crate::model::weights::TensorMap;
 use burn::module::Module;
 use burn::nn::{Linear, RmsNorm};
@@ -24,15 +25,15 @@ pub struct Rope {
 }
 
 impl Rope {
-    /// The tables for row-major `[b, s]` positions (computed in f64).
-    pub fn new(theta: f64, head_dim: usize, positions: &[usize], b: usize, s: usize, device: &Device) -> Self {
-        let half = head_dim / 2;
-        let inv: Vec<f64> = (0..half).map(|i| theta.powf(-(2.0 * i as f64) / head_dim as f64)).collect();
+    /// The tables for row-major `[b, s]` positions and inverse frequencies `inv` (`head_dim / 2`
+    /// values), computed in f64.
+    pub fn new(inv: &[f64], positions: &[usize], b: usize, s: usize, device: &Device) -> Self {
+        let head_dim = 2 * inv.len();
         let mut cos = Vec::with_capacity(b * s * head_dim);
         let mut sin = Vec::with_capacity(b * s * head_dim);
         for &p in positions {
             for _ in 0..2 {
-                for f in &inv {
+                for f in inv {
                     let a = p as f64 * f;
                     cos.push(a.cos() as f32);
                     sin.push(a.sin() as f32);
@@ -64,22 +65,31 @@ pub struct SelfAttention {
     pub k_proj: Linear,
     pub v_proj: Linear,
     pub o_proj: Linear,
+    /// Per-head RMSNorm of queries and keys before RoPE (qwen3, gemma3).
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
+    /// The factor on q·k.
+    scale: f64,
 }
 
 impl SelfAttention {
     pub fn load(w: &TensorMap, prefix: &str, cfg: &DecoderConfig, device: &Device) -> Result<Self> {
         let (d, hd, h, kv, bias) = (cfg.hidden_size, cfg.head_dim(), cfg.num_attention_heads, cfg.kv_heads(), cfg.qkv_bias());
+        let norm = |n: &str| rms_norm(w, &format!("{prefix}.{n}"), hd, cfg.rms_norm_eps, cfg.norm_offset(), device);
         Ok(Self {
             q_proj: linear(w, &format!("{prefix}.q_proj"), d, h * hd, bias, device)?,
             k_proj: linear(w, &format!("{prefix}.k_proj"), d, kv * hd, bias, device)?,
             v_proj: linear(w, &format!("{prefix}.v_proj"), d, kv * hd, bias, device)?,
-            o_proj: linear(w, &format!("{prefix}.o_proj"), h * hd, d, false, device)?,
+            o_proj: linear(w, &format!("{prefix}.o_proj"), h * hd, d, cfg.o_bias(), device)?,
+            q_norm: if cfg.qk_norm() { Some(norm("q_norm")?) } else { None },
+            k_norm: if cfg.qk_norm() { Some(norm("k_norm")?) } else { None },
             heads: h,
             kv_heads: kv,
             head_dim: hd,
+            scale: cfg.attention_scale(),
         })
     }
 
@@ -94,8 +104,15 @@ impl SelfAttention {
             let delta = |p: &crate::model::lora::LoraPair, x: Tensor<3>| p.delta(x, scale).cast(dtype);
             (q, k, v) = (q + delta(&l.q_proj, x.clone()), k + delta(&l.k_proj, x.clone()), v + delta(&l.v_proj, x));
         }
-        let q = rope.apply(split_heads(q, self.heads, self.head_dim));
-        let mut k = rope.apply(split_heads(k, self.kv_heads, self.head_dim));
+        let (q, k) = (split_heads(q, self.heads, self.head_dim), split_heads(k, self.kv_heads, self.head_dim));
+        let q = rope.apply(match &self.q_norm {
+            Some(n) => rms_norm_f32(n, q),
+            None => q,
+        });
+        let mut k = rope.apply(match &self.k_norm {
+            Some(n) => rms_norm_f32(n, k),
+            None => k,
+        });
         let mut v = split_heads(v, self.kv_heads, self.head_dim);
         if let Some(c) = cache {
             if let Some((pk, pv)) = c.take() {
@@ -112,21 +129,23 @@ impl SelfAttention {
     fn grouped_attention(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
         let g = self.heads / self.kv_heads;
         if g == 1 {
-            return attention(q, k, v, bias);
+            return attention(q, k, v, bias, self.scale);
         }
         let [b, h, s, hd] = q.dims();
         let q = q.reshape([b, self.kv_heads, g * s, hd]);
         let bias = if bias.dims()[2] == 1 { bias } else { bias.repeat_dim(2, g) };
-        attention(q, k, v, bias).reshape([b, h, s, hd])
+        attention(q, k, v, bias, self.scale).reshape([b, h, s, hd])
     }
 }
 
-/// SwiGLU: down(silu(gate(x)) · up(x)).
+/// A gated MLP: down(act(gate(x)) · up(x)), SwiGLU with silu, GeGLU with the tanh GELU.
 #[derive(Module, Debug)]
 pub struct Mlp {
     pub gate_proj: Linear,
     pub up_proj: Linear,
     pub down_proj: Linear,
+    #[module(skip)]
+    act: Activation,
 }
 
 impl Mlp {
@@ -136,38 +155,64 @@ impl Mlp {
             gate_proj: linear(w, &format!("{prefix}.gate_proj"), d, ff, false, device)?,
             up_proj: linear(w, &format!("{prefix}.up_proj"), d, ff, false, device)?,
             down_proj: linear(w, &format!("{prefix}.down_proj"), ff, d, false, device)?,
+            act: cfg.hidden_act,
         })
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+        let gate = self.gate_proj.forward(x.clone());
+        let gate = match self.act {
+            Activation::Silu => silu(gate),
+            Activation::GeluTanh => gelu_tanh(gate),
+        };
+        self.down_proj.forward(gate * self.up_proj.forward(x))
     }
 }
 
-/// `model.layers.N`: pre-norm attention and MLP, each with a residual.
+/// `model.layers.N`: pre-norm attention and MLP, each with a residual. Without sandwich norms
+/// `post_attention_layernorm` is the MLP's input norm; with them (gemma3) it norms the attention's
+/// output, and `pre_feedforward_layernorm` / `post_feedforward_layernorm` wrap the MLP.
 #[derive(Module, Debug)]
 pub struct DecoderLayer {
     pub self_attn: SelfAttention,
     pub mlp: Mlp,
     pub input_layernorm: RmsNorm,
     pub post_attention_layernorm: RmsNorm,
+    pub pre_feedforward_layernorm: Option<RmsNorm>,
+    pub post_feedforward_layernorm: Option<RmsNorm>,
+    /// Which keys its queries see (the decoder hands it the matching mask and RoPE tables).
+    #[module(skip)]
+    pub layer_type: LayerType,
 }
 
 impl DecoderLayer {
     /// Weights under `prefix` (`model.layers.N`).
-    pub fn load(w: &TensorMap, prefix: &str, cfg: &DecoderConfig, device: &Device) -> Result<Self> {
-        let (d, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
+    pub fn load(w: &TensorMap, prefix: &str, layer_type: LayerType, cfg: &DecoderConfig, device: &Device) -> Result<Self> {
+        let norm = |n: &str| rms_norm(w, &format!("{prefix}.{n}"), cfg.hidden_size, cfg.rms_norm_eps, cfg.norm_offset(), device);
+        let sandwich = cfg.sandwich_norms();
         Ok(Self {
             self_attn: SelfAttention::load(w, &format!("{prefix}.self_attn"), cfg, device)?,
             mlp: Mlp::load(w, &format!("{prefix}.mlp"), cfg, device)?,
-            input_layernorm: rms_norm(w, &format!("{prefix}.input_layernorm"), d, eps, device)?,
-            post_attention_layernorm: rms_norm(w, &format!("{prefix}.post_attention_layernorm"), d, eps, device)?,
+            input_layernorm: norm("input_layernorm")?,
+            post_attention_layernorm: norm("post_attention_layernorm")?,
+            pre_feedforward_layernorm: if sandwich { Some(norm("pre_feedforward_layernorm")?) } else { None },
+            post_feedforward_layernorm: if sandwich { Some(norm("post_feedforward_layernorm")?) } else { None },
+            layer_type,
         })
     }
 
     /// `[b, s, d]` → `[b, s, d]`.
     pub fn forward(&self, x: Tensor<3>, rope: &Rope, bias: Tensor<4>, cache: Option<&mut LayerCache>, lora: Option<(&LoraLayer, f64)>) -> Tensor<3> {
-        let x = x.clone() + self.self_attn.forward(rms_norm_f32(&self.input_layernorm, x), rope, bias, cache, lora);
-        x.clone() + self.mlp.forward(rms_norm_f32(&self.post_attention_layernorm, x))
+        let attn = self.self_attn.forward(rms_norm_f32(&self.input_layernorm, x.clone()), rope, bias, cache, lora);
+        match (&self.pre_feedforward_layernorm, &self.post_feedforward_layernorm) {
+            (Some(pre), Some(post)) => {
+                let x = x + rms_norm_f32(&self.post_attention_layernorm, attn);
+                x.clone() + rms_norm_f32(post, self.mlp.forward(rms_norm_f32(pre, x)))
+            }
+            _ => {
+                let x = x + attn;
+                x.clone() + self.mlp.forward(rms_norm_f32(&self.post_attention_layernorm, x))
+            }
+        }
     }
 }

@@ -2,7 +2,8 @@
 //! un-permuted, so one RoPE serves both formats) or a Hugging Face folder (one safetensors file
 //! or shards), with its tokenizer and the sha256 that identifies it.
 
-use super::{Decoder, DecoderConfig};
+use super::config::{Activation, DecoderConfig, LayerType, ModelType, RopeScaling};
+use super::Decoder;
 use crate::error::{Error, Result};
 use crate::model::tokenizer::Tokenizer;
 use crate::model::weights::gguf::Gguf;
@@ -26,13 +27,27 @@ pub fn gguf_to_hf(g: &Gguf) -> Result<(DecoderConfig, TensorMap)> {
 }
 
 /// [`gguf_to_hf`] for the tensors whose Hugging Face name `keep` accepts (the others are never
-/// dequantized).
+/// dequantized). Metadata that changes the arithmetic and that lopa does not implement is
+/// refused, as in `config.json`.
 pub fn gguf_to_hf_only(g: &Gguf, keep: &dyn Fn(&str) -> bool) -> Result<(DecoderConfig, TensorMap)> {
     let arch = g.str("general.architecture")?.to_string();
-    if !matches!(arch.as_str(), "llama" | "qwen2") {
-        return Err(Error::Config(format!("GGUF architecture `{arch}` is not supported (llama, qwen2)")));
-    }
+    let model_type = match arch.as_str() {
+        "llama" => ModelType::Llama,
+        "qwen2" => ModelType::Qwen2,
+        "qwen3" => ModelType::Qwen3,
+        "gemma3" => ModelType::Gemma3,
+        other => return Err(Error::Config(format!("GGUF architecture `{other}` is not supported (llama, qwen2, qwen3, gemma3)"))),
+    };
     let k = |s: &str| format!("{arch}.{s}");
+    let refuse = |key: String, v: &dyn std::fmt::Debug, why: &str| Err(Error::Config(format!("GGUF `{key}` = {v:?} is not supported: {why}")));
+    for key in ["attn_logit_softcapping", "final_logit_softcapping"] {
+        if let Some(v) = g.get(&k(key)).and_then(|v| v.as_f64()).filter(|v| *v != 0.0) {
+            return refuse(k(key), &v, "logit soft-capping is not implemented");
+        }
+    }
+    if let Some(v) = g.get(&k("expert_count")).and_then(|v| v.as_u64()).filter(|v| *v > 0) {
+        return refuse(k("expert_count"), &v, "mixture-of-experts layers are not implemented");
+    }
     let n_head = g.u64(&k("attention.head_count"))? as usize;
     let n_kv = g.get(&k("attention.head_count_kv")).and_then(|v| v.as_u64()).map(|v| v as usize).unwrap_or(n_head);
     let d = g.u64(&k("embedding_length"))? as usize;
@@ -41,34 +56,70 @@ pub fn gguf_to_hf_only(g: &Gguf, keep: &dyn Fn(&str) -> bool) -> Result<(Decoder
         None => g.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()).map(|a| a.len()).ok_or_else(|| Error::Config("GGUF has no vocabulary size".into()))?,
     };
     let head_dim = g.get(&k("attention.key_length")).and_then(|v| v.as_u64()).map(|v| v as usize);
+    let hd = head_dim.unwrap_or(d / n_head.max(1));
+    if let Some(v) = g.get(&k("rope.dimension_count")).and_then(|v| v.as_u64()).filter(|v| *v as usize != hd) {
+        return refuse(k("rope.dimension_count"), &v, "RoPE on part of each head is not implemented");
+    }
+    let scaling_type = g.get(&k("rope.scaling.type")).and_then(|v| v.as_str()).unwrap_or("none");
+    let mut rope_scaling = match scaling_type {
+        "none" => None,
+        "linear" => Some(RopeScaling::Linear { factor: g.f64(&k("rope.scaling.factor"))? }),
+        other => return refuse(k("rope.scaling.type"), &other, "lopa implements none and linear (and llama3 as rope_freqs.weight)"),
+    };
+    if let Some(info) = g.tensors.iter().find(|t| t.name == "rope_freqs.weight") {
+        if rope_scaling.is_some() {
+            return Err(Error::Config("GGUF has both rope.scaling.type and rope_freqs.weight".into()));
+        }
+        rope_scaling = Some(RopeScaling::FreqFactors(g.tensor(info).data.iter().map(|&x| x as f64).collect()));
+    }
+    let n_layers = g.u64(&k("block_count"))? as usize;
+    let window = g.get(&k("attention.sliding_window")).and_then(|v| v.as_u64()).map(|v| v as usize);
+    let gemma = model_type == ModelType::Gemma3;
+    let layer_types = match window {
+        // llama.cpp runs gemma3 with every sixth layer global, the rest on the window.
+        Some(_) if gemma => (0..n_layers).map(|i| if (i + 1) % 6 == 0 { LayerType::FullAttention } else { LayerType::SlidingAttention }).collect(),
+        Some(w) => return refuse(k("attention.sliding_window"), &w, "a sliding window is implemented for gemma3 here"),
+        None => vec![LayerType::FullAttention; n_layers],
+    };
     let has_output = g.tensors.iter().any(|t| t.name == "output.weight");
     let cfg = DecoderConfig {
-        model_type: arch.clone(),
+        model_type,
         vocab_size: vocab,
         hidden_size: d,
         intermediate_size: g.u64(&k("feed_forward_length"))? as usize,
-        num_hidden_layers: g.u64(&k("block_count"))? as usize,
+        num_hidden_layers: n_layers,
         num_attention_heads: n_head,
         num_key_value_heads: Some(n_kv),
         head_dim,
         rms_norm_eps: g.f64(&k("attention.layer_norm_rms_epsilon"))?,
-        rope_theta: g.get(&k("rope.freq_base")).and_then(|v| v.as_f64()).unwrap_or(10000.0),
+        rope_theta: g.get(&k("rope.freq_base")).and_then(|v| v.as_f64()).unwrap_or(if gemma { 1_000_000.0 } else { 10000.0 }),
+        rope_scaling,
+        // llama.cpp's base for gemma3's sliding layers.
+        rope_local_base_freq: gemma.then_some(10_000.0),
         max_position_embeddings: g.get(&k("context_length")).and_then(|v| v.as_u64()).unwrap_or(2048) as usize,
         tie_word_embeddings: !has_output,
         attention_bias: Some(g.tensors.iter().any(|t| t.name.ends_with("attn_q.bias"))),
+        sliding_window: window.filter(|_| gemma),
+        layer_types,
+        // llama.cpp scales gemma3's scores by head_dim^-1/2 (27B aside, which it special-cases).
+        query_pre_attn_scalar: gemma.then_some(hd as f64),
+        hidden_act: if gemma { Activation::GeluTanh } else { Activation::Silu },
     };
     cfg.validate()?;
-    let hd = cfg.head_dim();
     let mut map = TensorMap::new();
     for info in &g.tensors {
-        let Some(name) = hf_name(&info.name).filter(|n| keep(n)) else { continue };
+        let Some(name) = hf_name(&info.name, model_type).filter(|n| keep(n)) else { continue };
         let mut t = g.tensor(info);
-        if arch == "llama" && (name.ends_with("q_proj.weight") || name.ends_with("k_proj.weight")) {
+        if model_type == ModelType::Llama && (name.ends_with("q_proj.weight") || name.ends_with("k_proj.weight")) {
             let heads = if name.ends_with("q_proj.weight") { n_head } else { n_kv };
             if t.shape.len() != 2 || t.shape[0] != heads * hd {
                 return Err(Error::tensor(&info.name, format!("expected {} rows ({heads} heads x {hd}), found shape {:?}", heads * hd, t.shape)));
             }
             t.data = unpermute_rows(&t.data, heads, hd, t.shape[1]);
+        }
+        // llama.cpp stores Gemma's norms as 1 + w; Hugging Face stores w.
+        if gemma && name.ends_with("norm.weight") {
+            t.data.iter_mut().for_each(|x| *x -= 1.0);
         }
         map.insert(name, t);
     }
@@ -91,7 +142,7 @@ fn unpermute_rows(data: &[f32], heads: usize, hd: usize, cols: usize) -> Vec<f32
     out
 }
 
-fn hf_name(gguf: &str) -> Option<String> {
+fn hf_name(gguf: &str, model_type: ModelType) -> Option<String> {
     Some(match gguf {
         "token_embd.weight" => "model.embed_tokens.weight".into(),
         "output_norm.weight" => "model.norm.weight".into(),
@@ -102,7 +153,13 @@ fn hf_name(gguf: &str) -> Option<String> {
             let (part, kind) = rest.rsplit_once('.')?;
             let hf = match part {
                 "attn_norm" => "input_layernorm",
+                // Gemma's four norms: ffn_norm is the MLP's input norm in both layouts.
+                "ffn_norm" if model_type == ModelType::Gemma3 => "pre_feedforward_layernorm",
                 "ffn_norm" => "post_attention_layernorm",
+                "post_attention_norm" => "post_attention_layernorm",
+                "post_ffw_norm" => "post_feedforward_layernorm",
+                "attn_q_norm" => "self_attn.q_norm",
+                "attn_k_norm" => "self_attn.k_norm",
                 "attn_q" => "self_attn.q_proj",
                 "attn_k" => "self_attn.k_proj",
                 "attn_v" => "self_attn.v_proj",
@@ -266,10 +323,16 @@ mod tests {
 
     #[test]
     fn gguf_names_map_to_hf() {
-        assert_eq!(hf_name("blk.3.attn_q.weight").unwrap(), "model.layers.3.self_attn.q_proj.weight");
-        assert_eq!(hf_name("blk.0.ffn_norm.weight").unwrap(), "model.layers.0.post_attention_layernorm.weight");
-        assert_eq!(hf_name("token_embd.weight").unwrap(), "model.embed_tokens.weight");
-        assert!(hf_name("rope_freqs.weight").is_none());
+        let l = ModelType::Llama;
+        assert_eq!(hf_name("blk.3.attn_q.weight", l).unwrap(), "model.layers.3.self_attn.q_proj.weight");
+        assert_eq!(hf_name("blk.0.ffn_norm.weight", l).unwrap(), "model.layers.0.post_attention_layernorm.weight");
+        assert_eq!(hf_name("token_embd.weight", l).unwrap(), "model.embed_tokens.weight");
+        assert!(hf_name("rope_freqs.weight", l).is_none());
+        let g = ModelType::Gemma3;
+        assert_eq!(hf_name("blk.1.ffn_norm.weight", g).unwrap(), "model.layers.1.pre_feedforward_layernorm.weight");
+        assert_eq!(hf_name("blk.1.post_attention_norm.weight", g).unwrap(), "model.layers.1.post_attention_layernorm.weight");
+        assert_eq!(hf_name("blk.1.post_ffw_norm.weight", g).unwrap(), "model.layers.1.post_feedforward_layernorm.weight");
+        assert_eq!(hf_name("blk.2.attn_k_norm.weight", ModelType::Qwen3).unwrap(), "model.layers.2.self_attn.k_norm.weight");
     }
 
     #[test]

@@ -1,18 +1,21 @@
-//! The frozen foundation model: a llama / qwen2-family decoder (Touvron et al. 2023,
-//! <https://arxiv.org/abs/2302.13971>) that accepts a soft-prompt prefix on its input embeddings,
+//! The frozen foundation model: a llama-family decoder (Touvron et al. 2023,
+//! <https://arxiv.org/abs/2302.13971>; also mistral, qwen2, qwen3 and gemma3) that accepts a soft-prompt prefix on its input embeddings,
 //! as LoPA requires: input = [Z ; E(x)]. Config names follow Hugging Face `config.json`; the
 //! module layout mirrors `model.layers.N.self_attn.q_proj` etc.
 //!
 //! - [`block`]: one transformer block (attention, MLP), each part with its own `load` and `forward`;
 //! - [`cache`]: the key/value cache of incremental decoding;
-//! - [`checkpoint`]: GGUF and Hugging Face files to tensors under Hugging Face names.
+//! - [`checkpoint`]: GGUF and Hugging Face files to tensors under Hugging Face names;
+//! - [`config`]: `config.json` / GGUF metadata, read strictly.
 
 pub mod block;
 pub mod cache;
 pub mod checkpoint;
+pub mod config;
 
 pub use block::DecoderLayer;
 pub use cache::KvCache;
+pub use config::{Activation, DecoderConfig, LayerType, ModelType, RopeScaling};
 pub use checkpoint::{gguf_to_hf, gguf_to_hf_only, FoundationModel, TokenEmbedding, EMBED_TOKENS};
 
 use crate::error::{Error, Result};
@@ -23,85 +26,6 @@ use burn::module::{Module, Param};
 use burn::nn::RmsNorm;
 use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-
-/// Hugging Face `LlamaConfig` / `Qwen2Config` fields lopa uses.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct DecoderConfig {
-    /// `llama` or `qwen2`.
-    pub model_type: String,
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    #[serde(default)]
-    pub num_key_value_heads: Option<usize>,
-    #[serde(default)]
-    pub head_dim: Option<usize>,
-    #[serde(default = "default_eps")]
-    pub rms_norm_eps: f64,
-    #[serde(default = "default_theta")]
-    pub rope_theta: f64,
-    #[serde(default = "default_ctx")]
-    pub max_position_embeddings: usize,
-    #[serde(default)]
-    pub tie_word_embeddings: bool,
-    /// Biases on q/k/v (qwen2 has them; llama's `attention_bias` defaults to false).
-    #[serde(default)]
-    pub attention_bias: Option<bool>,
-}
-
-fn default_eps() -> f64 {
-    1e-6
-}
-fn default_theta() -> f64 {
-    10000.0
-}
-fn default_ctx() -> usize {
-    2048
-}
-
-impl DecoderConfig {
-    /// A LoRA on q/k/v for a decoder of this shape.
-    pub fn lora(&self, rank: usize, alpha: f64) -> crate::model::lora::LoraConfig {
-        let hd = self.hidden_size / self.num_attention_heads;
-        crate::model::lora::LoraConfig { rank, alpha, num_hidden_layers: self.num_hidden_layers, hidden_size: self.hidden_size, q_dim: self.num_attention_heads * hd, kv_dim: self.kv_heads() * hd }
-    }
-
-    /// Parse and check a Hugging Face `config.json`.
-    pub fn from_json(bytes: &[u8]) -> Result<Self> {
-        let c: Self = serde_json::from_slice(bytes).map_err(|e| Error::Config(format!("decoder config.json: {e}")))?;
-        c.validate()?;
-        Ok(c)
-    }
-    pub(crate) fn validate(&self) -> Result<()> {
-        if !matches!(self.model_type.as_str(), "llama" | "qwen2" | "mistral") {
-            return Err(Error::Config(format!("model_type `{}` is not supported (llama, qwen2, mistral)", self.model_type)));
-        }
-        let kv = self.kv_heads();
-        if self.num_attention_heads == 0 || kv == 0 || !self.num_attention_heads.is_multiple_of(kv) {
-            return Err(Error::Config(format!(
-                "num_attention_heads {} must be a positive multiple of num_key_value_heads {kv}",
-                self.num_attention_heads
-            )));
-        }
-        if !self.head_dim().is_multiple_of(2) || self.head_dim() == 0 {
-            return Err(Error::Config(format!("head_dim {} must be even and positive", self.head_dim())));
-        }
-        Ok(())
-    }
-    /// Key/value heads (GQA).
-    pub fn kv_heads(&self) -> usize {
-        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
-    }
-    /// Per-head width.
-    pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
-    }
-    pub(crate) fn qkv_bias(&self) -> bool {
-        self.attention_bias.unwrap_or(self.model_type == "qwen2")
-    }
-}
 
 /// The arithmetic the frozen decoder runs in. In half precision its matmuls and weights are
 /// half; norms, softmax and the logits stay f32, and so does anything trained (a soft prompt's
@@ -137,8 +61,15 @@ pub struct Decoder {
     pub lm_head: Option<Param<Tensor<2>>>,
     /// A LoRA on q/k/v (the trainable baseline; `None` for the frozen model).
     pub lora: Option<crate::model::lora::DecoderLora>,
-    head_dim: usize,
-    rope_theta: f64,
+    /// RoPE inverse frequencies of full-attention and sliding-window layers.
+    #[module(skip)]
+    inv_freq: (Vec<f64>, Vec<f64>),
+    /// Token embeddings are multiplied by this (gemma3: √d).
+    #[module(skip)]
+    embed_scale: f32,
+    /// The window of sliding-attention layers.
+    #[module(skip)]
+    sliding_window: Option<usize>,
 }
 
 impl Decoder {
@@ -146,7 +77,7 @@ impl Decoder {
     pub fn from_tensors(cfg: &DecoderConfig, w: &TensorMap, device: &Device) -> Result<Self> {
         cfg.validate()?;
         let d = cfg.hidden_size;
-        let layers = (0..cfg.num_hidden_layers).map(|i| DecoderLayer::load(w, &format!("model.layers.{i}"), cfg, device)).collect::<Result<Vec<_>>>()?;
+        let layers = cfg.layer_types.iter().enumerate().map(|(i, t)| DecoderLayer::load(w, &format!("model.layers.{i}"), *t, cfg, device)).collect::<Result<Vec<_>>>()?;
         let lm_head = if !cfg.tie_word_embeddings && w.contains("lm_head.weight") {
             Some(Param::from_tensor(w.linear_weight("lm_head.weight", d, cfg.vocab_size, device)?))
         } else {
@@ -155,11 +86,12 @@ impl Decoder {
         Ok(Self {
             embed_tokens: Param::from_tensor(w.tensor(EMBED_TOKENS, [cfg.vocab_size, d], device)?),
             layers,
-            norm: rms_norm(w, "model.norm", d, cfg.rms_norm_eps, device)?,
+            norm: rms_norm(w, "model.norm", d, cfg.rms_norm_eps, cfg.norm_offset(), device)?,
             lm_head,
             lora: None,
-            head_dim: cfg.head_dim(),
-            rope_theta: cfg.rope_theta,
+            inv_freq: (cfg.inv_freq(LayerType::FullAttention)?, cfg.inv_freq(LayerType::SlidingAttention)?),
+            embed_scale: cfg.embed_scale(),
+            sliding_window: cfg.sliding_window,
         }
         .no_grad())
     }
@@ -180,18 +112,29 @@ impl Decoder {
         let (d, hd, h, kv, ff) = (cfg.hidden_size, cfg.head_dim(), cfg.num_attention_heads, cfg.kv_heads(), cfg.intermediate_size);
         let mut w = TensorMap::new();
         let mut put = |name: String, shape: Vec<usize>, data: Vec<f32>| w.insert(name, crate::model::weights::HostTensor { shape, data });
+        // Norms multiply by 1 (gemma3 stores that as 0).
+        let one = 1.0 - cfg.norm_offset();
         put("model.embed_tokens.weight".into(), vec![cfg.vocab_size, d], normal(cfg.vocab_size * d));
-        put("model.norm.weight".into(), vec![d], vec![1.0; d]);
+        put("model.norm.weight".into(), vec![d], vec![one; d]);
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
             for (n, o, inp) in [("self_attn.q_proj", h * hd, d), ("self_attn.k_proj", kv * hd, d), ("self_attn.v_proj", kv * hd, d), ("self_attn.o_proj", d, h * hd), ("mlp.gate_proj", ff, d), ("mlp.up_proj", ff, d), ("mlp.down_proj", d, ff)] {
                 put(format!("{p}.{n}.weight"), vec![o, inp], normal(o * inp));
-                if cfg.qkv_bias() && n.starts_with("self_attn.") && n != "self_attn.o_proj" {
+                let bias = if n == "self_attn.o_proj" { cfg.o_bias() } else { cfg.qkv_bias() && n.starts_with("self_attn.") };
+                if bias {
                     put(format!("{p}.{n}.bias"), vec![o], vec![0.0; o]);
                 }
             }
-            put(format!("{p}.input_layernorm.weight"), vec![d], vec![1.0; d]);
-            put(format!("{p}.post_attention_layernorm.weight"), vec![d], vec![1.0; d]);
+            let mut norms = vec![("input_layernorm", d), ("post_attention_layernorm", d)];
+            if cfg.sandwich_norms() {
+                norms.extend([("pre_feedforward_layernorm", d), ("post_feedforward_layernorm", d)]);
+            }
+            if cfg.qk_norm() {
+                norms.extend([("self_attn.q_norm", hd), ("self_attn.k_norm", hd)]);
+            }
+            for (n, width) in norms {
+                put(format!("{p}.{n}.weight"), vec![width], vec![one; width]);
+            }
         }
         Self::from_tensors(cfg, &w, device)
     }
@@ -204,7 +147,7 @@ impl Decoder {
     /// The shape of SmolLM2-135M (the default frozen model).
     pub fn smollm2_135m_config() -> DecoderConfig {
         DecoderConfig {
-            model_type: "llama".into(),
+            model_type: ModelType::Llama,
             vocab_size: 49152,
             hidden_size: 576,
             intermediate_size: 1536,
@@ -214,9 +157,15 @@ impl Decoder {
             head_dim: None,
             rms_norm_eps: 1e-5,
             rope_theta: 100000.0,
+            rope_scaling: None,
+            rope_local_base_freq: None,
             max_position_embeddings: 8192,
             tie_word_embeddings: true,
             attention_bias: Some(false),
+            sliding_window: None,
+            layer_types: vec![LayerType::FullAttention; 30],
+            query_pre_attn_scalar: None,
+            hidden_act: Activation::Silu,
         }
     }
 
@@ -258,20 +207,27 @@ impl Decoder {
         self.embed_tokens.dims()[0]
     }
 
-    /// Standard deviation of the token-embedding table: the scale a soft prompt should start at.
+    /// Standard deviation of the token embeddings as the layers see them (the table times the
+    /// embedding scale): the scale a soft prompt should start at.
     pub fn embedding_std(&self) -> Result<f64> {
         let v = crate::device::to_vec(self.embed_tokens.val())?;
         let n = v.len() as f64;
         let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
-        Ok((v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt())
+        Ok((v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt() * self.embed_scale as f64)
     }
 
-    /// Token embeddings E(x): `[b, s]` ids → `[b, s, d]`.
+    /// Token embeddings E(x): `[b, s]` ids → `[b, s, d]`, scaled as the model scales them.
     pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         let [b, s] = ids.dims();
         let e = self.embed_tokens.val();
         let d = e.dims()[1];
-        e.select(0, ids.reshape([b * s])).reshape([b, s, d]).cast(FloatDType::F32)
+        let x = e.select(0, ids.reshape([b * s])).reshape([b, s, d]).cast(FloatDType::F32);
+        if self.embed_scale == 1.0 { x } else { x * self.embed_scale }
+    }
+
+    /// The factor on token embeddings (√d in gemma3, else 1).
+    pub fn embed_scale(&self) -> f32 {
+        self.embed_scale
     }
 
     /// Logits over the vocabulary for hidden states `[n, d]` → `[n, vocab]`.
@@ -292,7 +248,8 @@ impl Decoder {
     /// - `key_mask`: row-major `[b, s]` 0/1; 0 marks padding that no query may attend to.
     /// - `cache`: when given, attends over the cached slots too and appends the new ones.
     ///
-    /// Attention is causal in slot order. Returns `[b, s, d]`.
+    /// Attention is causal in slot order; sliding-window layers also drop keys `sliding_window` or
+    /// more positions before the query's. Returns `[b, s, d]`.
     pub fn forward_embeds(&self, embeds: Tensor<3>, positions: &[usize], key_mask: &[f32], mut cache: Option<&mut KvCache>) -> Result<Tensor<3>> {
         let [b, s, d] = embeds.dims();
         if d != self.hidden_size() {
@@ -310,30 +267,47 @@ impl Decoder {
         }
         let t = past + s;
         let dtype = self.precision().dtype();
-        // Additive mask [b, 1, s, t]: causal in slot order and blind to padding keys (finite in f16).
+        // Additive masks [b, 1, s, t]: causal in slot order and blind to padding keys (finite in
+        // f16); a sliding-window layer's also blind to keys `window` or more positions back.
         let masked = if dtype == FloatDType::F16 { -60_000.0 } else { MASKED };
-        let mut bias = vec![masked; b * s * t];
-        for r in 0..b {
-            for i in 0..s {
-                for j in 0..=past + i {
-                    let m = if j < past { cache.as_ref().unwrap().key_mask[r][j] } else { key_mask[r * s + j - past] };
-                    if m > 0.5 {
-                        bias[(r * s + i) * t + j] = 0.0;
+        let key = |r: usize, j: usize| -> (f32, usize) {
+            match cache.as_ref() {
+                Some(c) if j < past => (c.key_mask[r][j], c.positions[r][j]),
+                _ => (key_mask[r * s + j - past], positions[r * s + j - past]),
+            }
+        };
+        let mask = |window: Option<usize>| {
+            let mut bias = vec![masked; b * s * t];
+            for r in 0..b {
+                for i in 0..s {
+                    let pos = positions[r * s + i];
+                    for j in 0..=past + i {
+                        let (m, kp) = key(r, j);
+                        if m > 0.5 && window.is_none_or(|w| pos < kp + w) {
+                            bias[(r * s + i) * t + j] = 0.0;
+                        }
                     }
                 }
             }
-        }
-        let bias = Tensor::<4>::from_data(TensorData::new(bias, [b, 1, s, t]), &device).cast(dtype);
-        let rope = Rope::new(self.rope_theta, self.head_dim, positions, b, s, &device).cast(dtype);
+            Tensor::<4>::from_data(TensorData::new(bias, [b, 1, s, t]), &device).cast(dtype)
+        };
+        let sliding = self.layers.iter().any(|l| l.layer_type == LayerType::SlidingAttention);
+        let full = (mask(None), Rope::new(&self.inv_freq.0, positions, b, s, &device).cast(dtype));
+        let local = sliding.then(|| (mask(self.sliding_window), Rope::new(&self.inv_freq.1, positions, b, s, &device).cast(dtype)));
         let mut x = embeds.cast(dtype);
         for (li, layer) in self.layers.iter().enumerate() {
             let lora = self.lora.as_ref().map(|l| (&l.layers[li], l.scale));
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[li]);
-            x = layer.forward(x, &rope, bias.clone(), slot, lora);
+            let (bias, rope) = match (&local, layer.layer_type) {
+                (Some(local), LayerType::SlidingAttention) => local,
+                _ => &full,
+            };
+            x = layer.forward(x, rope, bias.clone(), slot, lora);
         }
         if let Some(c) = cache {
             for r in 0..b {
                 c.key_mask[r].extend_from_slice(&key_mask[r * s..(r + 1) * s]);
+                c.positions[r].extend_from_slice(&positions[r * s..(r + 1) * s]);
             }
         }
         Ok(rms_norm_f32(&self.norm, x.cast(FloatDType::F32)))

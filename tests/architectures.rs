@@ -1,0 +1,181 @@
+//! Every decoder architecture against transformers' own forward, on the tiny random checkpoints
+//! of tests/fixtures/make_arch_fixtures.py (llama with llama3 and linear RoPE scaling, mistral's
+//! sliding window, qwen2, qwen3, gemma3): logits with and without a soft prompt, greedy tokens
+//! through the KV cache, batched generation, and the soft-prompt gradient of the loss.
+
+mod common;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use common::*;
+use lopa::model::decoder::{DecoderConfig, FoundationModel};
+use lopa::model::generate::{generate, soft_prompt_gradients, GenerationRequest, GradientRequest};
+use lopa::model::sampling::SamplingParams;
+use lopa::model::SoftPrompt;
+
+const CASES: [&str; 6] = ["llama3", "llama-linear", "mistral", "qwen2", "qwen3", "gemma3"];
+
+fn load(name: &str, device: &Device) -> FoundationModel {
+    FoundationModel::load(fixture(&format!("arch/{name}")), device).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn soft_prompt(name: &str) -> SoftPrompt {
+    let want = json(&format!("arch/{name}/expected.json"));
+    let m = want["soft_prompt_rows"].as_u64().unwrap() as usize;
+    let z = floats(&want["soft_prompt"]);
+    let d = z.len() / m;
+    SoftPrompt::new(z, m, d).unwrap()
+}
+
+#[test]
+fn both_config_layouts_read_the_same() {
+    for name in CASES {
+        let read = |f: &str| DecoderConfig::from_json(&std::fs::read(fixture(&format!("arch/{name}/{f}"))).unwrap()).unwrap();
+        // transformers 5 writes defaults out (head_dim, attention_bias): compare what they resolve to.
+        assert_eq!(read("config.json").to_hf_json().unwrap(), read("config.v5.json").to_hf_json().unwrap(), "{name}");
+    }
+}
+
+#[test]
+fn logits_match_transformers_with_and_without_a_soft_prompt() {
+    let d = Device::flex();
+    for name in CASES {
+        let fm = load(name, &d);
+        let want = json(&format!("arch/{name}/expected.json"));
+        let ids_ = ids(&want["ids"]);
+        let t = Tensor::<2, Int>::from_data(TensorData::new(ids_.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, ids_.len()]), &d);
+        let v = fm.decoder.vocab_size();
+        let rel = logits_rel_diff(&lopa::device::to_vec(fm.decoder.forward(t.clone(), None).unwrap()).unwrap(), v, &want["logits"]);
+        assert!(rel <= 1e-4, "{name}: logits rel diff {rel}");
+        let z = soft_prompt(name);
+        let zt = Tensor::<3>::from_data(TensorData::new(z.values().to_vec(), [1, z.rows(), z.width()]), &d);
+        let rel = logits_rel_diff(&lopa::device::to_vec(fm.decoder.forward(t, Some(zt)).unwrap()).unwrap(), v, &want["logits_with_soft_prompt"]);
+        assert!(rel <= 1e-4, "{name}: soft-prompt logits rel diff {rel}");
+    }
+}
+
+#[test]
+fn greedy_tokens_match_transformers_through_the_cache() {
+    let d = Device::flex();
+    for name in CASES {
+        let fm = load(name, &d);
+        let want = json(&format!("arch/{name}/expected.json"));
+        let p = SamplingParams { max_tokens: 8, ..Default::default() };
+        for (z, key) in [(None, "greedy"), (Some(soft_prompt(name)), "greedy_with_soft_prompt")] {
+            let req = GenerationRequest { prompt_ids: ids(&want["ids"]), soft_prompt: z };
+            let cached = generate(&fm.decoder, std::slice::from_ref(&req), &p, true, &d).unwrap();
+            assert_eq!(cached[0].tokens, ids(&want[key]), "{name} {key}");
+            let uncached = generate(&fm.decoder, &[req], &p, false, &d).unwrap();
+            assert_eq!(uncached[0].tokens, cached[0].tokens, "{name} {key}: cache");
+        }
+    }
+}
+
+#[test]
+fn batched_generation_with_padding_equals_one_at_a_time() {
+    let d = Device::flex();
+    for name in CASES {
+        let fm = load(name, &d);
+        let want = json(&format!("arch/{name}/expected.json"));
+        let all = ids(&want["ids"]);
+        // Rows of different lengths, so the short ones are left-padded past the sliding windows.
+        let reqs = vec![
+            GenerationRequest { prompt_ids: all[..3].to_vec(), soft_prompt: None },
+            GenerationRequest { prompt_ids: all.clone(), soft_prompt: Some(soft_prompt(name)) },
+            GenerationRequest { prompt_ids: all[5..12].to_vec(), soft_prompt: Some(soft_prompt(name)) },
+        ];
+        let p = SamplingParams { max_tokens: 6, ..Default::default() };
+        let batched = generate(&fm.decoder, &reqs, &p, true, &d).unwrap();
+        for (i, r) in reqs.iter().enumerate() {
+            let single = generate(&fm.decoder, std::slice::from_ref(r), &p, true, &d).unwrap();
+            assert_eq!(batched[i].tokens, single[0].tokens, "{name} row {i}");
+        }
+    }
+}
+
+#[test]
+fn soft_prompt_gradient_matches_transformers_autograd() {
+    let ad = Device::flex().autodiff();
+    for name in CASES {
+        let fm = load(name, &ad);
+        let want = json(&format!("arch/{name}/expected.json"));
+        let req = GradientRequest { prompt_ids: ids(&want["ids"]), target_ids: ids(&want["target"]), soft_prompt: soft_prompt(name) };
+        let got = &soft_prompt_gradients(&fm.decoder, &[req], &ad).unwrap()[0];
+        let loss = want["loss"].as_f64().unwrap();
+        assert!((got.loss as f64 - loss).abs() <= 1e-4 * loss.abs(), "{name}: loss {} vs {loss}", got.loss);
+        let g = floats(&want["grad"]);
+        let scale = g.iter().fold(0f32, |a, x| a.max(x.abs()));
+        let rel = max_abs_diff(got.grad.values(), &g) / scale;
+        assert!(rel <= 1e-4, "{name}: gradient rel diff {rel}");
+    }
+}
+
+/// `config.json` of fixture `name` with `edit` applied.
+fn edited(name: &str, edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture(&format!("arch/{name}/config.json"))).unwrap()).unwrap();
+    edit(v.as_object_mut().unwrap());
+    serde_json::to_vec(&v).unwrap()
+}
+
+#[test]
+fn every_field_lopa_does_not_implement_is_refused_by_name() {
+    use serde_json::json;
+    let cases: Vec<(&str, &str, serde_json::Value, &str)> = vec![
+        // (fixture, field, value, what the message must name)
+        ("llama3", "rope_scaling", json!({"rope_type": "yarn", "factor": 4.0}), "rope_scaling.rope_type"),
+        ("llama3", "rope_scaling", json!({"type": "dynamic", "factor": 2.0}), "rope_scaling.rope_type"),
+        ("llama3", "rope_scaling", json!({"rope_type": "longrope", "factor": 2.0}), "longrope"),
+        ("llama3", "rope_parameters", json!({"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0}), "rope_parameters.rope_type"),
+        ("llama3", "mlp_bias", json!(true), "mlp_bias"),
+        ("llama3", "hidden_act", json!("gelu"), "hidden_act"),
+        ("llama3", "sliding_window", json!(4096), "sliding_window"),
+        ("llama3", "partial_rotary_factor", json!(0.5), "partial_rotary_factor"),
+        ("llama3", "quantization_config", json!({"quant_method": "awq"}), "quantization_config"),
+        ("llama3", "model_type", json!("phi3"), "model_type `phi3`"),
+        ("llama3", "final_logit_softcapping", json!(30.0), "final_logit_softcapping"),
+        ("mistral", "attention_bias", json!(true), "attention_bias"),
+        ("qwen2", "use_sliding_window", json!(true), "use_sliding_window"),
+        ("qwen3", "num_experts", json!(8), "num_experts"),
+        ("gemma3", "final_logit_softcapping", json!(30.0), "final_logit_softcapping"),
+        ("gemma3", "attn_logit_softcapping", json!(50.0), "attn_logit_softcapping"),
+        ("gemma3", "use_bidirectional_attention", json!(true), "use_bidirectional_attention"),
+        ("gemma3", "hidden_activation", json!("gelu"), "hidden_activation"),
+        ("gemma3", "layer_types", json!(["sliding_attention", "chunked_attention", "full_attention"]), "layer_types"),
+        ("gemma3", "model_type", json!("gemma3"), "gemma3_text"),
+        ("gemma3", "rope_parameters", json!({"sliding_attention": {"rope_type": "linear", "factor": 2.0}, "full_attention": {"rope_type": "default"}}), "rope_parameters.sliding_attention"),
+    ];
+    for (name, field, value, named) in cases {
+        let bytes = edited(name, |o| {
+            o.insert(field.into(), value.clone());
+        });
+        let err = DecoderConfig::from_json(&bytes).expect_err(&format!("{name}: {field} = {value} was accepted")).to_string();
+        assert!(err.contains(named), "{name}: {field} = {value}: the message `{err}` does not name `{named}`");
+    }
+    // The same fields at their harmless values are accepted.
+    for (name, field, value) in [("llama3", "mlp_bias", json!(false)), ("gemma3", "final_logit_softcapping", json!(null)), ("qwen2", "use_sliding_window", json!(false)), ("llama3", "partial_rotary_factor", json!(1.0))] {
+        DecoderConfig::from_json(&edited(name, |o| {
+            o.insert(field.into(), value.clone());
+        }))
+        .unwrap_or_else(|e| panic!("{name}: {field} = {value}: {e}"));
+    }
+}
+
+#[test]
+fn gguf_metadata_lopa_does_not_implement_is_refused_by_name() {
+    use lopa::model::decoder::gguf_to_hf;
+    use lopa::model::weights::gguf::{Gguf, Value};
+    let bytes = std::fs::read(fixture("tiny-llama.gguf")).unwrap();
+    for (key, value) in [
+        ("llama.rope.scaling.type", Value::Str("yarn".into())),
+        ("llama.attn_logit_softcapping", Value::F64(50.0)),
+        ("llama.final_logit_softcapping", Value::F64(30.0)),
+        ("llama.expert_count", Value::U64(8)),
+        ("llama.rope.dimension_count", Value::U64(8)),
+        ("llama.attention.sliding_window", Value::U64(4096)),
+        ("general.architecture", Value::Str("phi3".into())),
+    ] {
+        let mut g = Gguf::parse(&bytes).unwrap();
+        g.metadata.insert(key.into(), value);
+        let err = gguf_to_hf(&g).expect_err(key).to_string();
+        let name = key.rsplit_once('.').map_or(key, |(_, n)| n);
+        assert!(err.contains(name) || err.contains("phi3"), "{key}: `{err}`");
+    }
+}
