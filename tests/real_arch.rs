@@ -46,6 +46,10 @@ fn check(name: &str) {
     let out = generate(&fm.decoder, &[GenerationRequest { prompt_ids: prompt, soft_prompt: None }], &p, true, &d).unwrap();
     assert_eq!(out[0].tokens, ids(&want["greedy"]), "{name}: greedy continuation");
 
+    for case in want["tokenizer_cases"].as_array().unwrap() {
+        let text = case[0].as_str().unwrap();
+        assert_eq!(fm.tokenizer.encode(text).unwrap(), ids(&case[1]), "{name}: ids of {text:?}");
+    }
     let text = fm.tokenizer.encode(want["text"].as_str().unwrap()).unwrap();
     assert_eq!(text, ids(&want["text_ids"]), "{name}: text ids");
     let lp = score_continuations(&fm.decoder, &text[..1], None, &[text[1..].to_vec()], &d).unwrap()[0];

@@ -1,5 +1,6 @@
-//! Tokenizers: Hugging Face `tokenizer.json` (WordPiece for BERT encoders, byte-level BPE for
-//! decoders) and byte-level BPE rebuilt from GGUF metadata (`tokenizer.ggml.*`).
+//! Tokenizers: Hugging Face `tokenizer.json` (WordPiece for BERT encoders, BPE for decoders), and
+//! the BPE a GGUF file describes in its metadata (`tokenizer.ggml.*`) rebuilt as transformers
+//! rebuilds it: byte-level, or Gemma's SentencePiece with byte fallback.
 
 use crate::error::{Error, Result};
 use crate::model::weights::gguf::{Gguf, Value};
@@ -43,12 +44,16 @@ impl Tokenizer {
         Ok(Self { inner, bos_token_id: None, eos_token_ids: vec![], add_bos: false })
     }
 
-    /// Rebuild the byte-level BPE tokenizer stored in a GGUF file's metadata.
+    /// Rebuild the tokenizer stored in a GGUF file's metadata: byte-level BPE (`gpt2`), or
+    /// Gemma's SentencePiece BPE (`llama` in a gemma3 file), built as transformers builds both.
     pub fn from_gguf(g: &Gguf) -> Result<Self> {
         let model = g.str("tokenizer.ggml.model")?;
-        if model != "gpt2" {
-            return Err(Error::Tokenizer(format!("GGUF tokenizer model `{model}` is not supported (byte-level BPE `gpt2` is)")));
-        }
+        let arch = g.get("general.architecture").and_then(Value::as_str).unwrap_or_default();
+        let sentencepiece = match (model, arch) {
+            ("gpt2", _) => false,
+            ("llama", "gemma3") => true,
+            _ => return Err(Error::Tokenizer(format!("GGUF tokenizer model `{model}` of `{arch}` is not supported (byte-level BPE `gpt2`, and gemma3's SentencePiece `llama`)"))),
+        };
         let strings = |key: &str| -> Result<Vec<String>> {
             g.get(key)
                 .and_then(Value::as_array)
@@ -57,8 +62,14 @@ impl Tokenizer {
                 .map(|v| v.as_str().map(str::to_string).ok_or_else(|| Error::Tokenizer(format!("`{key}` holds a non-string"))))
                 .collect()
         };
-        let tokens = strings("tokenizer.ggml.tokens")?;
-        let merges = strings("tokenizer.ggml.merges")?;
+        let mut tokens = strings("tokenizer.ggml.tokens")?;
+        if sentencepiece {
+            // A token of spaces only is stored with real spaces; the vocabulary spells them `▁`.
+            for t in tokens.iter_mut().filter(|t| t.contains(' ') && t.trim().is_empty()) {
+                *t = "\u{2581}".repeat(t.chars().count());
+            }
+        }
+        let merges = if sentencepiece { sentencepiece_merges(&tokens) } else { strings("tokenizer.ggml.merges")?.iter().map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| Error::Tokenizer(format!("merge `{m}` is not two tokens")))).collect::<Result<Vec<_>>>()? };
         let types: Vec<u64> = g
             .get("tokenizer.ggml.token_type")
             .and_then(Value::as_array)
@@ -74,26 +85,43 @@ impl Tokenizer {
                     "rstrip": false, "normalized": false, "special": types[id] == 3}));
             }
         }
-        let pre = g.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
-        let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
-        let pre_tokenizer = match pre {
-            // SmolLM: digits one by one, then the GPT-2 split (llama.cpp LLAMA_VOCAB_PRE_TYPE_SMOLLM).
-            "smollm" => json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
-            "qwen2" => json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"},
-                 "behavior": "Isolated", "invert": false},
-                byte_level(false)]}),
-            _ => byte_level(true),
+        let merges: Vec<[String; 2]> = merges.into_iter().map(|(a, b)| [a, b]).collect();
+        let doc = if sentencepiece {
+            let id = |k: &str| g.get(k).and_then(Value::as_u64).map(|v| v as usize);
+            let unk = id("tokenizer.ggml.unknown_token_id").and_then(|i| tokens.get(i)).cloned();
+            json!({
+                "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+                "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"},
+                "pre_tokenizer": {"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false},
+                "post_processor": null,
+                "decoder": {"type": "Sequence", "decoders": [
+                    {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}, {"type": "ByteFallback"}, {"type": "Fuse"}]},
+                "model": {"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
+                    "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+                    "vocab": vocab, "merges": merges}
+            })
+        } else {
+            let pre = g.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
+            let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+            let pre_tokenizer = match pre {
+                // SmolLM: digits one by one, then the GPT-2 split (llama.cpp LLAMA_VOCAB_PRE_TYPE_SMOLLM).
+                "smollm" => json!({"type": "Sequence", "pretokenizers": [
+                    {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
+                "qwen2" => json!({"type": "Sequence", "pretokenizers": [
+                    {"type": "Split", "pattern": {"Regex": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"},
+                     "behavior": "Isolated", "invert": false},
+                    byte_level(false)]}),
+                _ => byte_level(true),
+            };
+            json!({
+                "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+                "normalizer": null, "pre_tokenizer": pre_tokenizer, "post_processor": null,
+                "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+                "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                    "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                    "vocab": vocab, "merges": merges}
+            })
         };
-        let doc = json!({
-            "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
-            "normalizer": null, "pre_tokenizer": pre_tokenizer, "post_processor": null,
-            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-                "vocab": vocab, "merges": merges}
-        });
         let inner = tokenizers::Tokenizer::from_bytes(serde_json::to_vec(&doc).expect("json")).map_err(tok_err)?;
         let id = |k: &str| g.get(k).and_then(Value::as_u64).map(|v| v as u32);
         let add_bos = matches!(g.get("tokenizer.ggml.add_bos_token"), Some(Value::Bool(true)));
@@ -144,4 +172,29 @@ impl Tokenizer {
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
+}
+
+/// The merges of a SentencePiece BPE vocabulary that lists none (Gemma's GGUF files), as
+/// transformers derives them: every split of a token into two tokens of the vocabulary, tokens in
+/// file order (Gemma's scores do not follow its merge order; its file order does), and within a
+/// token the longer left piece first.
+fn sentencepiece_merges(tokens: &[String]) -> Vec<(String, String)> {
+    use std::collections::HashMap;
+    let mut last: HashMap<&str, usize> = HashMap::with_capacity(tokens.len());
+    for (i, t) in tokens.iter().enumerate() {
+        last.insert(t, i);
+    }
+    let mut order: Vec<(&str, usize)> = last.iter().map(|(t, i)| (*t, *i)).collect();
+    order.sort_unstable_by_key(|&(_, i)| i);
+    let mut merges = Vec::new();
+    for (t, _) in order {
+        let cuts: Vec<usize> = t.char_indices().map(|(b, _)| b).skip(1).collect();
+        for &b in cuts.iter().rev() {
+            let (l, r) = t.split_at(b);
+            if last.contains_key(l) && last.contains_key(r) {
+                merges.push((l.to_string(), r.to_string()));
+            }
+        }
+    }
+    merges
 }
