@@ -3,6 +3,10 @@
 # generated from there):
 #   scripts/benchmark.sh accuracy [ARGS]  train and evaluate every method on every task and write
 #                                         docs/RESULTS.md (scripts/lib/benchmark.py; --help for ARGS)
+#   scripts/benchmark.sh code [ARGS]      CruxEval-O on Qwen2.5-Coder-0.5B-Instruct: zero-shot, PT, IDPG, LoPA
+#                                         (scripts/lib/code_task.py; results/code/, docs/RESULTS.md)
+#   scripts/benchmark.sh load-memory      peak RSS of loading Qwen2.5-Coder-1.5B at f32/bf16/f16 against the
+#                                         weights' size (results/perf/load-memory.json, docs/PERFORMANCE.md)
 #   scripts/benchmark.sh cpu [ARGS]       criterion on the CPU: soft-prompt generation, one decoder forward
 #   scripts/benchmark.sh serving          16 concurrent clients against the embedded engine, the gateway
 #                                         + vLLM and vLLM alone; writes results/perf/load-bench.json,
@@ -27,6 +31,14 @@
 source "$(dirname "$0")/lib/common.sh"
 what="${1:-}"; shift || true
 case "$what" in
+  load-memory)
+    scripts/fetch-weights.sh qwen2.5-coder-1.5b >/dev/null
+    [ -x "$LOPA" ] || build_lopa
+    python3 scripts/lib/load_memory.py "$@" ;;
+  code)
+    scripts/fetch-weights.sh qwen2.5-coder-0.5b >/dev/null
+    [ -x "$LOPA" ] || build_lopa
+    python3 scripts/lib/code_task.py "$@" ;;
   accuracy)
     scripts/fetch-weights.sh >/dev/null
     build_lopa

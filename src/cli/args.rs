@@ -37,9 +37,7 @@ impl ModelArgs {
     }
     /// The frozen model at `--precision`.
     pub fn load_model(&self, device: &Device) -> lopa::Result<FoundationModel> {
-        let mut fm = FoundationModel::load(self.model_path(), device)?;
-        fm.decoder = fm.decoder.with_precision(self.precision);
-        Ok(fm)
+        FoundationModel::load_as(self.model_path(), self.precision, device)
     }
 }
 

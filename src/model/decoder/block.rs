@@ -93,6 +93,11 @@ impl SelfAttention {
         })
     }
 
+    /// This attention with `m` applied to its four projections (not its norms).
+    pub fn map_projections(self, m: &mut impl burn::module::ModuleMapper) -> Self {
+        Self { q_proj: self.q_proj.map(m), k_proj: self.k_proj.map(m), v_proj: self.v_proj.map(m), o_proj: self.o_proj.map(m), ..self }
+    }
+
     /// `x`: normed `[b, s, d]` → `[b, s, d]`. `bias` is the additive `[b, 1, s, t]` mask over the
     /// cached and new slots; `cache` receives this call's keys and values after the cached ones.
     pub fn forward(&self, x: Tensor<3>, rope: &Rope, bias: Tensor<4>, cache: Option<&mut LayerCache>, lora: Option<(&LoraLayer, f64)>) -> Tensor<3> {
@@ -199,6 +204,14 @@ impl DecoderLayer {
             post_feedforward_layernorm: if sandwich { Some(norm("post_feedforward_layernorm")?) } else { None },
             layer_type,
         })
+    }
+
+    /// This layer with its projections' weights cast by `cast` (norms stay f32).
+    pub(crate) fn cast(self, cast: &mut super::Cast) -> Self {
+        if cast.0 == FloatDType::F32 {
+            return self;
+        }
+        Self { self_attn: self.self_attn.map_projections(cast), mlp: self.mlp.map(cast), ..self }
     }
 
     /// `[b, s, d]` → `[b, s, d]`.

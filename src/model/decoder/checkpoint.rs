@@ -3,7 +3,8 @@
 //! or shards), with its tokenizer and the sha256 that identifies it.
 
 use super::config::{Activation, DecoderConfig, LayerType, ModelType, RopeScaling};
-use super::Decoder;
+use super::{Decoder, Precision};
+use std::borrow::Cow;
 use crate::error::{Error, Result};
 use crate::model::tokenizer::Tokenizer;
 use crate::model::weights::gguf::Gguf;
@@ -174,54 +175,76 @@ fn hf_name(gguf: &str, model_type: ModelType) -> Option<String> {
     })
 }
 
-/// A checkpoint read from disk or memory: config, the tensors asked for, tokenizer, identity.
-struct Checkpoint {
+/// A checkpoint read from disk or memory: config, tokenizer, identity, and its file bytes, from
+/// which tensors are dequantized on request (a few at a time, so that a model loads into half
+/// precision without a full f32 copy).
+struct Checkpoint<'a> {
     config: DecoderConfig,
-    tensors: TensorMap,
     tokenizer: Tokenizer,
     id: String,
     sha256: String,
+    source: Source<'a>,
+}
+
+enum Source<'a> {
+    Gguf(Cow<'a, [u8]>),
+    /// One or more safetensors shards.
+    Safetensors(Vec<Cow<'a, [u8]>>),
 }
 
 /// The Hugging Face name of the token-embedding table.
 pub const EMBED_TOKENS: &str = "model.embed_tokens.weight";
 
-impl Checkpoint {
-    fn from_gguf_bytes(bytes: &[u8], id: &str, keep: &dyn Fn(&str) -> bool) -> Result<Self> {
-        let g = Gguf::parse(bytes)?;
-        let (config, tensors) = gguf_to_hf_only(&g, keep)?;
+impl<'a> Checkpoint<'a> {
+    fn from_gguf_bytes(bytes: Cow<'a, [u8]>, id: &str) -> Result<Self> {
+        let g = Gguf::parse(&bytes)?;
+        let (config, _) = gguf_to_hf_only(&g, &|_| false)?;
         let tokenizer = Tokenizer::from_gguf(&g)?;
-        Ok(Self { config, tensors, tokenizer, id: id.to_string(), sha256: crate::model::weights::sha256_hex(bytes) })
+        let sha256 = crate::model::weights::sha256_hex(&bytes);
+        Ok(Self { config, tokenizer, id: id.to_string(), sha256, source: Source::Gguf(bytes) })
     }
 
-    fn from_hf_shards(config: &[u8], shards: &[&[u8]], tokenizer: &[u8], id: &str, keep: &dyn Fn(&str) -> bool) -> Result<Self> {
+    fn from_hf_shards(config: &[u8], shards: Vec<Cow<'a, [u8]>>, tokenizer: &[u8], generation: Option<&[u8]>, id: &str) -> Result<Self> {
         let config = DecoderConfig::from_json(config)?;
-        let mut w = TensorMap::new();
         let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-        for shard in shards {
+        for shard in &shards {
             sha2::Digest::update(&mut hasher, shard);
-            let part = safetensors::parse_only(shard, keep)?.tensors;
-            for name in part.names().map(str::to_string).collect::<Vec<_>>() {
-                if w.contains(&name) {
-                    return Err(Error::tensor(&name, "appears in two shards"));
-                }
-                let t = part.get(&name).expect("listed").clone();
-                w.insert(name, t);
-            }
         }
         let sha256: String = sha2::Digest::finalize(hasher).iter().map(|b| format!("{b:02x}")).collect();
         let mut tokenizer = Tokenizer::from_json_bytes(tokenizer, config.max_position_embeddings)?;
-        // HF keeps stop tokens in generation_config.json; these names cover llama/qwen2/SmolLM.
-        tokenizer.eos_token_ids = ["<|endoftext|>", "<|im_end|>", "</s>"].iter().filter_map(|t| tokenizer.token_to_id(t)).collect();
-        Ok(Self { config, tensors: w, tokenizer, id: id.to_string(), sha256 })
+        tokenizer.eos_token_ids = stop_tokens(&tokenizer, generation)?;
+        let c = Self { config, tokenizer, id: id.to_string(), sha256, source: Source::Safetensors(shards) };
+        // Every header is read now, so that a malformed shard fails the load, not a later layer.
+        c.tensors(&|_| false)?;
+        Ok(c)
+    }
+
+    /// The tensors whose Hugging Face name `keep` accepts, in Hugging Face layout (f32).
+    fn tensors(&self, keep: &dyn Fn(&str) -> bool) -> Result<TensorMap> {
+        match &self.source {
+            Source::Gguf(bytes) => Ok(gguf_to_hf_only(&Gguf::parse(bytes)?, keep)?.1),
+            Source::Safetensors(shards) => {
+                let mut w = TensorMap::new();
+                for shard in shards {
+                    let mut part = safetensors::parse_only(shard, keep)?.tensors;
+                    for name in part.names().map(str::to_string).collect::<Vec<_>>() {
+                        if w.contains(&name) {
+                            return Err(Error::tensor(&name, "appears in two shards"));
+                        }
+                        w.insert(name.clone(), part.remove(&name).expect("listed"));
+                    }
+                }
+                Ok(w)
+            }
+        }
     }
 
     /// A `.gguf` file or a Hugging Face directory (`model.safetensors`, or the shards listed in
-    /// `model.safetensors.index.json`).
-    fn read(path: &std::path::Path, keep: &dyn Fn(&str) -> bool) -> Result<Self> {
+    /// `model.safetensors.index.json`; stop tokens from `generation_config.json` when present).
+    fn read(path: &std::path::Path) -> Result<Checkpoint<'static>> {
         let id = path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
         if !path.is_dir() {
-            return Self::from_gguf_bytes(&crate::error::read_file(path)?, &id, keep);
+            return Checkpoint::from_gguf_bytes(Cow::Owned(crate::error::read_file(path)?), &id);
         }
         let read = |n: &str| crate::error::read_file(path.join(n));
         let shards: Vec<Vec<u8>> = if path.join("model.safetensors").exists() {
@@ -242,20 +265,39 @@ impl Checkpoint {
             }
             files.iter().map(|f| read(f)).collect::<Result<_>>()?
         };
-        let refs: Vec<&[u8]> = shards.iter().map(Vec::as_slice).collect();
-        Self::from_hf_shards(&read("config.json")?, &refs, &read("tokenizer.json")?, &id, keep)
+        let generation = if path.join("generation_config.json").exists() { Some(read("generation_config.json")?) } else { None };
+        Checkpoint::from_hf_shards(&read("config.json")?, shards.into_iter().map(Cow::Owned).collect(), &read("tokenizer.json")?, generation.as_deref(), &id)
     }
 
-    fn into_model(self, device: &Device) -> Result<FoundationModel> {
-        let decoder = Decoder::from_tensors(&self.config, &self.tensors, device)?;
+    /// The decoder in `precision`, built one layer at a time: at most one layer's tensors (or the
+    /// embedding table) exist in f32 at once.
+    fn into_model(self, precision: Precision, device: &Device) -> Result<FoundationModel> {
+        let decoder = Decoder::assemble(&self.config, &mut |keep| self.tensors(keep), precision, device)?;
         Ok(FoundationModel { decoder, tokenizer: self.tokenizer, config: self.config, id: self.id, sha256: self.sha256 })
     }
+}
+
+/// Stop tokens of a Hugging Face folder: `generation_config.json`'s `eos_token_id` (one id or a
+/// list), else the end tokens of the common chat formats the tokenizer knows.
+fn stop_tokens(tokenizer: &Tokenizer, generation: Option<&[u8]>) -> Result<Vec<u32>> {
+    if let Some(bytes) = generation {
+        let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| Error::Config(format!("generation_config.json: {e}")))?;
+        let ids: Vec<u32> = match &v["eos_token_id"] {
+            serde_json::Value::Number(n) => n.as_u64().into_iter().map(|x| x as u32).collect(),
+            serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+            _ => vec![],
+        };
+        if !ids.is_empty() {
+            return Ok(ids);
+        }
+    }
+    Ok(["<|endoftext|>", "<|im_end|>", "</s>", "<|eot_id|>", "<|end_of_text|>", "<eos>", "<end_of_turn>"].iter().filter_map(|t| tokenizer.token_to_id(t)).collect())
 }
 
 impl FoundationModel {
     /// Load a GGUF file held in memory (weights + tokenizer from its metadata).
     pub fn from_gguf_bytes(bytes: &[u8], id: &str, device: &Device) -> Result<Self> {
-        Checkpoint::from_gguf_bytes(bytes, id, &|_| true)?.into_model(device)
+        Checkpoint::from_gguf_bytes(Cow::Borrowed(bytes), id)?.into_model(Precision::F32, device)
     }
 
     /// Load Hugging Face files held in memory: `config.json`, `model.safetensors`, `tokenizer.json`.
@@ -265,25 +307,33 @@ impl FoundationModel {
 
     /// Like [`Self::from_hf_bytes`] for a checkpoint split into several safetensors shards.
     pub fn from_hf_shards(config: &[u8], shards: &[&[u8]], tokenizer: &[u8], id: &str, device: &Device) -> Result<Self> {
-        Checkpoint::from_hf_shards(config, shards, tokenizer, id, &|_| true)?.into_model(device)
+        Checkpoint::from_hf_shards(config, shards.iter().map(|s| Cow::Borrowed(*s)).collect(), tokenizer, None, id)?.into_model(Precision::F32, device)
     }
 
     /// Load a `.gguf` file or a Hugging Face directory (`model.safetensors`, or the shards listed
     /// in `model.safetensors.index.json`).
     pub fn load(path: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
-        Checkpoint::read(path.as_ref(), &|_| true)?.into_model(device)
+        Self::load_as(path, Precision::F32, device)
+    }
+
+    /// [`Self::load`] straight into `precision`: each layer is dequantized, cast and dropped in
+    /// turn, so that no f32 copy of the whole model exists.
+    pub fn load_as(path: impl AsRef<std::path::Path>, precision: Precision, device: &Device) -> Result<Self> {
+        Checkpoint::read(path.as_ref())?.into_model(precision, device)
     }
 
     /// The checkpoint's tensors in Hugging Face layout (f32, Q/K un-permuted) with its config and
     /// tokenizer: what `lopa export-hf` writes.
     pub fn read_hf_tensors(path: impl AsRef<std::path::Path>) -> Result<(DecoderConfig, TensorMap, Tokenizer)> {
-        let c = Checkpoint::read(path.as_ref(), &|_| true)?;
-        Ok((c.config, c.tensors, c.tokenizer))
+        let c = Checkpoint::read(path.as_ref())?;
+        let tensors = c.tensors(&|_| true)?;
+        Ok((c.config, tensors, c.tokenizer))
     }
 }
 
 /// What a gateway in front of another serving engine holds of the frozen model: its tokenizer
-/// and token-embedding table (`[vocab, d]`, row-major f32), never its layers.
+/// and token-embedding table (`[vocab, d]`, row-major f32, times the model's embedding scale),
+/// never its layers.
 #[derive(Debug, Clone)]
 pub struct TokenEmbedding {
     pub config: DecoderConfig,
@@ -296,11 +346,16 @@ pub struct TokenEmbedding {
 impl TokenEmbedding {
     /// Read only the embedding table (and tokenizer, config) of a `.gguf` file or HF directory.
     pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self> {
-        let mut c = Checkpoint::read(path.as_ref(), &|n| n == EMBED_TOKENS)?;
+        let c = Checkpoint::read(path.as_ref())?;
         let (vocab, d) = (c.config.vocab_size, c.config.hidden_size);
-        let t = c.tensors.remove(EMBED_TOKENS).ok_or_else(|| Error::tensor(EMBED_TOKENS, "missing"))?;
+        let mut t = c.tensors(&|n| n == EMBED_TOKENS)?.remove(EMBED_TOKENS).ok_or_else(|| Error::tensor(EMBED_TOKENS, "missing"))?;
         if t.shape != [vocab, d] {
             return Err(Error::tensor(EMBED_TOKENS, format!("shape {:?}, config needs [{vocab}, {d}]", t.shape)));
+        }
+        // Rows as the layers see them (gemma3 scales by √d; so must `prompt_embeds`).
+        let scale = c.config.embed_scale();
+        if scale != 1.0 {
+            t.data.iter_mut().for_each(|x| *x *= scale);
         }
         Ok(Self { config: c.config, tokenizer: c.tokenizer, table: t.data, id: c.id, sha256: c.sha256 })
     }

@@ -25,6 +25,7 @@ use block::Rope;
 use burn::module::{Module, Param};
 use burn::nn::RmsNorm;
 use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
+use burn::module::ModuleMapper;
 use serde::{Deserialize, Serialize};
 
 /// The arithmetic the frozen decoder runs in. In half precision its matmuls and weights are
@@ -47,6 +48,19 @@ impl Precision {
             Precision::F16 => FloatDType::F16,
             Precision::Bf16 => FloatDType::BF16,
         }
+    }
+}
+
+/// Casts a module's float parameters to one type.
+pub(crate) struct Cast(pub FloatDType);
+
+impl burn::module::ModuleMapper for Cast {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let dtype = self.0;
+        if param.val().dtype() == dtype.into() {
+            return param;
+        }
+        param.map(|t| t.cast(dtype))
     }
 }
 
@@ -75,18 +89,39 @@ pub struct Decoder {
 impl Decoder {
     /// Build from tensors with Hugging Face names.
     pub fn from_tensors(cfg: &DecoderConfig, w: &TensorMap, device: &Device) -> Result<Self> {
+        Self::assemble(cfg, &mut |keep| Ok(w.subset(keep)), Precision::F32, device)
+    }
+
+    /// Build in `precision` from `tensors(keep)`, the checkpoint's tensors whose names `keep`
+    /// accepts. It is asked for one layer, then the embedding table, then the output layer, each
+    /// cast as soon as it is built: at most one of them exists in f32 at a time.
+    pub fn assemble(cfg: &DecoderConfig, tensors: &mut dyn FnMut(&dyn Fn(&str) -> bool) -> Result<TensorMap>, precision: Precision, device: &Device) -> Result<Self> {
         cfg.validate()?;
         let d = cfg.hidden_size;
-        let layers = cfg.layer_types.iter().enumerate().map(|(i, t)| DecoderLayer::load(w, &format!("model.layers.{i}"), *t, cfg, device)).collect::<Result<Vec<_>>>()?;
-        let lm_head = if !cfg.tie_word_embeddings && w.contains("lm_head.weight") {
-            Some(Param::from_tensor(w.linear_weight("lm_head.weight", d, cfg.vocab_size, device)?))
-        } else {
+        let mut cast = Cast(precision.dtype());
+        let layers = cfg
+            .layer_types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let prefix = format!("model.layers.{i}.");
+                let w = tensors(&|n| n.starts_with(&prefix))?;
+                Ok(DecoderLayer::load(&w, &format!("model.layers.{i}"), *t, cfg, device)?.cast(&mut cast))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let embed = tensors(&|n| n == EMBED_TOKENS)?.take_tensor(EMBED_TOKENS, [cfg.vocab_size, d], device)?;
+        let embed_tokens = cast.map_float(Param::from_tensor(embed));
+        let lm_head = if cfg.tie_word_embeddings {
             None
+        } else {
+            let mut w = tensors(&|n| n == "lm_head.weight")?;
+            // A checkpoint without an output layer ties it to the embeddings.
+            if w.contains("lm_head.weight") { Some(cast.map_float(Param::from_tensor(w.take_linear_weight("lm_head.weight", d, cfg.vocab_size, device)?))) } else { None }
         };
         Ok(Self {
-            embed_tokens: Param::from_tensor(w.tensor(EMBED_TOKENS, [cfg.vocab_size, d], device)?),
+            embed_tokens,
             layers,
-            norm: rms_norm(w, "model.norm", d, cfg.rms_norm_eps, cfg.norm_offset(), device)?,
+            norm: rms_norm(&tensors(&|n| n == "model.norm.weight")?, "model.norm", d, cfg.rms_norm_eps, cfg.norm_offset(), device)?,
             lm_head,
             lora: None,
             inv_freq: (cfg.inv_freq(LayerType::FullAttention)?, cfg.inv_freq(LayerType::SlidingAttention)?),
@@ -171,21 +206,10 @@ impl Decoder {
 
     /// The decoder with its weights in `precision` (norm weights and a LoRA stay f32).
     pub fn with_precision(mut self, precision: Precision) -> Self {
-        use burn::module::ModuleMapper;
-        struct Cast(FloatDType);
-        impl ModuleMapper for Cast {
-            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-                let dtype = self.0;
-                param.map(|t| t.cast(dtype))
-            }
-        }
         let mut cast = Cast(precision.dtype());
         self.embed_tokens = cast.map_float(self.embed_tokens);
         self.lm_head = self.lm_head.map(|w| cast.map_float(w));
-        for layer in &mut self.layers {
-            let l = std::mem::replace(layer, layer.clone());
-            *layer = DecoderLayer { self_attn: l.self_attn.map(&mut cast), mlp: l.mlp.map(&mut cast), ..l };
-        }
+        self.layers = std::mem::take(&mut self.layers).into_iter().map(|l| l.cast(&mut cast)).collect();
         self.no_grad()
     }
 

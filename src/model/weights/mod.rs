@@ -114,6 +114,17 @@ impl TensorMap {
         self.tensors.remove(name)
     }
     /// Whether a tensor is present.
+    /// A copy of the tensors whose names `keep` accepts.
+    pub fn subset(&self, keep: &dyn Fn(&str) -> bool) -> TensorMap {
+        let mut m = TensorMap::new();
+        for (n, t) in self.tensors.iter().filter(|(n, _)| keep(n)) {
+            m.tensors.insert(n.clone(), t.clone());
+            if let Some(q) = self.int8.get(n) {
+                m.int8.insert(n.clone(), q.clone());
+            }
+        }
+        m
+    }
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
     }
@@ -169,6 +180,24 @@ impl TensorMap {
 }
 
 /// Row-major transpose of a `rows x cols` matrix.
+impl TensorMap {
+    /// [`TensorMap::tensor`] that moves the values out of the map instead of copying them.
+    pub fn take_tensor<const D: usize>(&mut self, name: &str, shape: [usize; D], device: &Device) -> Result<Tensor<D>> {
+        self.expect(name, &shape)?;
+        let t = self.remove(name).expect("checked");
+        Ok(Tensor::from_data(TensorData::new(t.data, t.shape), device))
+    }
+
+    /// [`TensorMap::linear_weight`] that drops the stored values before building the tensor.
+    pub fn take_linear_weight(&mut self, name: &str, d_in: usize, d_out: usize, device: &Device) -> Result<Tensor<2>> {
+        self.expect(name, &[d_out, d_in])?;
+        let t = self.remove(name).expect("checked");
+        let data = transpose(&t.data, d_out, d_in);
+        drop(t);
+        Ok(Tensor::<2>::from_data(TensorData::new(data, [d_in, d_out]), device))
+    }
+}
+
 pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0f32; data.len()];
     for r in 0..rows {
