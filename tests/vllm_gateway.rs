@@ -1,7 +1,9 @@
 //! `lopa serve --upstream vllm=URL` against a real vLLM serving the default model (exported by
 //! `lopa export-hf`), beside the embedded engine on the same weights: the same requests must give
 //! the same tokens and the same label probabilities. scripts/test.sh starts vLLM once and sets
-//! LOPA_TEST_VLLM to its URL; without it these tests fail unless LOPA_SKIP_VLLM=1.
+//! LOPA_TEST_VLLM to its URL; without it these tests fail unless LOPA_SKIP_VLLM=1. With
+//! LOPA_TEST_VLLM_MODEL set to another checkpoint (the one that vLLM serves, exported by `lopa
+//! export-hf`), the same tests run on that model: `scripts/vllm.sh parity MODEL` does all of it.
 //!
 //! Tolerances: greedy tokens and text exactly equal; log-probabilities within 2e-3 and label
 //! probabilities within 1e-3 (two fp32 implementations of the same model differ by ~1e-5 in the
@@ -45,7 +47,10 @@ fn servers() -> Option<&'static Servers> {
     static S: OnceLock<Option<Servers>> = OnceLock::new();
     S.get_or_init(|| {
         let url = vllm_url()?;
-        let (model, _) = common::real_weights()?;
+        let model = match std::env::var_os("LOPA_TEST_VLLM_MODEL") {
+            Some(m) => std::path::PathBuf::from(m),
+            None => common::real_weights()?.0,
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
