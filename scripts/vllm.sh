@@ -92,16 +92,21 @@ serve() {
 # with `lopa export-hf` (cached in $LOPA_CACHE/hf/NAME), served by vLLM, compared with the embedded
 # engine on the same weights.
 parity() {
-  local model="$1" name hf port pid
+  local model="$1" name hf port
   name="$(basename "$model" .gguf | tr 'A-Z' 'a-z')"
   hf="$CACHE/hf/$name"
   [ -x "$LOPA" ] || build_lopa
   [ -e "$hf/.ok" ] || { "$LOPA" export-hf --model "$model" --out "$hf" && touch "$hf/.ok"; }
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  pid="$(serve "$hf" "$port" lopa-test)"
-  trap 'kill -- "-$pid" 2>/dev/null || true' EXIT
+  PARITY_PID="$(serve "$hf" "$port" lopa-test)"
+  trap 'kill -- "-$PARITY_PID" 2>/dev/null || true' EXIT
+  mkdir -p results/perf
   LOPA_TEST_VLLM="http://127.0.0.1:$port" LOPA_TEST_VLLM_MODEL="$model" \
-    cargo test --locked --features full --test vllm_gateway -- --nocapture 2>&1
+    cargo test --locked --features full --test vllm_gateway -- --nocapture --test-threads 1 2>&1 | tee "$CACHE/logs/vllm-parity-$name.log"
+  local rc=${PIPESTATUS[0]}
+  # The figures the docs quote, with the command that made them.
+  { echo "# scripts/vllm.sh parity $(basename "$model") ($(date -u +%F))"; grep -E '^test |difference' "$CACHE/logs/vllm-parity-$name.log"; } >"results/perf/vllm-parity-$name.txt"
+  return "$rc"
 }
 
 case "${1:-}" in

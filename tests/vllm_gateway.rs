@@ -31,6 +31,14 @@ fn vllm_url() -> Option<String> {
     panic!("LOPA_TEST_VLLM is not set: scripts/test.sh starts vLLM and sets it (or set LOPA_SKIP_VLLM=1)");
 }
 
+/// The frozen model vLLM serves: LOPA_TEST_VLLM_MODEL, else the default.
+fn model_path() -> Option<std::path::PathBuf> {
+    match std::env::var_os("LOPA_TEST_VLLM_MODEL") {
+        Some(m) => Some(std::path::PathBuf::from(m)),
+        None => Some(common::real_weights()?.0),
+    }
+}
+
 struct Servers {
     embedded: SocketAddr,
     gateway: SocketAddr,
@@ -47,10 +55,7 @@ fn servers() -> Option<&'static Servers> {
     static S: OnceLock<Option<Servers>> = OnceLock::new();
     S.get_or_init(|| {
         let url = vllm_url()?;
-        let model = match std::env::var_os("LOPA_TEST_VLLM_MODEL") {
-            Some(m) => std::path::PathBuf::from(m),
-            None => common::real_weights()?.0,
-        };
+        let model = model_path()?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
@@ -191,7 +196,7 @@ fn label_words_score_alike_through_vllm() {
 fn the_gateway_checks_the_model_and_refuses_hostile_tensors_itself() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(s) = servers() else { return };
-    let (st, body) = post(s.gateway, "/v1/completions", &json!({"prompt": "x", "max_tokens": 1, "soft_prompt": common::wire(&[f32::NAN; 576], 1, false)}));
+    let (st, body) = post(s.gateway, "/v1/completions", &json!({"prompt": "x", "max_tokens": 1, "soft_prompt": common::wire(&vec![f32::NAN; s.width], 1, false)}));
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("soft_prompt_non_finite"), "{body}");
     // A memo-doubling pickle sent as prompt_embeds never reaches vLLM.
@@ -217,8 +222,7 @@ fn the_gateway_checks_the_model_and_refuses_hostile_tensors_itself() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let e = rt.block_on(Vllm::connect(&url, tiny)).err().expect("a width-64 model must be refused").to_string();
     assert!(e.contains("width 64"), "{e}");
-    let (model, _) = common::real_weights().unwrap();
-    let real = TokenEmbedding::load(model).unwrap();
+    let real = TokenEmbedding::load(model_path().unwrap()).unwrap();
     // A smaller vocabulary than vLLM's.
     let mut fewer = real.clone();
     fewer.config.vocab_size -= 100;

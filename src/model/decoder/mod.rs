@@ -51,6 +51,9 @@ impl Precision {
     }
 }
 
+/// A checkpoint's tensors whose names a filter accepts (see [`Decoder::assemble`]).
+pub type TensorSource<'a> = dyn FnMut(&dyn Fn(&str) -> bool) -> Result<TensorMap> + 'a;
+
 /// Casts a module's float parameters to one type.
 pub(crate) struct Cast(pub FloatDType);
 
@@ -95,7 +98,7 @@ impl Decoder {
     /// Build in `precision` from `tensors(keep)`, the checkpoint's tensors whose names `keep`
     /// accepts. It is asked for one layer, then the embedding table, then the output layer, each
     /// cast as soon as it is built: at most one of them exists in f32 at a time.
-    pub fn assemble(cfg: &DecoderConfig, tensors: &mut dyn FnMut(&dyn Fn(&str) -> bool) -> Result<TensorMap>, precision: Precision, device: &Device) -> Result<Self> {
+    pub fn assemble(cfg: &DecoderConfig, tensors: &mut TensorSource, precision: Precision, device: &Device) -> Result<Self> {
         cfg.validate()?;
         let d = cfg.hidden_size;
         let mut cast = Cast(precision.dtype());
