@@ -307,3 +307,26 @@ fn export_hf_writes_every_architecture_so_that_it_reloads_the_same() {
         let _ = std::fs::remove_dir_all(&out);
     }
 }
+
+#[test]
+fn a_llama3_gguf_with_rope_freqs_equals_its_hugging_face_checkpoint() {
+    // The llama3 checkpoint as llama.cpp writes it: Q/K rows permuted, the scaling as
+    // rope_freqs.weight and no rope_scaling metadata. Same weights, same reference.
+    let d = Device::flex();
+    let fm = FoundationModel::load(fixture("arch/llama3.gguf"), &d).unwrap();
+    assert!(matches!(fm.config.rope_scaling, Some(lopa::model::decoder::RopeScaling::FreqFactors(_))));
+    let want = json("arch/llama3/expected.json");
+    let ids_ = ids(&want["ids"]);
+    let t = Tensor::<2, Int>::from_data(TensorData::new(ids_.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, ids_.len()]), &d);
+    let rel = logits_rel_diff(&lopa::device::to_vec(fm.decoder.forward(t, None).unwrap()).unwrap(), fm.decoder.vocab_size(), &want["logits"]);
+    assert!(rel <= 1e-4, "logits rel diff {rel}");
+    let p = SamplingParams { max_tokens: 8, ..Default::default() };
+    let out = generate(&fm.decoder, &[GenerationRequest { prompt_ids: ids_, soft_prompt: Some(soft_prompt("llama3")) }], &p, true, &d).unwrap();
+    assert_eq!(out[0].tokens, ids(&want["greedy_with_soft_prompt"]));
+    // export-hf writes the factors back as the llama3 rope_scaling they came from (original
+    // context 16 here: not one of the published settings).
+    let hf = fm.config.to_hf_json().unwrap();
+    assert_eq!(hf["rope_scaling"]["rope_type"], "llama3", "{hf}");
+    let want_cfg = DecoderConfig::from_json(&std::fs::read(fixture("arch/llama3/config.json")).unwrap()).unwrap();
+    assert_eq!(hf["rope_scaling"], want_cfg.to_hf_json().unwrap()["rope_scaling"], "{hf}");
+}

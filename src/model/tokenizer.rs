@@ -69,7 +69,15 @@ impl Tokenizer {
                 *t = "\u{2581}".repeat(t.chars().count());
             }
         }
-        let merges = if sentencepiece { sentencepiece_merges(&tokens) } else { strings("tokenizer.ggml.merges")?.iter().map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| Error::Tokenizer(format!("merge `{m}` is not two tokens")))).collect::<Result<Vec<_>>>()? };
+        // Files that list no merges (Gemma's; a vocabulary of bytes) get them recovered from the
+        // vocabulary, as transformers does.
+        let merges = match g.get("tokenizer.ggml.merges") {
+            Some(_) if !sentencepiece => strings("tokenizer.ggml.merges")?
+                .iter()
+                .map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| Error::Tokenizer(format!("merge `{m}` is not two tokens"))))
+                .collect::<Result<Vec<_>>>()?,
+            _ => sentencepiece_merges(&tokens),
+        };
         let types: Vec<u64> = g
             .get("tokenizer.ggml.token_type")
             .and_then(Value::as_array)
@@ -174,7 +182,7 @@ impl Tokenizer {
     }
 }
 
-/// The merges of a SentencePiece BPE vocabulary that lists none (Gemma's GGUF files), as
+/// The merges of a BPE vocabulary that lists none (Gemma's GGUF files), as
 /// transformers derives them: every split of a token into two tokens of the vocabulary, tokens in
 /// file order (Gemma's scores do not follow its merge order; its file order does), and within a
 /// token the longer left piece first.

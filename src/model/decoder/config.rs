@@ -102,13 +102,37 @@ impl RopeScaling {
                 "rope_type": "llama3", "factor": factor, "low_freq_factor": low_freq_factor,
                 "high_freq_factor": high_freq_factor, "original_max_position_embeddings": original_max_position_embeddings}),
             Self::FreqFactors(d) => {
-                // Llama 3.1 and 3.2 published these settings; llama.cpp bakes them into rope_freqs.
                 let base = base_inv_freq(theta, head_dim);
-                for factor in [8.0, 32.0, 16.0, 4.0, 2.0] {
-                    let s = Self::Llama3 { factor, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 };
+                let matches = |s: &Self| -> Result<bool> {
                     let mut f = base.clone();
                     s.apply(&mut f)?;
-                    if f.iter().zip(&base).zip(d).all(|((f, b), d)| (b / f - d).abs() <= 1e-5 * d.abs().max(1.0)) {
+                    Ok(f.iter().zip(&base).zip(d).all(|((f, b), d)| (b / f - d).abs() <= 1e-5 * d.abs().max(1.0)))
+                };
+                // The llama3 setting the factors came from. Only ratios of its three lengths show
+                // in them, so low_freq_factor is taken as 1 (as every published setting has it)
+                // and the others are read off two points of the ramp between the flat ends.
+                let factor = d.iter().cloned().fold(1.0, f64::max);
+                let ramp: Vec<(f64, f64)> = base.iter().zip(d).filter(|(_, d)| **d > 1.0 + 1e-6 && **d < factor * (1.0 - 1e-6)).map(|(f, d)| (*f / (2.0 * std::f64::consts::PI), (1.0 / d - 1.0 / factor) / (1.0 - 1.0 / factor))).collect();
+                let mut candidates = vec![];
+                if let (Some(&(x0, y0)), Some(&(x1, y1))) = (ramp.first(), ramp.last()) {
+                    if (x1 - x0).abs() > 0.0 {
+                        // smooth = orig / wavelength · 1/(high - low) - low/(high - low), linear in 1/wavelength.
+                        let a = (y1 - y0) / (x1 - x0);
+                        let b = y0 - a * x0;
+                        if b < 0.0 {
+                            let high = 1.0 - 1.0 / b;
+                            candidates.push(Self::Llama3 { factor, low_freq_factor: 1.0, high_freq_factor: (high * 1e6).round() / 1e6, original_max_position_embeddings: (a * (high - 1.0)).round() as usize });
+                        }
+                    }
+                }
+                // One point of the ramp: the published ratio of the lengths (low 1, high 4).
+                if let Some(&(x0, y0)) = ramp.first() {
+                    candidates.push(Self::Llama3 { factor, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: ((3.0 * y0 + 1.0) / x0).round() as usize });
+                }
+                // Llama 3.1 and 3.2's published settings, for factors with no ramp.
+                candidates.extend([8.0, 32.0, 16.0, 4.0, 2.0].map(|factor| Self::Llama3 { factor, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 }));
+                for s in candidates {
+                    if matches(&s)? {
                         return s.to_hf_json(head_dim, theta);
                     }
                 }
