@@ -521,7 +521,8 @@ impl DecoderConfig {
             o.insert("rope_local_base_freq".into(), json!(t));
         }
         if let Some(s) = self.query_pre_attn_scalar {
-            o.insert("query_pre_attn_scalar".into(), json!(s));
+            // transformers' config class declares an int.
+            o.insert("query_pre_attn_scalar".into(), if s.fract() == 0.0 { json!(s as i64) } else { json!(s) });
         }
         Ok(c)
     }
