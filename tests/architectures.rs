@@ -8,7 +8,7 @@
 mod common;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
-use lopa::model::decoder::{DecoderConfig, FoundationModel};
+use lopa::model::decoder::{Decoder, DecoderConfig, FoundationModel};
 use lopa::model::generate::{generate, soft_prompt_gradients, GenerationRequest, GradientRequest};
 use lopa::model::sampling::SamplingParams;
 use lopa::model::SoftPrompt;
@@ -17,6 +17,13 @@ const CASES: [&str; 6] = ["llama3", "llama-linear", "mistral", "qwen2", "qwen3",
 
 fn load(name: &str, device: &Device) -> FoundationModel {
     FoundationModel::load(fixture(&format!("arch/{name}")), device).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Logits `[1, m + s, vocab]` (flat) of `decoder` for token ids behind an optional soft prompt.
+fn logits(decoder: &Decoder, ids: &[u32], z: Option<&SoftPrompt>, d: &Device) -> Vec<f32> {
+    let t = Tensor::<2, Int>::from_data(TensorData::new(ids.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, ids.len()]), d);
+    let z = z.map(|z| Tensor::<3>::from_data(TensorData::new(z.values().to_vec(), [1, z.rows(), z.width()]), d));
+    lopa::device::to_vec(decoder.forward(t, z).unwrap()).unwrap()
 }
 
 fn soft_prompt(name: &str) -> SoftPrompt {
@@ -42,14 +49,10 @@ fn logits_match_transformers_with_and_without_a_soft_prompt() {
     for name in CASES {
         let fm = load(name, &d);
         let want = json(&format!("arch/{name}/expected.json"));
-        let ids_ = ids(&want["ids"]);
-        let t = Tensor::<2, Int>::from_data(TensorData::new(ids_.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, ids_.len()]), &d);
-        let v = fm.decoder.vocab_size();
-        let rel = logits_rel_diff(&lopa::device::to_vec(fm.decoder.forward(t.clone(), None).unwrap()).unwrap(), v, &want["logits"]);
+        let (ids_, v) = (ids(&want["ids"]), fm.decoder.vocab_size());
+        let rel = logits_rel_diff(&logits(&fm.decoder, &ids_, None, &d), v, &want["logits"]);
         assert!(rel <= 1e-4, "{name}: logits rel diff {rel}");
-        let z = soft_prompt(name);
-        let zt = Tensor::<3>::from_data(TensorData::new(z.values().to_vec(), [1, z.rows(), z.width()]), &d);
-        let rel = logits_rel_diff(&lopa::device::to_vec(fm.decoder.forward(t, Some(zt)).unwrap()).unwrap(), v, &want["logits_with_soft_prompt"]);
+        let rel = logits_rel_diff(&logits(&fm.decoder, &ids_, Some(&soft_prompt(name)), &d), v, &want["logits_with_soft_prompt"]);
         assert!(rel <= 1e-4, "{name}: soft-prompt logits rel diff {rel}");
     }
 }
@@ -190,11 +193,10 @@ fn half_precision_runs_every_architecture_close_to_f32() {
         let fm = load(name, &d);
         let want = json(&format!("arch/{name}/expected.json"));
         let ids_ = ids(&want["ids"]);
-        let t = Tensor::<2, Int>::from_data(TensorData::new(ids_.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, ids_.len()]), &d);
         for p in [Precision::F16, Precision::Bf16] {
             let half = fm.decoder.clone().with_precision(p);
             assert_eq!(half.precision(), p);
-            let rel = logits_rel_diff(&lopa::device::to_vec(half.forward(t.clone(), None).unwrap()).unwrap(), fm.decoder.vocab_size(), &want["logits"]);
+            let rel = logits_rel_diff(&logits(&half, &ids_, None, &d), fm.decoder.vocab_size(), &want["logits"]);
             // Rounding of the weights and matmuls to 11 (f16) or 8 (bf16) mantissa bits through 3
             // layers of large random weights: seen 1-4e-3 (f16) and 1-4e-2 (bf16), the same argmax.
             let bound = if p == Precision::F16 { 1e-2 } else { 8e-2 };
@@ -237,14 +239,12 @@ fn a_lora_inside_the_projections_equals_its_merged_weights() {
                 lw.insert(format!("lora.layers.{i}.{p}.lora_B.weight"), HostTensor::new(vec![out, 2], b).unwrap());
             }
         }
-        let base = lopa::model::decoder::Decoder::from_tensors(&cfg, &w, &d).unwrap();
+        let base = Decoder::from_tensors(&cfg, &w, &d).unwrap();
         let with_lora = base.with_lora(Some(DecoderLora::from_tensors(&lc, &lw, &d).unwrap()));
-        let merged = lopa::model::decoder::Decoder::from_tensors(&cfg, &merged, &d).unwrap();
+        let merged = Decoder::from_tensors(&cfg, &merged, &d).unwrap();
         let want = json(&format!("arch/{name}/expected.json"));
         let ids_ = ids(&want["ids"]);
-        let t = Tensor::<2, Int>::from_data(TensorData::new(ids_.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, ids_.len()]), &d);
-        let (a, b, f) = (with_lora.forward(t.clone(), None).unwrap(), merged.forward(t.clone(), None).unwrap(), base.forward(t, None).unwrap());
-        let (a, b, f) = (lopa::device::to_vec(a).unwrap(), lopa::device::to_vec(b).unwrap(), lopa::device::to_vec(f).unwrap());
+        let (a, b, f) = (logits(&with_lora, &ids_, None, &d), logits(&merged, &ids_, None, &d), logits(&base, &ids_, None, &d));
         let scale_l = b.iter().fold(0f32, |m, x| m.max(x.abs()));
         let rel = max_abs_diff(&a, &b) / scale_l;
         assert!(rel <= 1e-4, "{name}: LoRA vs merged rel diff {rel}");
@@ -301,8 +301,7 @@ fn export_hf_writes_every_architecture_so_that_it_reloads_the_same() {
         assert_eq!(a.config.to_hf_json().unwrap(), b.config.to_hf_json().unwrap(), "{name}");
         let want = json(&format!("arch/{name}/expected.json"));
         let ids_ = ids(&want["ids"]);
-        let t = Tensor::<2, Int>::from_data(TensorData::new(ids_.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, ids_.len()]), &d);
-        let (la, lb) = (lopa::device::to_vec(a.decoder.forward(t.clone(), None).unwrap()).unwrap(), lopa::device::to_vec(b.decoder.forward(t, None).unwrap()).unwrap());
+        let (la, lb) = (logits(&a.decoder, &ids_, None, &d), logits(&b.decoder, &ids_, None, &d));
         assert_eq!(max_abs_diff(&la, &lb), 0.0, "{name}: the exported model computes something else");
         let _ = std::fs::remove_dir_all(&out);
     }
@@ -317,8 +316,7 @@ fn a_llama3_gguf_with_rope_freqs_equals_its_hugging_face_checkpoint() {
     assert!(matches!(fm.config.rope_scaling, Some(lopa::model::decoder::RopeScaling::FreqFactors(_))));
     let want = json("arch/llama3/expected.json");
     let ids_ = ids(&want["ids"]);
-    let t = Tensor::<2, Int>::from_data(TensorData::new(ids_.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, ids_.len()]), &d);
-    let rel = logits_rel_diff(&lopa::device::to_vec(fm.decoder.forward(t, None).unwrap()).unwrap(), fm.decoder.vocab_size(), &want["logits"]);
+    let rel = logits_rel_diff(&logits(&fm.decoder, &ids_, None, &d), fm.decoder.vocab_size(), &want["logits"]);
     assert!(rel <= 1e-4, "logits rel diff {rel}");
     let p = SamplingParams { max_tokens: 8, ..Default::default() };
     let out = generate(&fm.decoder, &[GenerationRequest { prompt_ids: ids_, soft_prompt: Some(soft_prompt("llama3")) }], &p, true, &d).unwrap();

@@ -10,6 +10,9 @@ generated section of docs/RESULTS.md between <!-- code:begin --> and <!-- code:e
 import argparse, json, os, platform, subprocess, sys, time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docsection import write_section  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("LOPA_CACHE", Path.home() / ".cache" / "lopa"))
 LOPA = Path(os.environ.get("CARGO_TARGET_DIR", CACHE / "target")) / "debug" / "lopa"
@@ -103,14 +106,7 @@ def report(res):
                  f"({', '.join(f'{k} {v:.1f}' for k, v in c.items() if k not in ('claim', 'holds', 'two_se'))}; 2 SE = {c['two_se']:.1f})")
     L.append(f"- The paper (CruxEval-O, six code models 350M-8B): " + ", ".join(f"{k} {v}" for k, v in PAPER.items()) + ".")
     section = "\n".join(L) + "\n"
-    doc = ROOT / "docs" / "RESULTS.md"
-    text = doc.read_text()
-    b, e = "<!-- code:begin -->", "<!-- code:end -->"
-    if b in text:
-        text = text[: text.index(b) + len(b)] + "\n" + section + text[text.index(e):]
-    else:
-        text += f"\n{b}\n{section}{e}\n"
-    doc.write_text(text)
+    write_section(ROOT / "docs" / "RESULTS.md", "code", section)
     print(section)
 
 

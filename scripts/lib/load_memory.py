@@ -9,6 +9,9 @@ and the generated section of docs/PERFORMANCE.md between <!-- load-memory:begin/
 import json, os, re, subprocess, sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docsection import write_section  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("LOPA_CACHE", Path.home() / ".cache" / "lopa"))
 LOPA = Path(os.environ.get("CARGO_TARGET_DIR", CACHE / "target")) / "debug" / "lopa"
@@ -49,14 +52,7 @@ def main():
     for r in rows:
         L.append(f"| {r['model']} | {r['precision']} | {r['peak_rss_gib']:.2f} GiB | {r['weights_gib']:.2f} GiB | {r['file_gib']:.2f} GiB | {r['peak_rss_gib'] - r['weights_gib'] - r['file_gib']:.2f} GiB |")
     section = "\n".join(L) + "\n"
-    doc = ROOT / "docs" / "PERFORMANCE.md"
-    text = doc.read_text()
-    b, e = "<!-- load-memory:begin -->", "<!-- load-memory:end -->"
-    if b in text:
-        text = text[: text.index(b) + len(b)] + "\n" + section + text[text.index(e):]
-    else:
-        text += f"\n## Memory at load\n\n{b}\n{section}{e}\n"
-    doc.write_text(text)
+    write_section(ROOT / "docs" / "PERFORMANCE.md", "load-memory", section, "## Memory at load")
     print(section)
 
 
