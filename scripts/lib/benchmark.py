@@ -288,6 +288,10 @@ def majority(task):
 
 
 def write_markdown(meta, results, docs):
+    old = (docs / "RESULTS.md").read_text() if (docs / "RESULTS.md").exists() else ""
+    # The code task on a code model (scripts/lib/code_task.py) sits beside SmolLM2's CruxEval-O table.
+    cb, ce = old.find("<!-- code:begin"), old.find("<!-- code:end -->")
+    code = old[cb:ce + len("<!-- code:end -->")] if cb >= 0 and ce >= 0 else ""
     L = ["# Benchmark report: LoPA against its baselines, at small scale", "",
          f"Generated on {meta['date']} (commit {meta['commit']}) from the runs' own summaries by "
          f"`{meta['command']} --report-only`; do not edit by hand. Each row's exact training command is in its table; "
@@ -322,6 +326,9 @@ def write_markdown(meta, results, docs):
         if m == "f1":
             L += ["", f"Accuracy on {task}: " + ", ".join(f"{k} {fmt(v['accuracy'])}" for k, v in rows.items()) + "."]
         L.append("")
+        if task == "cruxeval-o" and code:
+            L += [code, ""]
+            code = ""
     started = [u for u in meta["unfinished"] if u["backend"]]
     if started:
         L += ["### Runs of this budget that did not finish", "",
@@ -364,7 +371,8 @@ def write_markdown(meta, results, docs):
         L += ["## Where ours agree and differ, and why", "", fill(disc.read_text().strip(), results), ""]
     L += performance(docs, results)
     # Sections other scripts write (between their markers) are kept.
-    old = (docs / "RESULTS.md").read_text() if (docs / "RESULTS.md").exists() else ""
+    if code:
+        L += ["", code]
     start, end = old.find("## Personalisation on the user's side"), old.find("<!-- personalize:end -->")
     if start >= 0 and end >= 0:
         L += ["", old[start:end + len("<!-- personalize:end -->")]]
