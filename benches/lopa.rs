@@ -3,7 +3,7 @@
 //! - one frozen-decoder forward: SmolLM2-135M over a 10-row soft prompt + 64 tokens, logits of
 //!   the last position (what one classification request costs the server).
 //!
-//! Run: scripts/bench.sh (needs scripts/fetch-weights.sh first).
+//! Run: scripts/benchmark.sh cpu (fetches the weights first).
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use criterion::{criterion_group, criterion_main, Criterion};

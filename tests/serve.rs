@@ -92,11 +92,14 @@ fn completions_match_the_library_in_f32_and_f16() {
     assert_eq!(m["data"][0]["hidden_size"], 64);
     let z = soft(1, 3);
     let want = direct("the theme", &z, 3, 6);
-    for f16 in [false, true] {
+    let mut ids = std::collections::BTreeSet::new();
+    for f16 in [false, true, false] {
         let w = common::wire(&z, 3, f16);
         let (st, v) = post(addr, &json!({"prompt": "the theme", "max_tokens": 6, "temperature": 0, "logprobs": 1, "soft_prompt": w}));
         assert_eq!(st, 200, "{v}");
         assert_eq!(tokens(&v), want, "f16 = {f16}");
+        // Same request, same second, same length: still its own id.
+        assert!(ids.insert(v["id"].as_str().unwrap().to_string()), "repeated completion id {}", v["id"]);
     }
 }
 

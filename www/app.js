@@ -204,8 +204,9 @@ async function run() {
     $('sp-info').textContent = `[${sp.shape.join(' × ')}] computed on this device in ${ms.toFixed(0)} ms (${client.backend})`;
     $('wire-path').textContent = `POST ${endpoint}${request.path}`;
     $('wire-bytes').textContent = `${request.body.length.toLocaleString()} bytes`;
-    $('wire-shape').textContent = `[${sp.shape.join(', ')}], f16, base64`;
     const shown = JSON.parse(new TextDecoder().decode(request.body));
+    // What the body really carries (the package may send f32 or f16).
+    $('wire-shape').textContent = `[${sp.shape.join(', ')}], ${shown.soft_prompt.dtype}, base64`;
     shown.soft_prompt.data = shown.soft_prompt.data.slice(0, 96) + `… (${shown.soft_prompt.data.length} base64 characters)`;
     $('wire-body').textContent = JSON.stringify(shown, null, 2);
     let streamed = '';

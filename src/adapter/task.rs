@@ -247,8 +247,27 @@ pub fn fill_raw(template: &str, row: &BTreeMap<String, String>) -> String {
     fill_with(template, row, |v| v)
 }
 
+/// One pass over the template: a value that itself contains `{column}` (code with an f-string, a
+/// user's text) is inserted as it is, never filled again. Braces that name no column stay.
 fn fill_with(template: &str, row: &BTreeMap<String, String>, value: fn(&str) -> &str) -> String {
-    row.iter().fold(template.to_string(), |s, (k, v)| s.replace(&format!("{{{k}}}"), value(v)))
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        match after.find('}').and_then(|j| row.get(&after[..j]).map(|v| (j, v))) {
+            Some((j, v)) => {
+                out.push_str(value(v));
+                rest = &after[j + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Read examples from a `.tsv` (header row, tab-separated, no quoting) or `.jsonl` file.
@@ -400,6 +419,14 @@ mod tests {
         assert!(e("f.tsv", "sentence\tlabel\n").ends_with("f.tsv: no examples"));
         assert!(e("g.jsonl", "{\"sentence\": \"x\"}\n").ends_with("g.jsonl:1: missing field `label`"));
         assert!(e("h.jsonl", "{oops\n").contains("h.jsonl:1: invalid JSON"));
+    }
+
+    #[test]
+    fn templates_are_filled_in_one_pass() {
+        let row: BTreeMap<String, String> = [("input", "f'{output}' and {x}"), ("output", "3")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        // A value holding `{output}` stays as it is; unknown and unmatched braces stay too.
+        assert_eq!(fill_raw("{input} -> {output} {none} {", &row), "f'{output}' and {x} -> 3 {none} {");
+        assert_eq!(fill("[{output}]{output}", &row), "[3]3");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! HTTP routes: `POST /v1/completions`, `POST /v1/score`, `GET /v1/models`, `GET /health`.
+//! HTTP routes: `POST /v1/completions`, `POST /v1/score`, `POST /v1/soft_prompt_grad`,
+//! `GET /v1/models`, `GET /health`.
 //! Errors are JSON `{"error": {"code", "message"}}`: 4xx for anything the client sent wrong
 //! (naming the rule or limit), 5xx without internal detail (that goes to the server's log).
 //!
@@ -526,7 +527,7 @@ async fn completions(State(s): State<Arc<AppState>>, req: Request) -> Result<Res
     let created = now();
     let prompt_tokens = c.n_prompt + c.soft_rows;
     Ok(Json(CompletionResponse {
-        id: format!("cmpl-{created}-{n}"),
+        id: completion_id(),
         object: "text_completion".into(),
         created,
         model: s.info.id.clone(),
@@ -538,6 +539,16 @@ async fn completions(State(s): State<Arc<AppState>>, req: Request) -> Result<Res
 
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A completion id unique to this answer: the server's start time (ns) and a counter, so that
+/// neither two answers in one second nor two server runs share one.
+fn completion_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static START: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    let start = START.get_or_init(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    format!("cmpl-{start:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Where a streamed completion stands (a `Stream` of SSE events). Dropping it (the client went
@@ -579,7 +590,7 @@ fn chunk(st: &StreamState, text: &str, finish: Option<FinishReason>) -> axum::re
 /// `finish_reason`, then `data: [DONE]`. Past `stream_timeout` an error event ends the stream.
 fn stream_response(app: Arc<AppState>, tokens_rx: mpsc::UnboundedReceiver<u32>, done: oneshot::Receiver<crate::Result<Generation>>, stops: Vec<String>) -> axum::response::sse::Sse<StreamState> {
     let deadline = Box::pin(tokio::time::sleep(app.cfg.stream_timeout));
-    axum::response::sse::Sse::new(StreamState { app, tokens_rx, done: Some(done), deadline, tokens: vec![], sent: 0, stops, phase: Phase::Streaming, finish: FinishReason::Length, id: format!("cmpl-{}", now()) })
+    axum::response::sse::Sse::new(StreamState { app, tokens_rx, done: Some(done), deadline, tokens: vec![], sent: 0, stops, phase: Phase::Streaming, finish: FinishReason::Length, id: completion_id() })
 }
 
 /// The largest char boundary of `s` at or below `i`.
