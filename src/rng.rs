@@ -33,6 +33,12 @@ pub fn shuffle<T>(v: &mut [T], seed: u64) {
     }
 }
 
+/// The shuffle seed of pass `pass` over the data (an epoch in training, a step in
+/// personalisation) of a run seeded `seed`: the same order whenever that pass runs again.
+pub fn pass_seed(seed: u64, pass: usize) -> u64 {
+    seed ^ (pass as u64).wrapping_mul(0x9E37_79B9)
+}
+
 /// The backend seed for optimizer step `step` (1-based) of a run seeded `seed`: dropout then
 /// draws the same masks whenever that step runs, after a resume or in another process.
 pub fn step_seed(seed: u64, step: usize) -> u64 {

@@ -22,7 +22,6 @@ pub enum TaskKind {
     Generation,
 }
 
-/// How to turn a data row into a prompt and a label (or an answer).
 /// How a task's dev score is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Metric {
@@ -61,6 +60,7 @@ impl Metric {
     }
 }
 
+/// How to turn a data row into a prompt and a label (or an answer).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskSpec {
     pub name: String,

@@ -200,7 +200,7 @@ impl Personalizer {
     /// The next batch's example indices and soft prompts `[b, m, d]`, attached to the graph.
     fn next_batch(&mut self) -> Result<(Vec<usize>, Tensor<3>)> {
         if self.cursor == 0 {
-            crate::rng::shuffle(&mut self.order, self.options.seed ^ (self.step as u64).wrapping_mul(0x9E37_79B9));
+            crate::rng::shuffle(&mut self.order, crate::rng::pass_seed(self.options.seed, self.step));
         }
         let n = self.options.batch_size.min(self.order.len() - self.cursor);
         let batch: Vec<usize> = self.order[self.cursor..self.cursor + n].to_vec();

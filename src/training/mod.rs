@@ -193,7 +193,7 @@ pub fn train(
     for epoch in ck.epoch + 1..=cfg.epochs {
         let t0 = Instant::now();
         let secs_before = ck.train_secs;
-        let batches = length_bucketed_batches(&train_data, cfg.batch_size, cfg.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9));
+        let batches = length_bucketed_batches(&train_data, cfg.batch_size, crate::rng::pass_seed(cfg.seed, epoch));
         // A checkpoint inside this epoch has done its first `step_in_epoch` batches.
         for (i, idx) in batches.iter().enumerate().skip(ck.step_in_epoch) {
             // Dropout draws from a seed fixed by the step, so a resumed run draws the same masks.
