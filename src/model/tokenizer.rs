@@ -74,9 +74,9 @@ impl Tokenizer {
         let merges = match g.get("tokenizer.ggml.merges") {
             Some(_) if !sentencepiece => strings("tokenizer.ggml.merges")?
                 .iter()
-                .map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| Error::Tokenizer(format!("merge `{m}` is not two tokens"))))
+                .map(|m| m.split_once(' ').map(|(a, b)| [a.to_string(), b.to_string()]).ok_or_else(|| Error::Tokenizer(format!("merge `{m}` is not two tokens"))))
                 .collect::<Result<Vec<_>>>()?,
-            _ => sentencepiece_merges(&tokens),
+            _ => merges_from_vocabulary(&tokens),
         };
         let types: Vec<u64> = g
             .get("tokenizer.ggml.token_type")
@@ -93,7 +93,6 @@ impl Tokenizer {
                     "rstrip": false, "normalized": false, "special": types[id] == 3}));
             }
         }
-        let merges: Vec<[String; 2]> = merges.into_iter().map(|(a, b)| [a, b]).collect();
         let doc = if sentencepiece {
             let id = |k: &str| g.get(k).and_then(Value::as_u64).map(|v| v as usize);
             let unk = id("tokenizer.ggml.unknown_token_id").and_then(|i| tokens.get(i)).cloned();
@@ -186,7 +185,7 @@ impl Tokenizer {
 /// transformers derives them: every split of a token into two tokens of the vocabulary, tokens in
 /// file order (Gemma's scores do not follow its merge order; its file order does), and within a
 /// token the longer left piece first.
-fn sentencepiece_merges(tokens: &[String]) -> Vec<(String, String)> {
+fn merges_from_vocabulary(tokens: &[String]) -> Vec<[String; 2]> {
     use std::collections::HashMap;
     let mut last: HashMap<&str, usize> = HashMap::with_capacity(tokens.len());
     for (i, t) in tokens.iter().enumerate() {
@@ -200,7 +199,7 @@ fn sentencepiece_merges(tokens: &[String]) -> Vec<(String, String)> {
         for &b in cuts.iter().rev() {
             let (l, r) = t.split_at(b);
             if last.contains_key(l) && last.contains_key(r) {
-                merges.push((l.to_string(), r.to_string()));
+                merges.push([l.to_string(), r.to_string()]);
             }
         }
     }

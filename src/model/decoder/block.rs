@@ -206,11 +206,9 @@ impl DecoderLayer {
         })
     }
 
-    /// This layer with its projections' weights cast by `cast` (norms stay f32).
+    /// This layer with its projections' weights cast by `cast` (norms stay f32; a weight already
+    /// in the target type is left as it is).
     pub(crate) fn cast(self, cast: &mut super::Cast) -> Self {
-        if cast.0 == FloatDType::F32 {
-            return self;
-        }
         Self { self_attn: self.self_attn.map_projections(cast), mlp: self.mlp.map(cast), ..self }
     }
 

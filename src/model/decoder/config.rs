@@ -204,7 +204,7 @@ pub struct DecoderConfig {
     pub hidden_act: Activation,
 }
 
-/// Reads fields of one JSON object, remembering which it has seen.
+/// Typed reads of one JSON object's fields (null counts as absent).
 struct Fields<'a> {
     o: &'a Map<String, Value>,
 }

@@ -1,6 +1,6 @@
 //! The frozen foundation model: a llama-family decoder (Touvron et al. 2023,
-//! <https://arxiv.org/abs/2302.13971>; also mistral, qwen2, qwen3 and gemma3) that accepts a soft-prompt prefix on its input embeddings,
-//! as LoPA requires: input = [Z ; E(x)]. Config names follow Hugging Face `config.json`; the
+//! <https://arxiv.org/abs/2302.13971>; also mistral, qwen2, qwen3 and gemma3) that accepts a
+//! soft-prompt prefix on its input embeddings, as LoPA requires: input = [Z ; E(x)]. Config names follow Hugging Face `config.json`; the
 //! module layout mirrors `model.layers.N.self_attn.q_proj` etc.
 //!
 //! - [`block`]: one transformer block (attention, MLP), each part with its own `load` and `forward`;
