@@ -71,9 +71,3 @@ impl Error {
         Error::Io { path: path.into(), source }
     }
 }
-
-/// Read a whole file, naming it in the error.
-pub fn read_file(path: impl AsRef<std::path::Path>) -> Result<Vec<u8>> {
-    let path = path.as_ref();
-    std::fs::read(path).map_err(|e| Error::io(path, e))
-}

@@ -17,11 +17,14 @@
 
 // Layers, lowest first; each imports only from the ones above it in this list.
 pub mod error;
+pub mod fs;
 pub mod paths;
 pub mod rng;
 pub mod device;
 pub mod model;
+pub mod task;
 pub mod adapter;
+pub mod wire;
 pub mod client;
 pub mod endpoint;
 #[cfg(feature = "train")]

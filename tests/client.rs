@@ -5,13 +5,13 @@
 mod common;
 
 use lopa::adapter::{Adapter, AdapterMeta, ModelIdentity};
-use lopa::client::bundle::encoder_bundle;
+use lopa::model::encoder::bundle::encoder_bundle;
 use lopa::client::{Answer, Chunk, Client, Input, RequestOptions};
 use lopa::model::encoder::SentenceEncoder;
 use lopa::model::generator::{GeneratorConfig, Method};
-use lopa::endpoint::wire::{CompletionChoice, CompletionRequest, CompletionResponse, Dtype, ErrorDetail, ErrorResponse, Score, ScoreRequest, ScoreResponse};
+use lopa::wire::{CompletionChoice, CompletionRequest, CompletionResponse, Dtype, ErrorDetail, ErrorResponse, Score, ScoreRequest, ScoreResponse};
 use lopa::model::sampling::FinishReason;
-use lopa::adapter::task::TaskSpec;
+use lopa::task::TaskSpec;
 use lopa::model::weights::safetensors::StoreAs;
 
 /// The stated bound on int8 bundles' soft-prompt deviation from f32, relative to max(1, max |Z|).

@@ -96,6 +96,6 @@ fn the_checker_sees_an_import_that_goes_up() {
     assert_eq!(violations("model/x.rs", "model", "use crate::training::train;"), ["model/x.rs: model → training (crate::training::train)"]);
     assert_eq!(violations("endpoint/wire.rs", "endpoint::wire", "crate::client::Query").len(), 1);
     assert_eq!(violations("training/mod.rs", "training", "crate::endpoint::http::serve").len(), 1, "same layer, other module");
-    assert!(violations("client/mod.rs", "client", "use crate::endpoint::wire::Request; use crate::model::SoftPrompt;").is_empty());
-    assert!(violations("model/x.rs", "model", "/// See [`crate::endpoint::wire::WireSoftPrompt`].").is_empty(), "a doc link is not an import");
+    assert!(violations("client/mod.rs", "client", "use crate::wire::Request; use crate::model::SoftPrompt;").is_empty());
+    assert!(violations("model/x.rs", "model", "/// See [`crate::wire::WireSoftPrompt`].").is_empty(), "a doc link is not an import");
 }

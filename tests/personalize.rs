@@ -13,7 +13,7 @@ use lopa::adapter::{Adapter, AdapterMeta};
 use lopa::client::personalize::{LabelledInput, Optimizer, PersonalizeOptions, Personalizer};
 use lopa::client::{Client, Input};
 use lopa::endpoint::engine::Engine;
-use lopa::endpoint::wire::{GradientResponse, GRADIENT_PATH};
+use lopa::wire::{GradientResponse, GRADIENT_PATH};
 use lopa::endpoint::{Backend, ServeConfig};
 use lopa::model::adaptation::AdaptationConfig;
 use lopa::model::decoder::FoundationModel;

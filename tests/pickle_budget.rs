@@ -5,7 +5,7 @@
 #![cfg(feature = "server")]
 
 use lopa::rng::Rng;
-use lopa::endpoint::torch_tensor::{load_tensor, write_zip};
+use lopa::model::weights::torch::{load_tensor, write_zip};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

@@ -357,7 +357,7 @@ fn a_pickle_that_doubles_or_nests_values_is_a_400() {
     nested.push(b'.');
     for pkl in [doubling, nested] {
         assert!(pkl.len() < 21_000);
-        let zip = lopa::endpoint::torch_tensor::write_zip(&[("archive/data.pkl", &pkl), ("archive/byteorder", b"little")]);
+        let zip = lopa::model::weights::torch::write_zip(&[("archive/data.pkl", &pkl), ("archive/byteorder", b"little")]);
         let t = std::time::Instant::now();
         let (st, v) = post(addr, &json!({"max_tokens": 1, "prompt_embeds": b64(&zip)}));
         assert_eq!((st, v["error"]["code"].as_str()), (400, Some("prompt_embeds_format")), "{v}");

@@ -7,7 +7,7 @@ mod common;
 use burn::tensor::Device;
 use common::fixture;
 use lopa::endpoint::engine::Engine;
-use lopa::endpoint::wire::{Dtype, GradientResponse, WireSoftPrompt};
+use lopa::wire::{Dtype, GradientResponse, WireSoftPrompt};
 use lopa::endpoint::{Backend, ServeConfig};
 use lopa::model::decoder::FoundationModel;
 use lopa::model::generate::score_continuations;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use lopa::endpoint::torch_tensor::load_tensor;
+use lopa::model::weights::torch::load_tensor;
 
 fn load(name: &str) -> (Vec<usize>, Vec<f32>) {
     load_tensor(&std::fs::read(common::fixture(&format!("torch/prompt_embeds_{name}.pt"))).unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"))

@@ -11,7 +11,8 @@ use lopa::model::encoder::SentenceEncoder;
 use lopa::model::adaptation::{Adaptation, AdaptationConfig, AdaptationKind};
 use lopa::model::generator::{GeneratorConfig, Method};
 
-use lopa::adapter::task::{load_examples, Metric, TaskSpec};
+use lopa::task::{Metric, TaskSpec};
+use lopa::training::examples::load_examples;
 use lopa::training::{answer_logits, label_token_ids, loss, prepare, train, Prepared, Quiet, TrainConfig};
 use std::path::PathBuf;
 
@@ -236,7 +237,7 @@ fn generation_task_learns_its_answer_tokens() {
     let mut cfg = config(file.clone(), Method::Lopa, 40);
     cfg.task = TaskSpec {
         name: "toy-gen".into(),
-        kind: lopa::adapter::task::TaskKind::Generation,
+        kind: lopa::task::TaskKind::Generation,
         template: "{sentence}:".into(),
         encoder_template: "{sentence}".into(),
         label_column: String::new(),
@@ -260,7 +261,7 @@ fn generation_task_learns_its_answer_tokens() {
     // rows answered here by `generate` on the bare decoder (no soft prompt, no LoRA).
     use lopa::model::generate::{generate, GenerationRequest};
     use lopa::model::sampling::SamplingParams;
-    let rows = lopa::adapter::task::load_rows(&cfg.task, &file, cfg.task.dev_rows).unwrap();
+    let rows = lopa::training::examples::load_rows(&cfg.task, &file, cfg.task.dev_rows).unwrap();
     let data = lopa::training::prepare(&rows, &file, &fm, None, usize::MAX, &ad).unwrap();
     let max_tokens = data.iter().map(|p| p.answer.len()).max().unwrap() + 8;
     let params = SamplingParams { max_tokens, stop_token_ids: fm.tokenizer.eos_token_ids.clone(), ..Default::default() };

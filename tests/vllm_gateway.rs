@@ -205,14 +205,14 @@ fn the_gateway_checks_the_model_and_refuses_hostile_tensors_itself() {
         pkl.extend_from_slice(b"h\x00h\x00\x86q\x00");
     }
     pkl.push(b'.');
-    let zip = lopa::endpoint::torch_tensor::write_zip(&[("archive/data.pkl", &pkl)]);
+    let zip = lopa::model::weights::torch::write_zip(&[("archive/data.pkl", &pkl)]);
     use base64::Engine as _;
     let (st, body) = post(s.gateway, "/v1/completions", &json!({"max_tokens": 1, "prompt_embeds": base64::engine::general_purpose::STANDARD.encode(zip)}));
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("prompt_embeds_format"), "{body}");
     // vLLM's own answer to a client's valid prompt_embeds matches the same soft prompt's.
     let z = soft(3, 5, s);
-    let pe = base64::engine::general_purpose::STANDARD.encode(lopa::endpoint::torch_tensor::save_tensor(&[5, s.width], &z));
+    let pe = base64::engine::general_purpose::STANDARD.encode(lopa::model::weights::torch::save_tensor(&[5, s.width], &z));
     let a = post_json(s.gateway, "/v1/completions", &json!({"prompt_embeds": pe, "max_tokens": 6, "temperature": 0, "logprobs": 1}));
     let b = post_json(s.embedded, "/v1/completions", &json!({"soft_prompt": common::wire(&z, 5, false), "max_tokens": 6, "temperature": 0, "logprobs": 1}));
     assert_eq!(ids(&a), ids(&b));
@@ -285,7 +285,7 @@ fn soft_prompt_gradients_are_refused_by_the_gateway_with_501() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(s) = servers() else { return };
     let z = lopa::model::SoftPrompt::new(soft(9, 2, s), 2, s.width).unwrap();
-    let body = json!({"examples": [{"prompt": "A fine film. It was", "target": " great", "soft_prompt": lopa::endpoint::wire::WireSoftPrompt::encode(&z, lopa::endpoint::wire::Dtype::F32)}]});
+    let body = json!({"examples": [{"prompt": "A fine film. It was", "target": " great", "soft_prompt": lopa::wire::WireSoftPrompt::encode(&z, lopa::wire::Dtype::F32)}]});
     let (status, answer) = post(s.gateway, "/v1/soft_prompt_grad", &body);
     let answer: Value = serde_json::from_str(&answer).unwrap();
     assert_eq!((status, answer["error"]["code"].as_str()), (501, Some("gradients_unavailable")), "{answer}");

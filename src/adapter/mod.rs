@@ -3,14 +3,14 @@
 //! model it was trained with, so that a mismatch is refused at load). Written atomically.
 //! Also exports Z_S as a Hugging Face PEFT prompt-tuning adapter.
 
-pub mod check;
-pub mod task;
+pub mod bundle;
 
 use crate::model::decoder::FoundationModel;
 use crate::model::encoder::SentenceEncoder;
 use crate::error::{Error, Result};
 use crate::model::adaptation::AdaptationConfig;
-use crate::adapter::task::TaskSpec;
+use crate::task::TaskSpec;
+use crate::fs::write_dir_atomic;
 use crate::model::weights::{safetensors, TensorMap};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -110,9 +110,9 @@ impl Adapter {
     /// `exportAdapter()` write).
     pub fn load(dir: &Path) -> Result<Self> {
         if dir.is_file() {
-            return Self::from_bundle(&crate::error::read_file(dir)?);
+            return Self::from_bundle(&crate::fs::read_file(dir)?);
         }
-        Self::from_bytes(&crate::error::read_file(dir.join("adapter.json"))?, &crate::error::read_file(dir.join("adapter.safetensors"))?)
+        Self::from_bytes(&crate::fs::read_file(dir.join("adapter.json"))?, &crate::fs::read_file(dir.join("adapter.safetensors"))?)
     }
 
     /// Write to `dir` atomically: a reader sees the old adapter or the new one, never a mix.
@@ -158,41 +158,4 @@ impl Adapter {
         let w = safetensors::write([("prompt_embeddings", zs)], &BTreeMap::new(), safetensors::StoreAs::F32);
         write_dir_atomic(dir, &[("adapter_config.json".into(), serde_json::to_vec_pretty(&cfg).expect("json")), ("adapter_model.safetensors".into(), w)])
     }
-}
-
-/// Write one file atomically (temporary file in the same folder, then rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
-
-/// Replace a whole folder of files atomically: build a sibling, then swap it in.
-pub fn write_dir_atomic(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<()> {
-    let parent = dir.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let name = dir.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "adapter".into());
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    // Keep files that are not being replaced (e.g. checkpoint.json beside the adapter).
-    if dir.is_dir() {
-        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
-            let n = entry.file_name().to_string_lossy().to_string();
-            if !files.iter().any(|(f, _)| *f == n) {
-                std::fs::copy(entry.path(), tmp.join(&n)).map_err(|e| Error::io(entry.path(), e))?;
-            }
-        }
-    }
-    for (n, bytes) in files {
-        let p = tmp.join(n);
-        std::fs::write(&p, bytes).map_err(|e| Error::io(&p, e))?;
-    }
-    if dir.exists() {
-        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
 }

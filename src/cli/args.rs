@@ -82,7 +82,7 @@ impl Loaded {
 /// A client from the browser's files: a folder `lopa export-web` wrote, and one of its adapters
 /// (`name`; none: the only one).
 pub fn bundle_client(dir: &Path, name: Option<&str>, device: &Device) -> lopa::Result<lopa::client::Client> {
-    let read = |n: &str| lopa::error::read_file(dir.join(n));
+    let read = |n: &str| lopa::fs::read_file(dir.join(n));
     let name = match name {
         Some(n) => n.to_string(),
         None => {
@@ -94,4 +94,17 @@ pub fn bundle_client(dir: &Path, name: Option<&str>, device: &Device) -> lopa::R
         }
     };
     lopa::client::Client::from_bundles(&read("encoder.safetensors")?, &read("tokenizer.json")?, &read(&format!("adapters/{name}.safetensors"))?, device)
+}
+
+/// Where the built-in tasks' data lives: `$LOPA_DATA`, else `../shared/data` beside the
+/// checkout the binary was built from, else `./data`.
+pub fn data_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("LOPA_DATA") {
+        return PathBuf::from(p);
+    }
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    if beside.exists() {
+        return beside;
+    }
+    PathBuf::from("data")
 }

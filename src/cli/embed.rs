@@ -21,7 +21,7 @@ pub fn run(a: Args) -> lopa::Result<()> {
     let dev = a.models.device()?;
     let enc = match &a.bundle {
         Some(dir) => {
-            let read = |n: &str| lopa::error::read_file(dir.join(n));
+            let read = |n: &str| lopa::fs::read_file(dir.join(n));
             SentenceEncoder::from_bundle(&read("encoder.safetensors")?, &read("tokenizer.json")?, &dev.device)?
         }
         None => SentenceEncoder::from_dir(a.models.encoder_path(), &dev.device)?,

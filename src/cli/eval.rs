@@ -19,9 +19,9 @@ pub fn run(a: Args) -> lopa::Result<()> {
     let task = &l.adapter.meta.task;
     let (file, rows) = match a.file {
         Some(f) => (f, None),
-        None => (task.default_files(&lopa::adapter::task::data_dir()).1, task.dev_rows),
+        None => (lopa::training::examples::default_files(task, &crate::args::data_dir()).1, task.dev_rows),
     };
-    let mut ex = lopa::adapter::task::load_rows(task, &file, rows)?;
+    let mut ex = lopa::training::examples::load_rows(task, &file, rows)?;
     if a.limit > 0 {
         ex.truncate(a.limit);
     }

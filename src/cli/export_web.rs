@@ -3,7 +3,8 @@
 //! `adapters/NAME.safetensors` per adapter and `adapters.json` listing them; each file written
 //! atomically.
 
-use lopa::adapter::{write_atomic, Adapter};
+use lopa::adapter::Adapter;
+use lopa::fs::write_atomic;
 use lopa::model::encoder::SentenceEncoder;
 use lopa::model::weights::safetensors::StoreAs;
 use std::path::{Path, PathBuf};
@@ -28,10 +29,10 @@ pub struct Args {
 pub fn run(a: Args) -> lopa::Result<()> {
     let dir = a.encoder.unwrap_or_else(lopa::paths::default_encoder);
     let enc = SentenceEncoder::from_dir(&dir, &burn::tensor::Device::flex())?;
-    let weights = lopa::error::read_file(dir.join("model.safetensors"))?;
+    let weights = lopa::fs::read_file(dir.join("model.safetensors"))?;
     let mut files = vec![
-        ("encoder.safetensors".to_string(), lopa::client::bundle::encoder_bundle(&enc, &weights, a.dtype)?),
-        ("tokenizer.json".to_string(), lopa::error::read_file(dir.join("tokenizer.json"))?),
+        ("encoder.safetensors".to_string(), lopa::model::encoder::bundle::encoder_bundle(&enc, &weights, a.dtype)?),
+        ("tokenizer.json".to_string(), lopa::fs::read_file(dir.join("tokenizer.json"))?),
     ];
     let mut list = vec![];
     for spec in &a.adapter {

@@ -4,11 +4,12 @@
 //! adapter does not.
 
 use crate::args::ModelArgs;
-use lopa::adapter::task::{load_examples, TaskKind};
+use lopa::task::TaskKind;
+use lopa::training::examples::load_examples;
 use lopa::adapter::Adapter;
 use lopa::client::personalize::{Optimizer, PersonalizeOptions, Personalizer, TrainingText};
 use lopa::client::Client;
-use lopa::endpoint::wire::GRADIENT_PATH;
+use lopa::wire::GRADIENT_PATH;
 use lopa::model::encoder::SentenceEncoder;
 use std::path::PathBuf;
 

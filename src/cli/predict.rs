@@ -1,8 +1,10 @@
 //! `lopa predict`: one input through a saved adapter: a label with its probabilities, or an answer.
 
 use crate::args::AdapterArgs;
-use lopa::adapter::task::{TaskKind, TaskSpec};
+use lopa::task::TaskKind;
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -16,23 +18,21 @@ pub struct Args {
 pub fn run(a: Args) -> lopa::Result<()> {
     let (dev, l) = a.adapter.load()?;
     let task = &l.adapter.meta.task;
-    let mut row = Map::new();
+    let mut row = BTreeMap::new();
     for f in &a.fields {
         let (k, v) = f.split_once('=').ok_or_else(|| lopa::Error::Input(format!("`{f}` is not column=value")))?;
-        row.insert(k.to_string(), Value::String(v.to_string()));
+        row.insert(k.to_string(), v.to_string());
     }
-    // The label / answer column only has to be present; it is not used for prediction.
+    // The label / answer columns only have to be present; prediction does not read them.
+    let inputs = task.input_columns();
+    for col in task.columns()?.into_iter().filter(|c| !inputs.contains(c)) {
+        row.entry(col).or_default();
+    }
     if let Some(label) = task.labels().first() {
-        row.insert(task.label_column.clone(), Value::String(label.to_string()));
+        row.insert(task.label_column.clone(), label.to_string());
     }
-    for col in task.answer_template.iter().flat_map(|t| TaskSpec::placeholders(t)) {
-        row.entry(col).or_insert(Value::String(String::new()));
-    }
-    let tmp = std::env::temp_dir().join(format!("lopa-predict-{}.jsonl", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_string(&row).expect("json")).map_err(|e| lopa::Error::io(&tmp, e))?;
-    let ex = lopa::adapter::task::load_examples(task, &tmp);
-    let _ = std::fs::remove_file(&tmp);
-    let data = lopa::training::prepare(&ex?, &tmp, &l.fm, l.encoder.as_ref(), usize::MAX, &dev.device)?;
+    let ex = lopa::training::examples::example(task, row, 0).map_err(lopa::Error::Input)?;
+    let data = lopa::training::prepare(&[ex], Path::new("--field"), &l.fm, l.encoder.as_ref(), usize::MAX, &dev.device)?;
     if task.kind == TaskKind::Generation {
         let answer = lopa::training::generate_answers(&l.fm, Some(&l.adaptation), &data, 64, 1, &dev.device)?;
         println!("{}", json!({"answer": answer[0]}));

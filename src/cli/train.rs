@@ -118,10 +118,10 @@ impl lopa::training::Progress for Bar {
 
 pub fn run(a: Args) -> lopa::Result<()> {
     let task = match &a.task_spec {
-        Some(p) => serde_json::from_slice(&lopa::error::read_file(p)?).map_err(|e| lopa::Error::Config(format!("{}: {e}", p.display())))?,
-        None => lopa::adapter::task::TaskSpec::builtin(&a.task)?,
+        Some(p) => serde_json::from_slice(&lopa::fs::read_file(p)?).map_err(|e| lopa::Error::Config(format!("{}: {e}", p.display())))?,
+        None => lopa::task::TaskSpec::builtin(&a.task)?,
     };
-    let (train_file, dev_file) = task.default_files(&lopa::adapter::task::data_dir());
+    let (train_file, dev_file) = lopa::training::examples::default_files(&task, &crate::args::data_dir());
     let dev = a.models.device()?;
     eprintln!("lopa: backend {}", dev.name);
     let ad = dev.device.clone().autodiff();
@@ -178,7 +178,7 @@ pub fn run(a: Args) -> lopa::Result<()> {
         best.export_peft(&a.run_dir.join("peft"), &fm)?;
     }
     let s = serde_json::to_string_pretty(&summary).expect("json");
-    lopa::adapter::write_atomic(&a.run_dir.join("summary.json"), s.as_bytes())?;
+    lopa::fs::write_atomic(&a.run_dir.join("summary.json"), s.as_bytes())?;
     println!("{s}");
     Ok(())
 }
@@ -204,7 +204,7 @@ pub fn expand_config(args: Vec<OsString>) -> lopa::Result<Vec<OsString>> {
     let mut flags: Vec<OsString> = vec![];
     for path in &files {
         let bad = |why: String| lopa::Error::Config(format!("{}: {why}", path.display()));
-        let v: serde_json::Value = serde_json::from_slice(&lopa::error::read_file(path)?).map_err(|e| bad(e.to_string()))?;
+        let v: serde_json::Value = serde_json::from_slice(&lopa::fs::read_file(path)?).map_err(|e| bad(e.to_string()))?;
         let obj = v.as_object().ok_or_else(|| bad("must be a JSON object of `lopa train` flags".into()))?;
         for (key, value) in obj {
             let flag = format!("--{}", key.replace('_', "-"));

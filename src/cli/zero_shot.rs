@@ -1,7 +1,7 @@
 //! `lopa zero-shot`: the frozen model's dev score with no adaptation at all.
 
 use crate::args::ModelArgs;
-use lopa::adapter::task::TaskSpec;
+use lopa::task::TaskSpec;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,7 +18,7 @@ pub struct Args {
 pub fn run(a: Args) -> lopa::Result<()> {
     let dev = a.models.device()?;
     let task = TaskSpec::builtin(&a.task)?;
-    let (_, dev_file) = task.default_files(&lopa::adapter::task::data_dir());
+    let (_, dev_file) = lopa::training::examples::default_files(&task, &crate::args::data_dir());
     let fm = a.models.load_model(&dev.device)?;
     let t0 = std::time::Instant::now();
     let (acc, f1) = lopa::training::zero_shot(&task, &dev_file, a.dev_limit, &fm, &dev.device)?;

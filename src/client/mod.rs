@@ -3,7 +3,6 @@
 //! carries only that soft prompt and the query; the adapter's weights never leave the device.
 //! The browser package (`wasm`) and native callers share this one mechanism.
 
-pub mod bundle;
 #[cfg(feature = "personalize")]
 pub mod personalize;
 #[cfg(feature = "browser")]
@@ -13,8 +12,8 @@ use crate::adapter::{check_identity, Adapter, AdapterMeta};
 use crate::model::encoder::SentenceEncoder;
 use crate::error::{Error, Result};
 use crate::model::generator::{GeneratorConfig, PromptGenerator};
-use crate::adapter::task::{TaskKind, TaskSpec};
-use crate::endpoint::wire::{self, CompletionRequest, CompletionResponse, Dtype, ErrorResponse, Request, ScoreRequest, ScoreResponse, StopField, WireSoftPrompt};
+use crate::task::{TaskKind, TaskSpec};
+use crate::wire::{self, CompletionRequest, CompletionResponse, Dtype, ErrorResponse, Request, ScoreRequest, ScoreResponse, StopField, WireSoftPrompt};
 use crate::model::sampling::FinishReason;
 use crate::model::SoftPrompt;
 use burn::tensor::{Device, Tensor};
@@ -132,10 +131,7 @@ impl Client {
     /// The row an input stands for. A plain text fills a task with one field.
     pub fn fields(&self, input: &Input) -> Result<BTreeMap<String, String>> {
         let task = self.task();
-        let mut names = TaskSpec::placeholders(&task.template);
-        names.extend(TaskSpec::placeholders(&task.encoder_template));
-        names.sort();
-        names.dedup();
+        let names = task.input_columns();
         match input {
             Input::Text(t) if names.len() == 1 => Ok(BTreeMap::from([(names[0].clone(), t.clone())])),
             Input::Text(_) => Err(Error::Input(format!("task `{}` takes the fields {{{}}}: pass an object, not a string", task.name, names.join(", ")))),

@@ -12,9 +12,9 @@
 //! batch size.
 
 use super::{Client, Input};
-use crate::adapter::task::TaskKind;
+use crate::task::TaskKind;
 use crate::adapter::{Adapter, AdapterMeta};
-use crate::endpoint::wire::{Dtype, GradientExample, GradientRequest, GradientResponse, WireSoftPrompt};
+use crate::wire::{Dtype, GradientExample, GradientRequest, GradientResponse, WireSoftPrompt};
 use crate::error::{Error, Result};
 use crate::model::generator::PromptGenerator;
 use crate::model::SoftPrompt;

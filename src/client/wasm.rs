@@ -1,7 +1,7 @@
 //! wasm-bindgen exports for the browser package (`pkg/`). The JS wrapper (`pkg/index.js`) adds
 //! downloads with progress, the Cache API and the Web Worker; this module holds the model and the
 //! wire format: requests are built and answers read by the same Rust types the server uses
-//! (`crate::endpoint::wire`), passed as JS objects through serde-wasm-bindgen. It is built twice:
+//! (`crate::wire`), passed as JS objects through serde-wasm-bindgen. It is built twice:
 //! `browser` (CPU only, small) and `browser-webgpu` (WebGPU + CPU). Every failure comes back as a
 //! JS `Error` with lopa's message; nothing here reads a tensor synchronously (WebGPU forbids it).
 //! The module touches no browser API itself: downloads, caching and the worker are the JS
@@ -9,7 +9,7 @@
 
 use crate::client::personalize::{LabelledInput, PersonalizeOptions, Personalizer};
 use crate::client::{Client, Input, Query, RequestOptions};
-use crate::endpoint::wire::GRADIENT_PATH;
+use crate::wire::GRADIENT_PATH;
 use serde::Serialize;
 use crate::error::{Error, Result};
 use burn::tensor::Device;

@@ -11,7 +11,7 @@
 
 use super::engine::{Engine, EngineConfig, Submit};
 use super::upstream::Vllm;
-use super::wire::{CompletionChoice, Dtype, Gradient, GradientRequest, GradientResponse, WireSoftPrompt, COMPLETIONS_PATH, GRADIENT_PATH, SCORE_PATH, CompletionRequest, CompletionResponse, ErrorDetail, ErrorResponse, Logprobs, Score, ScoreRequest, ScoreResponse, TensorRule, Usage, MAX_STOPS, MAX_STOP_BYTES};
+use crate::wire::{CompletionChoice, Dtype, Gradient, GradientRequest, GradientResponse, WireSoftPrompt, COMPLETIONS_PATH, GRADIENT_PATH, SCORE_PATH, CompletionRequest, CompletionResponse, ErrorDetail, ErrorResponse, Logprobs, Score, ScoreRequest, ScoreResponse, TensorRule, Usage, MAX_STOPS, MAX_STOP_BYTES};
 use crate::model::decoder::FoundationModel;
 use crate::error::Error;
 use crate::model::generate::{Generation, GenerationRequest};
@@ -462,7 +462,7 @@ fn prepare_completion(s: &AppState, body: &[u8]) -> Result<Completion, ApiError>
     let soft = match (&req.soft_prompt, &req.prompt_embeds) {
         (Some(_), Some(_)) => return Err(ApiError::bad("invalid_request", "send soft_prompt or prompt_embeds, not both")),
         (Some(w), None) => Some(w.decode(width, max_rows)?),
-        (None, Some(b64)) => Some(super::torch_tensor::decode_prompt_embeds(b64, width, max_rows)?),
+        (None, Some(b64)) => Some(crate::wire::soft_prompt::decode_prompt_embeds(b64, width, max_rows)?),
         (None, None) => None,
     };
     let ids = token_ids(s, &req.prompt, "prompt")?;

@@ -5,13 +5,10 @@
 //! [`wire`] is the request and response format both sides share; it builds everywhere (the
 //! browser client writes it). The server itself needs the `server` feature.
 
-pub mod wire;
 #[cfg(feature = "server")]
 pub mod engine;
 #[cfg(feature = "server")]
 pub mod http;
-#[cfg(feature = "server")]
-pub mod torch_tensor;
 #[cfg(feature = "server")]
 pub mod upstream;
 

@@ -128,7 +128,7 @@ impl Vllm {
     /// Base64 of `torch.save` bytes for `[rows, d]` values, written here.
     fn encode(&self, values: &[f32], rows: usize) -> String {
         let d = self.embedding.config.hidden_size;
-        base64::engine::general_purpose::STANDARD.encode(super::torch_tensor::save_tensor(&[rows, d], values))
+        base64::engine::general_purpose::STANDARD.encode(crate::model::weights::torch::save_tensor(&[rows, d], values))
     }
 
     /// `[soft prompt ; embed(ids)]` for a request, as `prompt_embeds`.

@@ -1,6 +1,6 @@
 //! A soft prompt on the host: `rows` (m) vectors of the frozen model's width `width` (d),
 //! row-major f32. The one value that flows from the client's generator, over the wire
-//! ([`crate::endpoint::wire::WireSoftPrompt`] is its encoding), into generation and scoring.
+//! ([`crate::wire::WireSoftPrompt`] is its encoding), into generation and scoring.
 
 use crate::error::{Error, Result};
 use burn::tensor::{Device, Tensor, TensorData};

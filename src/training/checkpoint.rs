@@ -9,7 +9,8 @@
 //! them back to its own parameters.
 
 use super::EpochMetrics;
-use crate::adapter::{write_dir_atomic, Adapter};
+use crate::adapter::Adapter;
+use crate::fs::write_dir_atomic;
 use crate::error::{Error, Result};
 use crate::model::weights::{safetensors, HostTensor};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
@@ -73,9 +74,9 @@ pub struct Saved {
 /// beside it as `.last.old-PID`) is read instead.
 pub fn load(dir: &Path) -> Result<Saved> {
     let dir = if dir.join(POSITION_FILE).exists() { dir.to_path_buf() } else { interrupted_swap(dir).unwrap_or_else(|| dir.to_path_buf()) };
-    let position: Position = serde_json::from_slice(&crate::error::read_file(dir.join(POSITION_FILE))?).map_err(|e| Error::Config(format!("{}: {e}", dir.join(POSITION_FILE).display())))?;
+    let position: Position = serde_json::from_slice(&crate::fs::read_file(dir.join(POSITION_FILE))?).map_err(|e| Error::Config(format!("{}: {e}", dir.join(POSITION_FILE).display())))?;
     let optimizer = dir.join(OPTIMIZER_FILE);
-    let optimizer = optimizer.exists().then(|| crate::error::read_file(&optimizer)).transpose()?;
+    let optimizer = optimizer.exists().then(|| crate::fs::read_file(&optimizer)).transpose()?;
     Ok(Saved { adapter: Adapter::load(&dir)?, optimizer, position })
 }
 

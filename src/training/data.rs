@@ -1,7 +1,8 @@
 //! Training and evaluation data: task rows tokenized for the frozen model and embedded once by
 //! the frozen encoder, and the batches an epoch visits.
 
-use crate::adapter::task::{Example, TaskKind, TaskSpec};
+use super::examples::Example;
+use crate::task::{TaskKind, TaskSpec};
 use crate::error::{Error, Result};
 use crate::model::decoder::FoundationModel;
 use crate::model::encoder::SentenceEncoder;

@@ -2,7 +2,8 @@
 //! model), label probabilities, greedy answers, and the task's dev score.
 
 use super::data::{label_token_ids, prepare, Prepared};
-use crate::adapter::task::{load_rows, scores, Metric, TaskKind, TaskSpec};
+use super::examples::load_rows;
+use crate::task::{Metric, TaskKind, TaskSpec};
 use crate::error::Result;
 use crate::model::adaptation::Adaptation;
 use crate::model::decoder::{Decoder, FoundationModel};
@@ -107,7 +108,7 @@ pub fn evaluate(task: &TaskSpec, fm: &FoundationModel, adaptation: Option<&Adapt
             let mut ok = 0usize;
             for (p, a) in data.iter().zip(&answers) {
                 let pass = match task.metric {
-                    Metric::PassAt1 => task.passes(&p.fields, a)?,
+                    Metric::PassAt1 => super::judge::task_passes(task, &p.fields, a)?,
                     _ => fm.tokenizer.decode(&p.answer)?.trim() == a.trim(),
                 };
                 ok += pass as usize;
@@ -140,4 +141,27 @@ pub fn zero_shot(task: &TaskSpec, dev_file: &Path, dev_limit: usize, fm: &Founda
     let gold: Vec<usize> = data.iter().map(|p| p.label).collect();
     let positive = task.positive_label.as_ref().and_then(|p| task.labels().iter().position(|l| l == p));
     Ok(scores(&preds, &gold, positive))
+}
+
+/// Binary F1 for the positive class and accuracy.
+pub fn scores(pred: &[usize], gold: &[usize], positive: Option<usize>) -> (f64, Option<f64>) {
+    let n = gold.len().max(1) as f64;
+    let acc = pred.iter().zip(gold).filter(|(p, g)| p == g).count() as f64 / n;
+    let f1 = positive.map(|pos| {
+        let tp = pred.iter().zip(gold).filter(|(p, g)| **p == pos && **g == pos).count() as f64;
+        let fp = pred.iter().zip(gold).filter(|(p, g)| **p == pos && **g != pos).count() as f64;
+        let fneg = pred.iter().zip(gold).filter(|(p, g)| **p != pos && **g == pos).count() as f64;
+        if tp == 0.0 { 0.0 } else { 2.0 * tp / (2.0 * tp + fp + fneg) }
+    });
+    (acc, f1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn f1_and_accuracy() {
+        let (acc, f1) = super::scores(&[1, 1, 0, 0], &[1, 0, 1, 0], Some(1));
+        assert_eq!(acc, 0.5);
+        assert_eq!(f1, Some(0.5));
+    }
 }

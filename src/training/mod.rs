@@ -6,12 +6,15 @@
 pub mod checkpoint;
 pub mod data;
 pub mod eval;
+pub mod examples;
+pub mod judge;
 pub mod plot;
 
 pub use data::{label_token_ids, length_bucketed_batches, prepare, shuffle, Prepared};
 pub use eval::{answer_logits, evaluate, generate_answers, label_probabilities, predict, zero_shot};
 
-use crate::adapter::task::{load_rows, Metric, TaskKind, TaskSpec};
+use crate::task::{Metric, TaskKind, TaskSpec};
+use examples::load_rows;
 use crate::adapter::{Adapter, AdapterMeta};
 use crate::error::{Error, Result};
 use crate::model::adaptation::{Adaptation, AdaptationConfig};
@@ -239,7 +242,7 @@ pub fn train(
         ck.epochs.push(m);
         // Rewritten whole, so an epoch run again after a resume is not recorded twice.
         let lines: String = ck.epochs.iter().map(|m| serde_json::to_string(m).expect("json") + "\n").collect();
-        crate::adapter::write_atomic(&run_dir.join("metrics.jsonl"), lines.as_bytes())?;
+        crate::fs::write_atomic(&run_dir.join("metrics.jsonl"), lines.as_bytes())?;
         let adapter = Adapter { meta: meta.clone(), weights: adaptation.to_tensors()? };
         if better {
             ck.best_epoch = epoch;

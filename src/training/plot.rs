@@ -24,5 +24,5 @@ pub fn loss_curve_svg(epochs: &[EpochMetrics], path: &Path) -> Result<()> {
         let _ = write!(s, r##"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"##, x(i), h - pad + 16.0, e.epoch);
     }
     s.push_str("</svg>\n");
-    crate::adapter::write_atomic(path, s.as_bytes())
+    crate::fs::write_atomic(path, s.as_bytes())
 }

@@ -64,9 +64,9 @@ pub fn real_weights() -> Option<(PathBuf, PathBuf)> {
 
 /// Row-major values as a soft prompt on the wire (f16 or f32).
 #[allow(dead_code)]
-pub fn wire(values: &[f32], rows: usize, f16: bool) -> lopa::endpoint::wire::WireSoftPrompt {
+pub fn wire(values: &[f32], rows: usize, f16: bool) -> lopa::wire::WireSoftPrompt {
     let z = lopa::model::SoftPrompt::new(values.to_vec(), rows, values.len() / rows).expect("[rows, d]");
-    lopa::endpoint::wire::WireSoftPrompt::encode(&z, if f16 { lopa::endpoint::wire::Dtype::F16 } else { lopa::endpoint::wire::Dtype::F32 })
+    lopa::wire::WireSoftPrompt::encode(&z, if f16 { lopa::wire::Dtype::F16 } else { lopa::wire::Dtype::F32 })
 }
 
 /// The tiny random BERT (mean pooling, normalised).
@@ -77,14 +77,14 @@ pub fn tiny_encoder(device: &burn::tensor::Device) -> lopa::model::encoder::Sent
 }
 
 /// A toy task the tiny models can learn: animal words → " t", greetings → " the".
-pub fn toy_task() -> lopa::adapter::task::TaskSpec {
-    lopa::adapter::task::TaskSpec {
+pub fn toy_task() -> lopa::task::TaskSpec {
+    lopa::task::TaskSpec {
         name: "toy".into(),
         template: "{sentence}:".into(),
         encoder_template: "{sentence}".into(),
         label_column: "label".into(),
         label_words: [("0".to_string(), " t".to_string()), ("1".to_string(), " the".to_string())].into(),
-        metric: lopa::adapter::task::Metric::Accuracy,
+        metric: lopa::task::Metric::Accuracy,
         positive_label: None,
         kind: Default::default(),
         answer_template: None,

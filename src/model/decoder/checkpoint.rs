@@ -244,9 +244,9 @@ impl<'a> Checkpoint<'a> {
     fn read(path: &std::path::Path) -> Result<Checkpoint<'static>> {
         let id = path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
         if !path.is_dir() {
-            return Checkpoint::from_gguf_bytes(Cow::Owned(crate::error::read_file(path)?), &id);
+            return Checkpoint::from_gguf_bytes(Cow::Owned(crate::fs::read_file(path)?), &id);
         }
-        let read = |n: &str| crate::error::read_file(path.join(n));
+        let read = |n: &str| crate::fs::read_file(path.join(n));
         let shards: Vec<Vec<u8>> = if path.join("model.safetensors").exists() {
             vec![read("model.safetensors")?]
         } else {

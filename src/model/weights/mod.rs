@@ -5,6 +5,8 @@
 pub mod gguf;
 pub mod quant;
 pub mod safetensors;
+#[cfg(feature = "server")]
+pub mod torch;
 
 use crate::error::{Error, Result};
 use burn::tensor::{Device, Tensor, TensorData};

@@ -296,6 +296,20 @@ pub fn write<'a>(
     out
 }
 
+/// A required key of a bundle's metadata (`what`: the bundle's kind, for the message).
+pub fn metadata_field<'a>(md: &'a BTreeMap<String, String>, what: &str, key: &str) -> crate::Result<&'a str> {
+    md.get(key).map(String::as_str).ok_or_else(|| crate::Error::Config(format!("{what} bundle: metadata has no `{key}`")))
+}
+
+/// Refuse a file whose metadata `format` is not `want`, saying what it is instead.
+pub fn check_format(md: &BTreeMap<String, String>, what: &str, want: &str) -> crate::Result<()> {
+    match md.get("format").map(String::as_str) {
+        Some(f) if f == want => Ok(()),
+        Some(f) => Err(crate::Error::Config(format!("{what} bundle: format `{f}`, expected `{want}` (is this the right file?)"))),
+        None => Err(crate::Error::Config(format!("{what} bundle: not a lopa bundle (no `format` in the safetensors metadata; export one with `lopa export-web`)"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

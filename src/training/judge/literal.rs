@@ -777,7 +777,7 @@ mod tests {
         for (text, ok) in cases["call_args"].as_object().unwrap() {
             assert_eq!(parse_call_arguments(text).is_ok(), ok.as_bool().unwrap(), "call arguments {text:?}");
         }
-        let file = crate::adapter::task::data_dir().join("cruxeval/cruxeval.jsonl");
+        let file = std::env::var_os("LOPA_DATA").map_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"), std::path::PathBuf::from).join("cruxeval/cruxeval.jsonl");
         let data = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e} (set LOPA_DATA)", file.display()));
         let rows: Vec<serde_json::Value> = data.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         let verdicts = cases["cruxeval"].as_array().unwrap();

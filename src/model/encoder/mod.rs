@@ -2,6 +2,8 @@
 //! frozen f(x) of LoPA. Config field names follow Hugging Face `config.json`; the module layout
 //! mirrors the checkpoint's tensor names (`embeddings.word_embeddings.weight`, `encoder.layer.N...`).
 
+pub mod bundle;
+
 use crate::error::{Error, Result};
 use crate::model::nn::{attention, gelu_tanh, key_padding_bias, layer_norm, linear, merge_heads, split_heads, Projection};
 use crate::model::tokenizer::Tokenizer;
@@ -234,7 +236,7 @@ impl SentenceEncoder {
     /// default, unless the directory's `1_Pooling/config.json` says CLS).
     pub fn from_dir(dir: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
-        let read = |n: &str| crate::error::read_file(dir.join(n));
+        let read = |n: &str| crate::fs::read_file(dir.join(n));
         let pooling = match read("1_Pooling/config.json") {
             Ok(b) if String::from_utf8_lossy(&b).contains("\"pooling_mode_cls_token\": true") => Pooling::FirstToken,
             _ => Pooling::Mean,

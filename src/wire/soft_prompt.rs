@@ -1,13 +1,11 @@
-//! The wire format of `lopa serve` (shared by the server and the browser client): OpenAI-style completion requests with one extra field,
-//! `soft_prompt`, and its strict validation. Every tensor that arrives from a client is checked
-//! before it touches the model (vLLM's CVE-2025-62164 was a crafted prompt tensor): base64 must be
-//! canonical, the dtype known, the byte length exact, the shape `[m, d]` with `d` the model width
-//! and `m` within the server's limit, and every value finite.
+//! A soft prompt as it travels, and the rules every client tensor passes before it touches the
+//! model (vLLM's CVE-2025-62164 was a crafted prompt tensor): base64 must be canonical, the dtype
+//! known, the byte length exact, the shape `[m, d]` with `d` the model width and `m` within the
+//! server's limit, and every value finite. Each broken rule is a [`TensorRule`] with a stable code.
 
+use crate::model::SoftPrompt;
 use base64::Engine as _;
 use half::f16;
-use crate::model::sampling::FinishReason;
-use crate::model::SoftPrompt;
 use serde::{Deserialize, Serialize};
 
 /// A soft prompt as it travels: `data` is base64 of little-endian `dtype` values, row-major.
@@ -98,7 +96,7 @@ impl Dtype {
 }
 
 /// The rules every client tensor shares: `[m, d]` with `d` the model width and `1 ≤ m ≤ max_rows`.
-pub(crate) fn check_shape(shape: &[u64], width: usize, max_rows: usize) -> Result<(usize, usize), TensorRule> {
+fn check_shape(shape: &[u64], width: usize, max_rows: usize) -> Result<(usize, usize), TensorRule> {
     let [m, d] = shape[..] else {
         return Err(TensorRule::Rank(shape.iter().take(8).copied().collect()));
     };
@@ -112,7 +110,7 @@ pub(crate) fn check_shape(shape: &[u64], width: usize, max_rows: usize) -> Resul
 }
 
 /// Finite values only.
-pub(crate) fn check_finite(values: Vec<f32>, rows: usize, width: usize) -> Result<SoftPrompt, TensorRule> {
+fn check_finite(values: Vec<f32>, rows: usize, width: usize) -> Result<SoftPrompt, TensorRule> {
     let z = SoftPrompt::new(values, rows, width).map_err(|e| TensorRule::Torch(e.to_string()))?;
     match z.first_non_finite() {
         Some(i) => Err(TensorRule::NonFinite(i)),
@@ -165,224 +163,23 @@ impl TryFrom<String> for Dtype {
     }
 }
 
-/// `POST /v1/completions` body (OpenAI fields lopa honours, plus `soft_prompt`). The client
-/// writes it, the server reads it: one type for both.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CompletionRequest {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    /// Text after the soft prompt (may be empty when a soft prompt or `prompt_embeds` is given).
-    #[serde(default)]
-    pub prompt: String,
-    /// vLLM's field: base64 of `torch.save(tensor)` bytes, shape `[m, d]`, fp32/fp16/bf16.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prompt_embeds: Option<String>,
-    #[serde(default = "default_max_tokens")]
-    pub max_tokens: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_p: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop: Option<StopField>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logprobs: Option<u32>,
-    #[serde(default)]
-    pub stream: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub soft_prompt: Option<WireSoftPrompt>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-}
 
-fn default_max_tokens() -> usize {
-    16
-}
-
-impl Default for CompletionRequest {
-    fn default() -> Self {
-        serde_json::from_str("{}").expect("every field has a default")
-    }
-}
-
-/// `POST /v1/score` body: which continuation of `prompt` is most likely behind the soft prompt.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScoreRequest {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    pub prompt: String,
-    /// Continuations to compare, e.g. label words `[" great", " terrible"]`.
-    pub candidates: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub soft_prompt: Option<WireSoftPrompt>,
-}
-
-/// `POST /v1/soft_prompt_grad` body: examples to differentiate through the frozen model, so a
-/// client can train its own generator. The server keeps nothing of them after answering.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GradientRequest {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    pub examples: Vec<GradientExample>,
-}
-
-/// One example: `target` (a label word or a short continuation) should follow `prompt` behind
+/// Decode vLLM's `prompt_embeds` (base64 of `torch.save` bytes) under the same rules as
 /// `soft_prompt`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GradientExample {
-    pub prompt: String,
-    pub target: String,
-    pub soft_prompt: WireSoftPrompt,
-}
-
-/// `POST /v1/soft_prompt_grad` answer: one entry per example, in the request's order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GradientResponse {
-    /// `soft_prompt_grad`.
-    pub object: String,
-    pub model: String,
-    pub gradients: Vec<Gradient>,
-    pub usage: Usage,
-}
-
-/// An example's loss (mean negative log-likelihood of the target's tokens, nats) and
-/// dLoss/dZ (`[m, d]`, always f32).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Gradient {
-    pub loss: f32,
-    pub grad: WireSoftPrompt,
-}
-
-/// Where gradients are asked for.
-pub const GRADIENT_PATH: &str = "/v1/soft_prompt_grad";
-/// Where completions are posted.
-pub const COMPLETIONS_PATH: &str = "/v1/completions";
-/// Where candidates are scored.
-pub const SCORE_PATH: &str = "/v1/score";
-
-/// A request for `lopa serve`: what [`crate::client::Client::request`] builds.
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum Request {
-    Score(ScoreRequest),
-    Completion(CompletionRequest),
-}
-
-impl Request {
-    /// Where it is POSTed.
-    pub fn path(&self) -> &'static str {
-        match self {
-            Request::Score(_) => SCORE_PATH,
-            Request::Completion(_) => COMPLETIONS_PATH,
-        }
+#[cfg(feature = "server")]
+pub fn decode_prompt_embeds(b64: &str, width: usize, max_rows: usize) -> Result<SoftPrompt, TensorRule> {
+    use crate::model::weights::torch::load_tensor;
+    // A [max_rows, width] f64 tensor plus a few KiB of archive is the most a valid payload needs.
+    let limit = (max_rows * width * 8 + 64 * 1024).div_ceil(3) * 4;
+    if b64.len() > limit {
+        return Err(TensorRule::TooLong { encoded: b64.len(), m: max_rows, d: width });
     }
-
-    /// The JSON body.
-    pub fn body(&self) -> String {
-        serde_json::to_string(self).expect("plain JSON values")
-    }
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64.as_bytes()).map_err(|e| TensorRule::Base64(e.to_string()))?;
+    let (shape, values) = load_tensor(&bytes).map_err(|e| TensorRule::Torch(e.0))?;
+    let shape: Vec<u64> = shape.iter().map(|&x| x as u64).collect();
+    let (m, d) = check_shape(&shape, width, max_rows)?;
+    check_finite(values, m, d)
 }
-
-/// `POST /v1/completions` answer (and, with `usage` absent, each streamed chunk).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CompletionResponse {
-    pub id: String,
-    /// `text_completion`.
-    pub object: String,
-    pub created: u64,
-    pub model: String,
-    pub choices: Vec<CompletionChoice>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
-}
-
-/// The one choice of a completion.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CompletionChoice {
-    pub index: usize,
-    pub text: String,
-    /// Present when the request asked for `logprobs`.
-    pub logprobs: Option<Logprobs>,
-    /// `null` in streamed chunks before the last.
-    pub finish_reason: Option<FinishReason>,
-}
-
-/// Each new token with its log-probability under the unscaled model distribution.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Logprobs {
-    pub tokens: Vec<String>,
-    pub token_ids: Vec<u32>,
-    pub token_logprobs: Vec<f32>,
-}
-
-/// Token counts; soft-prompt rows count as prompt tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    pub prompt_tokens: usize,
-    pub completion_tokens: usize,
-    pub total_tokens: usize,
-}
-
-/// `POST /v1/score` answer: one entry per candidate, in the request's order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ScoreResponse {
-    /// `score`.
-    pub object: String,
-    pub model: String,
-    pub scores: Vec<Score>,
-}
-
-/// One candidate's score: `logprob` summed over its tokens; `probability` normalised over the
-/// candidates.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Score {
-    pub text: String,
-    pub logprob: f32,
-    pub probability: f32,
-}
-
-/// Every refusal, and an error that ends a stream: `{"error": {"code", "message"}}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorResponse {
-    pub error: ErrorDetail,
-}
-
-/// A stable code (the refusal table's) and a message for people.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorDetail {
-    pub code: String,
-    pub message: String,
-}
-
-/// Most stop strings per request.
-pub const MAX_STOPS: usize = 4;
-/// Longest stop string, in bytes.
-pub const MAX_STOP_BYTES: usize = 64;
-
-/// OpenAI's `stop`: one string or a list.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum StopField {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl StopField {
-    /// The stop strings.
-    pub fn strings(&self) -> Vec<String> {
-        match self {
-            StopField::One(s) => vec![s.clone()],
-            StopField::Many(v) => v.clone(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,12 +239,5 @@ mod tests {
             let dtype = ["f32", "f16", "x", ""][(r >> 8) as usize % 4];
             let _ = wire(shape, dtype, data).decode(4, 64);
         }
-        // Request bodies: random bytes and truncated JSON are errors, not panics.
-        let body = br#"{"prompt":"hi","max_tokens":4,"soft_prompt":{"shape":[10,4],"dtype":"f32","data":"AAAA"}}"#;
-        for n in 0..body.len() {
-            let _ = serde_json::from_slice::<CompletionRequest>(&body[..n]);
-        }
-        assert!(serde_json::from_slice::<CompletionRequest>(body).is_ok());
-        assert!(serde_json::from_slice::<CompletionRequest>(br#"{"prompt":"hi","adapter":{}}"#).is_err(), "unknown fields are refused");
     }
 }
