@@ -16,7 +16,7 @@ fn main() -> lopa::Result<()> {
     // The frozen model with the soft prompt in front: generation with a KV cache.
     let ids = fm.tokenizer.encode("The movie was")?;
     let req = GenerationRequest { prompt_ids: ids, soft_prompt: Some(SoftPrompt::from_tensor(z)?) };
-    let out = generate(&fm.decoder, &[req], &SamplingParams { max_tokens: 16, ..Default::default() }, true, &device)?;
+    let out = generate(&fm.decoder, &[req], &SamplingParams { max_tokens: 16, ..Default::default() }, &device)?;
     println!("{}", fm.tokenizer.decode(&out[0].tokens)?);
     Ok(())
 }

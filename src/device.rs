@@ -48,47 +48,45 @@ pub fn select(choice: BackendChoice) -> Result<Selected> {
 }
 
 /// Open a wgpu device and run one tiny kernel; wgpu panics when no adapter of the kind exists,
-/// so the probe is isolated with `catch_unwind` and a silent panic hook.
+/// so the probe is isolated with `catch_unwind`. The panic hook is the host's: swapping a
+/// process-wide hook here would silence other threads' panics (the `lopa` binary quiets the
+/// probe itself, before it starts any thread).
 #[cfg(feature = "wgpu")]
 fn probe(kind: burn::tensor::DeviceKind) -> Option<Selected> {
-    private_runtime_dir();
     let label = format!("{kind:?}");
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
     let r = std::panic::catch_unwind(move || {
         let device = Device::wgpu(kind);
         let x = Tensor::<1>::from_floats([1.0, 2.0], &device);
         let s: f32 = (x.clone() * x).sum().into_scalar();
         (s == 5.0).then_some(device)
     });
-    std::panic::set_hook(hook);
     let device = r.ok().flatten()?;
     let name = device.identity().map(|i| i.name).unwrap_or(label);
     Some(Selected { device, name: format!("wgpu ({name})") })
 }
 
 /// The graphics loaders wgpu probes (Wayland, EGL) print an error for each attempt when
-/// `XDG_RUNTIME_DIR` is unset or not a directory; give the process a private one instead.
-#[cfg(all(feature = "wgpu", unix))]
-fn private_runtime_dir() {
+/// `XDG_RUNTIME_DIR` is unset or not a directory. Where it is, this is a private directory to set
+/// it to (one per user, created 0700; an existing one only if it is ours and private). Setting
+/// an environment variable races with every other thread, so only a program's `main`, before it
+/// starts any, should do it: this returns the directory and leaves the environment alone.
+#[cfg(unix)]
+pub fn runtime_dir_if_missing() -> Option<std::path::PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    let usable = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir());
-    if usable {
-        return;
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir()) {
+        return None;
     }
-    // One per user; an existing one is used only if it is a real directory of ours, private.
-    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else { return };
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok()?;
     let dir = std::env::temp_dir().join(format!("lopa-runtime-{uid}"));
     let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
     let ours = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0);
-    if ours {
-        // Set once, before any wgpu thread exists: the probe is the first GPU work in a process.
-        std::env::set_var("XDG_RUNTIME_DIR", &dir);
-    }
+    ours.then_some(dir)
 }
 
-#[cfg(all(feature = "wgpu", not(unix)))]
-fn private_runtime_dir() {}
+#[cfg(not(unix))]
+pub fn runtime_dir_if_missing() -> Option<std::path::PathBuf> {
+    None
+}
 
 /// Read a float tensor back to the host as f32.
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {

@@ -26,6 +26,7 @@ pub mod task;
 pub mod adapter;
 pub mod wire;
 pub mod client;
+#[cfg(feature = "server")]
 pub mod endpoint;
 #[cfg(feature = "train")]
 pub mod training;

@@ -43,7 +43,7 @@ fn check(name: &str) {
     assert!(rel <= 1e-3, "{name}: logits rel diff {rel}");
 
     let p = SamplingParams { max_tokens: ids(&want["greedy"]).len(), ..Default::default() };
-    let out = generate(&fm.decoder, &[GenerationRequest { prompt_ids: prompt, soft_prompt: None }], &p, true, &d).unwrap();
+    let out = generate(&fm.decoder, &[GenerationRequest { prompt_ids: prompt, soft_prompt: None }], &p, &d).unwrap();
     assert_eq!(out[0].tokens, ids(&want["greedy"]), "{name}: greedy continuation");
 
     for case in want["tokenizer_cases"].as_array().unwrap() {

@@ -76,7 +76,7 @@ fn direct(prompt: &str, z: &[f32], rows: usize, max_tokens: usize) -> Vec<u32> {
     let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &d).unwrap();
     let req = GenerationRequest { prompt_ids: fm.tokenizer.encode(prompt).unwrap(), soft_prompt: Some(SoftPrompt::new(z.to_vec(), rows, 64).unwrap()) };
     let p = SamplingParams { max_tokens, stop_token_ids: fm.tokenizer.eos_token_ids.clone(), ..Default::default() };
-    generate(&fm.decoder, &[req], &p, true, &d).unwrap().remove(0).tokens
+    generate(&fm.decoder, &[req], &p, &d).unwrap().remove(0).tokens
 }
 
 fn tokens(v: &Value) -> Vec<u32> {
@@ -512,4 +512,55 @@ fn a_chunked_body_over_the_limit_is_413() {
     let (st, text) = raw(addr, &req, Duration::from_secs(30));
     assert_eq!(st, 413, "{text}");
     assert!(text.contains("body_too_large"), "{text}");
+}
+
+/// A stop string ends generation in the engine: the answer's tokens run up to the one that
+/// completes the stop string (as vLLM counts them), the engine generates no token past it, and
+/// the text, `usage` and `logprobs` agree.
+#[test]
+fn a_stop_string_ends_generation_in_the_engine() {
+    let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &Device::flex()).unwrap();
+    let cfg = test_config();
+    let engine = Engine::start(fm.clone(), Device::flex(), cfg.engine.clone());
+    let addr = start_backend(&fm, Backend::Embedded(engine.clone()), cfg);
+    let z = soft(3, 2);
+    let base = json!({"prompt": "the theme", "max_tokens": 24, "temperature": 0, "logprobs": 1, "soft_prompt": common::wire(&z, 2, false)});
+    let (st, full) = post(addr, &base);
+    assert_eq!(st, 200, "{full}");
+    let all = tokens(&full);
+    assert_eq!(all.len(), 24, "the reference runs to max_tokens: {full}");
+    // The stop string: the text of tokens 4..6, so that it ends well before max_tokens.
+    let piece = fm.tokenizer.decode(&all[4..6]).unwrap();
+    let stop = piece.trim().chars().take(6).collect::<String>();
+    assert!(!stop.is_empty(), "{piece:?}");
+    let text = full["choices"][0]["text"].as_str().unwrap();
+    let cut = text.find(&stop).unwrap();
+    // The first k whose text holds the stop string: the tokens a stopping engine generates.
+    let k = (1..=all.len()).find(|&k| fm.tokenizer.decode(&all[..k]).unwrap().contains(&stop)).unwrap();
+    assert!(k < 24);
+    let before = engine.generated_tokens();
+    let mut req = base.clone();
+    req["stop"] = json!([stop]);
+    let (st, v) = post(addr, &req);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["choices"][0]["text"].as_str().unwrap(), &text[..cut]);
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["usage"]["completion_tokens"].as_u64(), Some(k as u64), "{v}");
+    assert_eq!(tokens(&v), all[..k]);
+    assert_eq!(v["choices"][0]["logprobs"]["token_logprobs"].as_array().unwrap().len(), k);
+    assert_eq!(engine.generated_tokens() - before, k as u64, "the engine generated past the stop string");
+    // Streamed, the engine stops at the same token and the text ends at the same place.
+    let before = engine.generated_tokens();
+    req["stream"] = json!(true);
+    req.as_object_mut().unwrap().remove("logprobs");
+    let (st, raw) = common::http_post(addr, "/v1/completions", &serde_json::to_vec(&req).unwrap());
+    assert_eq!(st, 200, "{raw}");
+    let text_streamed: String = raw.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|e| *e != "[DONE]").map(|e| serde_json::from_str::<Value>(e).unwrap()["choices"][0]["text"].as_str().unwrap().to_string()).collect();
+    assert_eq!(text_streamed, &text[..cut]);
+    let t = std::time::Instant::now();
+    while engine.generated_tokens() - before < k as u64 && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(engine.generated_tokens() - before, k as u64);
 }

@@ -266,7 +266,7 @@ fn generation_task_learns_its_answer_tokens() {
     let max_tokens = data.iter().map(|p| p.answer.len()).max().unwrap() + 8;
     let params = SamplingParams { max_tokens, stop_token_ids: fm.tokenizer.eos_token_ids.clone(), ..Default::default() };
     let reqs: Vec<_> = data.iter().map(|p| GenerationRequest { prompt_ids: p.ids.clone(), soft_prompt: None }).collect();
-    let bare = generate(&fm.decoder, &reqs, &params, true, &ad).unwrap();
+    let bare = generate(&fm.decoder, &reqs, &params, &ad).unwrap();
     let right = bare.iter().filter(|g| fm.tokenizer.decode(&g.tokens).unwrap().split('\n').next().unwrap().trim() == "the").count();
     let (zero_shot, f1) = lopa::training::zero_shot(&cfg.task, &file, 0, &fm, &ad).unwrap();
     assert_eq!(f1, None);

@@ -13,7 +13,8 @@
 mod common;
 use burn::tensor::Device;
 use lopa::model::decoder::{FoundationModel, TokenEmbedding};
-use lopa::endpoint::{Backend, ServeConfig, Vllm};
+use lopa::endpoint::engine::Engine;
+use lopa::endpoint::{Backend, ModelInfo, ServeConfig, Vllm};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -45,6 +46,8 @@ struct Servers {
     /// Std of the token-embedding table: the scale of realistic soft prompts.
     std: f32,
     width: usize,
+    /// The embedded server's engine (its token counter).
+    engine: Engine,
 }
 
 /// The tests take turns: they share one vLLM, whose metrics one of them reads.
@@ -69,8 +72,9 @@ fn servers() -> Option<&'static Servers> {
                 let emb = TokenEmbedding::load(&model).unwrap();
                 let vllm = Vllm::connect(&url, emb.clone()).await.unwrap();
                 let info = vllm.model_info();
-                tx.send(Servers { embedded: embedded.local_addr().unwrap(), gateway: gateway.local_addr().unwrap(), std, width }).unwrap();
-                let a = lopa::endpoint::router(fm, Device::flex(), cfg.clone());
+                let engine = Engine::start(fm.clone(), Device::flex(), cfg.engine.clone());
+                tx.send(Servers { embedded: embedded.local_addr().unwrap(), gateway: gateway.local_addr().unwrap(), std, width, engine: engine.clone() }).unwrap();
+                let a = lopa::endpoint::router_with(Backend::Embedded(engine), ModelInfo::of(&fm), cfg.clone());
                 let b = lopa::endpoint::router_with(Backend::Vllm(Arc::new(vllm)), info, cfg.clone());
                 let (c1, c2) = (cfg.clone(), cfg);
                 tokio::join!(
@@ -134,11 +138,34 @@ fn greedy_completions_match_the_embedded_engine() {
         }
     }
     eprintln!("completions: largest token log-probability difference {worst:.2e}");
-    // Without a soft prompt, and with a stop string.
-    let req = json!({"prompt": "Count: one, two, three,", "max_tokens": 16, "temperature": 0, "stop": [" six"]});
-    let (a, b) = (post_json(s.embedded, "/v1/completions", &req), post_json(s.gateway, "/v1/completions", &req));
-    assert_eq!(a["choices"][0]["text"], b["choices"][0]["text"]);
-    assert_eq!(a["choices"][0]["finish_reason"], b["choices"][0]["finish_reason"]);
+}
+
+/// The same request with a stop string through both engines: the same text, the same
+/// `completion_tokens` (up to the token that completes the stop string), and the embedded
+/// engine's token counter shows that it generated nothing past the stop.
+#[test]
+fn a_stop_string_ends_generation_alike_in_both_engines() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(s) = servers() else { return };
+    let z = soft(11, 10, s);
+    for (prompt, stop, with_soft) in [("Count: one, two, three,", " six", false), ("Count: one, two, three,", ",", false), ("def add(a, b):", "\n", true)] {
+        let mut req = json!({"prompt": prompt, "max_tokens": 32, "temperature": 0, "logprobs": 1, "stop": [stop]});
+        if with_soft {
+            req["soft_prompt"] = serde_json::to_value(common::wire(&z, 10, false)).unwrap();
+        }
+        let before = s.engine.generated_tokens();
+        let (a, b) = (post_json(s.embedded, "/v1/completions", &req), post_json(s.gateway, "/v1/completions", &req));
+        let generated = s.engine.generated_tokens() - before;
+        assert_eq!(a["choices"][0]["text"], b["choices"][0]["text"], "{stop:?}: {a} / {b}");
+        assert_eq!(a["choices"][0]["finish_reason"], "stop", "{stop:?}: {a}");
+        assert_eq!(b["choices"][0]["finish_reason"], "stop", "{stop:?}: {b}");
+        let n = a["usage"]["completion_tokens"].as_u64().unwrap();
+        assert_eq!(Some(n), b["usage"]["completion_tokens"].as_u64(), "{stop:?}: {a} / {b}");
+        assert_eq!(ids(&a), ids(&b), "{stop:?}");
+        assert!(n < 32, "{stop:?}: the stop string must come before max_tokens: {a}");
+        assert_eq!(generated, n, "{stop:?}: the engine generated {generated} tokens for an answer of {n}");
+        eprintln!("stop {stop:?}: {n} tokens in both, text {:?}", a["choices"][0]["text"]);
+    }
 }
 
 #[test]

@@ -33,7 +33,7 @@ impl ModelArgs {
         self.encoder.clone().unwrap_or_else(lopa::paths::default_encoder)
     }
     pub fn device(&self) -> lopa::Result<Selected> {
-        select(self.backend)
+        select_quietly(self.backend)
     }
     /// The frozen model at `--precision`.
     pub fn load_model(&self, device: &Device) -> lopa::Result<FoundationModel> {
@@ -107,4 +107,15 @@ pub fn data_dir() -> PathBuf {
         return beside;
     }
     PathBuf::from("data")
+}
+
+/// [`select`] with the panic hook silenced while wgpu probes for adapters (it panics where a
+/// kind of GPU is missing, and the probe catches that). Called before the command starts any
+/// thread, so no other panic is hidden.
+pub fn select_quietly(choice: BackendChoice) -> lopa::Result<Selected> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = select(choice);
+    std::panic::set_hook(hook);
+    r
 }

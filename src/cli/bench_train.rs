@@ -2,7 +2,7 @@
 //! models' shapes, and optionally the largest matmul alone.
 
 use burn::optim::{AdamWConfig, GradientsParams};
-use lopa::device::{select, BackendChoice};
+use lopa::device::BackendChoice;
 use lopa::model::adaptation::Adaptation;
 use lopa::model::decoder::Precision;
 use lopa::model::generator::{GeneratorConfig, Method};
@@ -37,7 +37,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> lopa::Result<()> {
     let Args { backend, precision, batch_size: b, seq_len: s, layers, method, steps, warmup, matmul } = a;
-    let dev = select(backend)?;
+    let dev = crate::args::select_quietly(backend)?;
     let ad = dev.device.clone().autodiff();
     let mut cfg = lopa::model::decoder::Decoder::smollm2_135m_config();
     cfg.num_hidden_layers = layers;

@@ -25,7 +25,7 @@ pub fn run(a: Args) -> lopa::Result<()> {
     let fm = a.models.load_model(&dev.device)?;
     let req = GenerationRequest { prompt_ids: fm.tokenizer.encode(&a.prompt)?, soft_prompt: None };
     let p = SamplingParams { max_tokens: a.max_tokens, temperature: a.temperature, top_p: a.top_p, stop_token_ids: fm.tokenizer.eos_token_ids.clone(), seed: a.seed };
-    let out = generate(&fm.decoder, &[req], &p, true, &dev.device)?;
+    let out = generate(&fm.decoder, &[req], &p, &dev.device)?;
     println!("{}{}", a.prompt, fm.tokenizer.decode(&out[0].tokens)?);
     Ok(())
 }

@@ -58,7 +58,7 @@ enum Command {
     Eval(eval::Args),
     /// Write the browser's weight files into one folder: encoder.safetensors (the encoder as a
     /// single-file bundle), tokenizer.json, adapters/NAME.safetensors for each adapter, and
-    /// adapters.json listing them. f16 by default.
+    /// adapters.json listing them. Matrices as int8 by default (`--dtype`).
     ExportWeb(export_web::Args),
     /// Print the soft prompts of inputs (JSON), computed from the browser files as the browser
     /// package does: the native reference for its parity test.
@@ -88,6 +88,10 @@ fn run(cli: Cli) -> lopa::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Process-wide settings belong here, before any thread exists.
+    if let Some(dir) = lopa::device::runtime_dir_if_missing() {
+        std::env::set_var("XDG_RUNTIME_DIR", dir);
+    }
     let args = match train::expand_config(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => {

@@ -2,7 +2,7 @@
 //! package computes them; the native reference of its parity test.
 
 use lopa::client::Input;
-use lopa::device::{select, BackendChoice};
+use lopa::device::BackendChoice;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -22,7 +22,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> lopa::Result<()> {
-    let dev = select(a.backend)?;
+    let dev = crate::args::select_quietly(a.backend)?;
     let client = crate::args::bundle_client(&a.bundle, a.adapter.as_deref(), &dev.device)?;
     let mut out = vec![];
     for text in &a.inputs {

@@ -9,7 +9,8 @@
 use crate::model::decoder::FoundationModel;
 use crate::error::{Error, Result};
 use crate::model::generate::{generate_with, score_continuations, soft_prompt_gradients, Generation, GenerationRequest, GradientRequest, SoftPromptGradient};
-use crate::model::sampling::SamplingParams;
+use super::stop::StopStrings;
+use crate::model::sampling::{FinishReason, SamplingParams};
 use burn::tensor::Device;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,6 +23,8 @@ struct Job {
     reply: oneshot::Sender<Result<Generation>>,
     /// Streaming requests get each token as it is chosen.
     tokens: Option<mpsc::UnboundedSender<u32>>,
+    /// The row ends after the token that completes one of these.
+    stops: StopStrings,
 }
 
 /// Candidate continuations to score after one prompt.
@@ -121,22 +124,18 @@ impl Engine {
         !self.tx.is_closed()
     }
 
-    /// Ask the worker to stop after the work already queued.
+    /// Ask the worker to stop after the work already queued, so that a host can drain this model
+    /// (health answers 503 from then on and a load balancer moves traffic elsewhere).
     pub fn shutdown(&self) {
         let _ = self.tx.try_send(Work::Shutdown);
     }
 
-    /// Queue a request; the receiver yields its generation. Dropping the receiver cancels it.
-    pub fn submit(&self, request: GenerationRequest, params: SamplingParams) -> std::result::Result<oneshot::Receiver<Result<Generation>>, Submit> {
+    /// Queue a request; the receiver yields its generation, which ends at the first stop token,
+    /// after the token that completes a stop string, or at `max_tokens`. With `tokens`, each new
+    /// token is also sent there as it is chosen (streaming). Dropping the receiver cancels it.
+    pub fn submit(&self, request: GenerationRequest, params: SamplingParams, stops: StopStrings, tokens: Option<mpsc::UnboundedSender<u32>>) -> std::result::Result<oneshot::Receiver<Result<Generation>>, Submit> {
         let (reply, rx) = oneshot::channel();
-        self.send(Work::Generate(Job { request, params, reply, tokens: None }))?;
-        Ok(rx)
-    }
-
-    /// Like [`Self::submit`], also sending each new token on `tokens` as it is generated.
-    pub fn submit_streaming(&self, request: GenerationRequest, params: SamplingParams, tokens: mpsc::UnboundedSender<u32>) -> std::result::Result<oneshot::Receiver<Result<Generation>>, Submit> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Work::Generate(Job { request, params, reply, tokens: Some(tokens) }))?;
+        self.send(Work::Generate(Job { request, params, reply, tokens, stops }))?;
         Ok(rx)
     }
 
@@ -234,18 +233,32 @@ fn worker(fm: FoundationModel, device: Device, cfg: EngineConfig, mut rx: mpsc::
             let (same, rest): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.params == params);
             jobs = rest;
             let requests: Vec<GenerationRequest> = same.iter().map(|j| j.request.clone()).collect();
+            let mut texts: Vec<Vec<u32>> = vec![vec![]; same.len()];
+            let mut stopped = vec![false; same.len()];
+            let mut scans: Vec<StopStrings> = same.iter().map(|j| j.stops.clone()).collect();
             let mut on_token = |r: usize, t: u32, _lp: f32| {
                 generated.fetch_add(1, Ordering::Relaxed);
                 let job = &same[r];
                 if let Some(tx) = &job.tokens {
                     let _ = tx.send(t);
                 }
+                if !scans[r].is_empty() {
+                    texts[r].push(t);
+                    let text = fm.tokenizer.decode(&texts[r]).unwrap_or_default();
+                    if scans[r].find(&text).is_some() {
+                        stopped[r] = true;
+                        return false;
+                    }
+                }
                 !job.reply.is_closed()
             };
-            let result = guarded(|| generate_with(&fm.decoder, &requests, &params, true, &device, &mut on_token));
+            let result = guarded(|| generate_with(&fm.decoder, &requests, &params, &device, &mut on_token));
             match result {
                 Ok(gens) => {
-                    for (j, g) in same.into_iter().zip(gens) {
+                    for ((j, mut g), stop) in same.into_iter().zip(gens).zip(stopped) {
+                        if stop {
+                            g.finish_reason = FinishReason::Stop;
+                        }
                         let _ = j.reply.send(Ok(g));
                     }
                 }

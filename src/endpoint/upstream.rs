@@ -14,7 +14,7 @@ use crate::model::decoder::TokenEmbedding;
 use crate::error::{Error, Result};
 use crate::model::generate::{Generation, GenerationRequest};
 use crate::model::sampling::{FinishReason, SamplingParams};
-use crate::endpoint::http::ModelInfo;
+use super::info::ModelInfo;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};

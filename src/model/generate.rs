@@ -25,10 +25,9 @@ pub struct Generation {
     pub finish_reason: FinishReason,
 }
 
-/// Complete a batch of requests. With `use_cache = false` every step re-runs the whole sequence
-/// (slow; kept to check the cache).
-pub fn generate(decoder: &Decoder, requests: &[GenerationRequest], params: &SamplingParams, use_cache: bool, device: &Device) -> Result<Vec<Generation>> {
-    generate_with(decoder, requests, params, use_cache, device, &mut |_, _, _| true)
+/// Complete a batch of requests, each row behind its own soft prompt, through the KV cache.
+pub fn generate(decoder: &Decoder, requests: &[GenerationRequest], params: &SamplingParams, device: &Device) -> Result<Vec<Generation>> {
+    generate_with(decoder, requests, params, device, &mut |_, _, _| true)
 }
 
 /// [`generate`], calling `on_token(row, token, logprob)` as each new token is chosen (streaming).
@@ -38,7 +37,6 @@ pub fn generate_with(
     decoder: &Decoder,
     requests: &[GenerationRequest],
     params: &SamplingParams,
-    use_cache: bool,
     device: &Device,
     on_token: &mut dyn FnMut(usize, u32, f32) -> bool,
 ) -> Result<Vec<Generation>> {
@@ -90,19 +88,12 @@ pub fn generate_with(
     let mut out: Vec<Generation> = (0..b).map(|_| Generation { tokens: vec![], logprobs: vec![], finish_reason: FinishReason::Length }).collect();
     let mut done = vec![false; b];
     let mut cache = KvCache::new(decoder, b);
-    let mut all_embeds = prompt_embeds.clone();
-    let mut all_pos = positions.clone();
-    let mut all_mask = mask.clone();
     let mut step_embeds = prompt_embeds;
     let mut step_pos = positions;
     let mut step_mask = mask;
     let mut next_pos: Vec<usize> = lens.clone();
     for _ in 0..params.max_tokens {
-        let hidden = if use_cache {
-            decoder.forward_embeds(step_embeds, &step_pos, &step_mask, Some(&mut cache))?
-        } else {
-            decoder.forward_embeds(all_embeds.clone(), &all_pos, &all_mask, None)?
-        };
+        let hidden = decoder.forward_embeds(step_embeds, &step_pos, &step_mask, Some(&mut cache))?;
         let s = hidden.dims()[1];
         let last = hidden.narrow(1, s - 1, 1).reshape([b, d]);
         let logits = crate::device::to_vec(decoder.logits(last))?;
@@ -135,26 +126,9 @@ pub fn generate_with(
         // Finished rows keep running (cheaper than reshaping the batch); their outputs are ignored.
         step_mask = vec![1.0; b];
         next_pos.iter_mut().for_each(|p| *p += 1);
-        if !use_cache {
-            let w = all_pos.len() / b;
-            all_embeds = Tensor::cat(vec![all_embeds, step_embeds.clone()], 1);
-            all_pos = interleave(&all_pos, &step_pos, b, w);
-            all_mask = interleave(&all_mask, &step_mask, b, w);
-        }
     }
     Ok(out)
 }
-
-/// Append one column to a row-major `[b, w]` buffer.
-fn interleave<T: Copy>(rows: &[T], col: &[T], b: usize, w: usize) -> Vec<T> {
-    let mut v = Vec::with_capacity(b * (w + 1));
-    for r in 0..b {
-        v.extend_from_slice(&rows[r * w..(r + 1) * w]);
-        v.push(col[r]);
-    }
-    v
-}
-
 
 /// Teacher-forced logits: row r is `[prefix_r ; prompt_r ++ answer_r[..n-1]]`, right-padded, and
 /// the rows returned are the positions that predict each answer token (`[Σ max(n_r, 1), vocab]`;

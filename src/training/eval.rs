@@ -84,7 +84,7 @@ pub fn generate_answers(fm: &FoundationModel, adaptation: Option<&Adaptation>, d
             .enumerate()
             .map(|(r, p)| Ok(GenerationRequest { prompt_ids: p.ids.clone(), soft_prompt: if m > 0 { Some(row(r)?) } else { None } }))
             .collect::<Result<_>>()?;
-        for g in generate(&adapted(&fm.decoder, adaptation), &reqs, &params, true, device)? {
+        for g in generate(&adapted(&fm.decoder, adaptation), &reqs, &params, device)? {
             let text = fm.tokenizer.decode(&g.tokens)?;
             out.push(text.split('\n').next().unwrap_or("").to_string());
         }

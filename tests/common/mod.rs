@@ -125,3 +125,30 @@ pub fn http_post(addr: std::net::SocketAddr, path: &str, body: &[u8]) -> (u16, S
     let status = text.split_whitespace().nth(1).and_then(|x| x.parse().ok()).unwrap_or(0);
     (status, text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default())
 }
+
+/// Greedy tokens (to `max_tokens` or a stop token) and their log-probabilities computed the slow way: every step runs the whole
+/// sequence (soft prompt, prompt, tokens so far) through the model, with no KV cache. The
+/// reference the cached generation is checked against.
+#[allow(dead_code)]
+pub fn greedy_without_cache(decoder: &lopa::model::decoder::Decoder, req: &lopa::model::generate::GenerationRequest, params: &lopa::model::sampling::SamplingParams, device: &burn::tensor::Device) -> (Vec<u32>, Vec<f32>) {
+    use burn::tensor::{Int, Tensor, TensorData};
+    let (mut ids, mut out, mut lps) = (req.prompt_ids.clone(), vec![], vec![]);
+    let z = req.soft_prompt.as_ref().map(|z| z.to_tensor(device).unsqueeze_dim::<3>(0));
+    for _ in 0..params.max_tokens {
+        let n = ids.len();
+        let t = Tensor::<2, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, n]), device);
+        let logits = lopa::device::to_vec(decoder.forward(t, z.clone()).unwrap()).unwrap();
+        let vocab = decoder.vocab_size();
+        let last = &logits[logits.len() - vocab..];
+        let (tok, _) = last.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+        let max = last.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let lse = max + last.iter().map(|v| (v - max).exp()).sum::<f32>().ln();
+        if params.stop_token_ids.contains(&(tok as u32)) {
+            break;
+        }
+        out.push(tok as u32);
+        lps.push(last[tok] - lse);
+        ids.push(tok as u32);
+    }
+    (out, lps)
+}

@@ -1,0 +1,29 @@
+//! What the routes know of the frozen model, whichever backend runs it.
+
+use crate::model::decoder::FoundationModel;
+use crate::model::tokenizer::Tokenizer;
+
+/// What the routes know of the frozen model, whichever backend runs it.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub id: String,
+    pub tokenizer: Tokenizer,
+    pub width: usize,
+    pub vocab: usize,
+    /// Longest sequence (soft prompt + prompt + new tokens) the backend accepts.
+    pub max_context: usize,
+}
+
+impl ModelInfo {
+    /// What a loaded model tells the routes.
+    pub fn of(fm: &FoundationModel) -> Self {
+        ModelInfo {
+            id: fm.id.clone(),
+            tokenizer: fm.tokenizer.clone(),
+            width: fm.decoder.hidden_size(),
+            vocab: fm.decoder.vocab_size(),
+            max_context: fm.config.max_position_embeddings,
+        }
+    }
+}
+
