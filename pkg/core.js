@@ -92,6 +92,38 @@ export async function fetchBytes(name, source, onProgress, useCache = true) {
   return bytes;
 }
 
+/**
+ * How a method's arguments reach the wasm client and its result comes back, where that is more
+ * than passing them through: checks before the call, shapes after it. Every other method of
+ * WasmClient is called as it is, so a new one needs no line here.
+ */
+const METHODS = {
+  softPrompt: { result: (data, inner) => ({ data, shape: Array.from(inner.shape) }) },
+  embed: {
+    args: (texts) => {
+      if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string')) throw new Error('lopa: embed: expected a string or a list of strings');
+      return [texts];
+    },
+    result: (data, inner, [texts]) => ({ data, shape: [texts.length, inner.embeddingSize] }),
+  },
+  encodeRequest: {
+    args: (input, options = {}) => [input, Object.fromEntries(REQUEST_OPTIONS.filter((k) => options[k] !== undefined).map((k) => [k, options[k]]))],
+    result: (r) => ({ ...r, body: new TextEncoder().encode(r.body), softPrompt: { ...r.softPrompt, data: Float32Array.from(r.softPrompt.data) } }),
+  },
+  importAdapter: { args: (bytes) => [new Uint8Array(bytes)] },
+};
+// Answers read from the server: their errors are the server's messages, without a prefix.
+const UNPREFIXED = new Set(['readAnswer', 'readChunk']);
+// What a call may name: WasmClient's own methods, never Object's or the lifecycle's.
+const RESERVED = new Set(['constructor', 'free', 'load', '__destroy_into_raw']);
+
+/** The ArrayBuffers inside a result, handed over rather than copied when it leaves a worker. */
+export function transferables(result) {
+  if (ArrayBuffer.isView(result)) return [result.buffer];
+  if (!result || typeof result !== 'object') return [];
+  return Object.values(result).flatMap((v) => (ArrayBuffer.isView(v) ? [v.buffer] : v && typeof v === 'object' && !Array.isArray(v) ? transferables(v) : []));
+}
+
 /** Encoder + generator in this context. */
 export class Core {
   constructor(inner, fallbackReason) {
@@ -128,63 +160,14 @@ export class Core {
     };
   }
 
-  async softPrompt(input) {
-    const data = await call('softPrompt', () => this.inner.softPrompt(input));
-    return { data, shape: Array.from(this.inner.shape) };
-  }
-
-  /** Sentence embeddings of a list of texts: {data (row-major), shape: [n, h]}. */
-  async embed(texts) {
-    if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string')) throw new Error('lopa: embed: expected a string or a list of strings');
-    const data = await call('embed', () => this.inner.embed(texts));
-    return { data, shape: [texts.length, this.inner.embeddingSize] };
-  }
-
-  async encodeRequest(input, options = {}) {
-    const opts = {};
-    for (const k of REQUEST_OPTIONS) if (options[k] !== undefined) opts[k] = options[k];
-    const r = await call('encodeRequest', () => this.inner.encodeRequest(input, opts));
-    return { path: r.path, body: new TextEncoder().encode(r.body), prompt: r.prompt };
-  }
-
-  /** lopa serve's answer to a request encoded here, read by the same types the server writes. */
-  readAnswer(path, status, body) {
-    return call(null, () => this.inner.readAnswer(path, status, body));
-  }
-
-  /** One server-sent event's data of a streamed completion: {text, finishReason}. */
-  readChunk(data) {
-    return call(null, () => this.inner.readChunk(data));
-  }
-
-  /** Start personalising the adapter: examples [{input, label}], options {optimizer, learningRate, batchSize, weightDecay, epsilon, seed, fromScratch}. */
-  personalizeStart(examples, options = {}) {
-    return call('personalize', () => this.inner.personalizeStart(examples, options));
-  }
-
-  /** The next step's request to lopa serve: {path, body} (a JSON string). */
-  personalizeRequest() {
-    return call('personalize', () => this.inner.personalizeRequest());
-  }
-
-  /** One AdamW step from lopa serve's answer: {step, loss}. */
-  personalizeApply(status, body) {
-    return call('personalize', () => this.inner.personalizeApply(status, body));
-  }
-
-  /** The personalised generator becomes this client's. */
-  personalizeFinish() {
-    return call('personalize', () => this.inner.personalizeFinish());
-  }
-
-  /** Replace the adapter with one file of that format. */
-  importAdapter(bytes) {
-    return call('importAdapter', () => this.inner.importAdapter(bytes));
-  }
-
-  /** The adapter as one file (the format lopa export-web writes). */
-  exportAdapter() {
-    return call('exportAdapter', () => this.inner.exportAdapter());
+  /** Any method of the wasm client by name, through METHODS where it has an entry. */
+  async call(method, ...args) {
+    if (!this.inner) throw new Error('lopa: the client is not loaded (or was disposed)');
+    if (RESERVED.has(method) || typeof this.inner[method] !== 'function') throw new Error(`lopa: unknown method \`${method}\``);
+    const how = METHODS[method] ?? {};
+    const input = how.args ? how.args(...args) : args;
+    const out = await call(UNPREFIXED.has(method) ? null : method, () => this.inner[method](...input));
+    return how.result ? how.result(out, this.inner, input) : out;
   }
 
   dispose() {

@@ -44,9 +44,12 @@ export interface Embeddings {
 /** A text, or an object of the task's template fields (e.g. {sentence1, sentence2}). */
 export type Input = string | Record<string, string>;
 
+/** How a soft prompt's values travel. */
+export type Dtype = 'f16' | 'f32';
+
 export interface RequestOptions {
   /** Soft-prompt encoding on the wire: 'f16' (default) or 'f32'. */
-  dtype?: 'f16' | 'f32';
+  dtype?: Dtype;
   maxTokens?: number;
   temperature?: number;
   topP?: number;
@@ -58,10 +61,13 @@ export interface RequestOptions {
 export interface EncodedRequest {
   /** '/v1/score' (classification) or '/v1/completions' (generation). */
   path: string;
+  kind: 'score' | 'completion';
   /** The exact bytes of the JSON body that leave the browser. */
   body: Uint8Array;
   /** The task template filled with the input: the query text the server sees. */
   prompt: string;
+  /** The soft prompt as the body carries it: its values after the wire's dtype. */
+  softPrompt: SoftPrompt & { dtype: Dtype };
 }
 
 export interface CompleteOptions extends RequestOptions {

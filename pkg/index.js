@@ -115,11 +115,11 @@ export class LopaClient {
     return this.core;
   }
   #run(method, ...args) {
-    const core = this.#live();
-    return core instanceof WorkerCore ? core.call(method, ...args) : core[method](...args);
+    return this.#live().call(method, ...args);
   }
 
-  /** Soft prompts computed so far (by softPrompt, encodeRequest and complete). */
+  /** Soft prompts computed on this device so far (by softPrompt, encodeRequest and complete): a
+   * page can show that the work happened here. */
   computations = 0;
 
   /** The soft prompt of a text (or of an object of the task's fields): {data, shape: [m, d]}. */
@@ -137,8 +137,9 @@ export class LopaClient {
   }
 
   /**
-   * The exact request that would leave the browser for this input: {path, body (Uint8Array of
-   * JSON), prompt}. Options: dtype ('f16' default | 'f32'), maxTokens, temperature, topP, seed,
+   * The exact request that would leave the browser for this input: {path, kind ('score' |
+   * 'completion'), body (Uint8Array of JSON), prompt, softPrompt: {data, shape, dtype} (the values
+   * as the body carries them)}. Options: dtype ('f16' default | 'f32'), maxTokens, temperature, topP, seed,
    * stop, stream.
    */
   encodeRequest(input, options = {}) {
@@ -223,9 +224,8 @@ export class LopaClient {
    * loadSavedAdapter); an adapter trained with another encoder is refused.
    */
   async importAdapter(bytes) {
-    await this.#run('importAdapter', new Uint8Array(bytes));
-    if (this.core instanceof WorkerCore) this.info = await this.core.call('info');
-    else this.info = this.core.info();
+    await this.#run('importAdapter', bytes);
+    this.info = this.core instanceof WorkerCore ? await this.core.call('info') : this.core.info();
   }
 
   /** This client's adapter (personalised or not) as one file, as `lopa export-web` writes it: Uint8Array. */

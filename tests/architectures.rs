@@ -256,7 +256,7 @@ fn a_lora_inside_the_projections_equals_its_merged_weights() {
 fn lopa_and_lora_train_on_every_architecture() {
     use lopa::model::adaptation::AdaptationConfig;
     use lopa::model::generator::{GeneratorConfig, Method};
-    use lopa::training::{train, Quiet, TrainConfig};
+    use lopa::training::{train, Models, Quiet, Start, TrainConfig};
     let (plain, ad) = (Device::flex(), Device::flex().autodiff());
     let enc = common::tiny_encoder(&plain);
     let dir = std::env::temp_dir().join(format!("lopa-arch-train-{}", std::process::id()));
@@ -279,7 +279,7 @@ fn lopa_and_lora_train_on_every_architecture() {
                 epochs: 8, batch_size: 4, max_length: 64, seed: 7, train_limit: 0, dev_limit: 0, checkpoint_every: 0,
             };
             let run = dir.join(format!("{name}-{}", adaptation.kind().name()));
-            let s = train(&cfg, &fm, Some(&enc), &plain, &ad, &run, false, &mut Quiet).unwrap();
+            let s = train(&cfg, Models { fm: &fm, encoder: Some(&enc), encoder_device: &plain, device: &ad }, &run, Start::Fresh, &mut Quiet).unwrap();
             let (first, last) = (s.epochs[0].train_loss, s.epochs.last().unwrap().train_loss);
             // Sliding windows (mistral's 8 positions, gemma3's 4 on two of three layers) barely
             // reach the soft prompt from the answer: seen 0.79-0.80 of the first loss; the others

@@ -13,7 +13,7 @@ use lopa::model::generator::{GeneratorConfig, Method};
 
 use lopa::task::{Metric, TaskSpec};
 use lopa::training::examples::load_examples;
-use lopa::training::{answer_logits, label_token_ids, loss, prepare, train, Prepared, Quiet, TrainConfig};
+use lopa::training::{answer_logits, label_token_ids, loss, prepare, train, Models, Prepared, Quiet, Start, TrainConfig};
 use std::path::PathBuf;
 
 fn data_file(dir: &std::path::Path) -> PathBuf {
@@ -114,7 +114,7 @@ fn frozen_models_are_bit_for_bit_unchanged_and_only_the_generator_gets_gradients
     // A whole training run leaves every frozen parameter exactly as it was.
     let before_fm = host_params(&fm.decoder);
     let before_enc = host_params(&enc.bert);
-    let s = train(&cfg, &fm, Some(&enc), &plain, &ad, &dir.join("run"), false, &mut Quiet).unwrap();
+    let s = train(&cfg, Models { fm: &fm, encoder: Some(&enc), encoder_device: &plain, device: &ad }, &dir.join("run"), Start::Fresh, &mut Quiet).unwrap();
     assert_eq!(s.epochs.len(), 2);
     assert!(before_fm == host_params(&fm.decoder), "decoder weights changed");
     assert!(before_enc == host_params(&enc.bert), "encoder weights changed");
@@ -127,8 +127,8 @@ fn lopa_learns_a_toy_task_and_resume_continues() {
     let run = dir.join("run");
     let cfg = config(data_file(&dir), Method::Lopa, 12);
     let first = TrainConfig { epochs: 6, ..cfg.clone() };
-    let s1 = train(&first, &fm, Some(&enc), &plain, &ad, &run, false, &mut Quiet).unwrap();
-    let s2 = train(&cfg, &fm, Some(&enc), &plain, &ad, &run, true, &mut Quiet).unwrap();
+    let s1 = train(&first, Models { fm: &fm, encoder: Some(&enc), encoder_device: &plain, device: &ad }, &run, Start::Fresh, &mut Quiet).unwrap();
+    let s2 = train(&cfg, Models { fm: &fm, encoder: Some(&enc), encoder_device: &plain, device: &ad }, &run, Start::Resume, &mut Quiet).unwrap();
     // Resume picks up after epoch 6 instead of starting over.
     assert_eq!(s2.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(), (1..=12).collect::<Vec<_>>());
     let first_loss = s1.epochs[0].train_loss;
@@ -169,14 +169,14 @@ fn too_long_inputs_are_refused_before_training_with_file_and_line() {
     let dir = tmpdir("long");
     let file = data_file(&dir);
     let cfg = TrainConfig { max_length: 8, ..config(file.clone(), Method::Lopa, 1) };
-    let e = train(&cfg, &fm, Some(&enc), &plain, &ad, &dir.join("run"), false, &mut Quiet).unwrap_err().to_string();
+    let e = train(&cfg, Models { fm: &fm, encoder: Some(&enc), encoder_device: &plain, device: &ad }, &dir.join("run"), Start::Fresh, &mut Quiet).unwrap_err().to_string();
     assert!(e.starts_with(&format!("input: {}:", file.display())) && e.contains("longer than the maximum of 8"), "{e}");
     assert!(!dir.join("run/metrics.jsonl").exists(), "training started anyway");
     // A label word that is two tokens is refused too.
     let mut t = common::toy_task();
     t.label_words.insert("1".into(), " hello".into());
     let cfg = TrainConfig { task: t, ..config(file, Method::Lopa, 1) };
-    let e = train(&cfg, &fm, Some(&enc), &plain, &ad, &dir.join("run2"), false, &mut Quiet).unwrap_err().to_string();
+    let e = train(&cfg, Models { fm: &fm, encoder: Some(&enc), encoder_device: &plain, device: &ad }, &dir.join("run2"), Start::Fresh, &mut Quiet).unwrap_err().to_string();
     assert!(e.contains("label word \" hello\" is"), "{e}");
 }
 
@@ -190,7 +190,7 @@ fn every_method_trains_one_epoch() {
             AdaptationKind::Prompt(m) => config(file.clone(), m, 1),
             AdaptationKind::Lora => TrainConfig { adaptation: AdaptationConfig::Lora(fm.config.lora(4, 8.0)), ..config(file.clone(), Method::Lopa, 1) },
         };
-        let s = train(&cfg, &fm, Some(&enc), &plain, &ad, &dir.join(kind.name()), false, &mut Quiet).unwrap();
+        let s = train(&cfg, Models { fm: &fm, encoder: Some(&enc), encoder_device: &plain, device: &ad }, &dir.join(kind.name()), Start::Fresh, &mut Quiet).unwrap();
         assert!(s.epochs[0].train_loss.is_finite(), "{kind:?}");
         assert_eq!(s.trainable_parameters, cfg.adaptation.trainable_parameters());
     }
@@ -219,7 +219,7 @@ fn lora_starts_at_the_frozen_model_learns_and_changes_only_itself() {
     assert!(fm.decoder.layers[0].self_attn.q_proj.weight.val().grad(&grads).is_none(), "frozen q_proj got a gradient");
     // Training learns the toy task and leaves the frozen decoder bit-for-bit unchanged.
     let before = host_params(&fm.decoder);
-    let s = train(&cfg, &fm, None, &plain, &ad, &dir.join("run"), false, &mut Quiet).unwrap();
+    let s = train(&cfg, Models { fm: &fm, encoder: None, encoder_device: &plain, device: &ad }, &dir.join("run"), Start::Fresh, &mut Quiet).unwrap();
     assert!(before == host_params(&fm.decoder), "decoder weights changed");
     assert!(s.best_dev_accuracy >= 0.9, "LoRA did not learn the toy task: {}", s.best_dev_accuracy);
     // And it is refused where only soft prompts can go.
@@ -251,7 +251,7 @@ fn generation_task_learns_its_answer_tokens() {
         train_rows: Some([0, 6]),
         dev_rows: Some([0, 6]),
     };
-    let s = train(&cfg, &fm, Some(&enc), &plain, &ad, &dir.join("run"), false, &mut Quiet).unwrap();
+    let s = train(&cfg, Models { fm: &fm, encoder: Some(&enc), encoder_device: &plain, device: &ad }, &dir.join("run"), Start::Fresh, &mut Quiet).unwrap();
     assert!(s.epochs.last().unwrap().train_loss < s.epochs[0].train_loss * 0.5, "{:?}", s.epochs.iter().map(|e| e.train_loss).collect::<Vec<_>>());
     assert_eq!(s.train_examples, 6);
     assert_eq!(s.dev_examples, 6);
@@ -309,11 +309,11 @@ fn a_run_killed_mid_epoch_resumes_bit_for_bit() {
     let dir = tmpdir("exact");
     // 8 rows in batches of 2: 4 steps an epoch. Checkpoints at steps 3, 4 (epoch end), 6, 8, 9, 12.
     let cfg = TrainConfig { batch_size: 2, checkpoint_every: 3, weight_decay: 0.01, warmup_ratio: 0.25, ..config(data_file(&dir), Method::Lopa, 3) };
-    let whole = train(&cfg, &fm, Some(&enc), &plain, &ad, &dir.join("whole"), false, &mut Quiet).unwrap();
+    let whole = train(&cfg, Models { fm: &fm, encoder: Some(&enc), encoder_device: &plain, device: &ad }, &dir.join("whole"), Start::Fresh, &mut Quiet).unwrap();
 
     // Killed after step 7, before step 8's epoch-end checkpoint: the last one is step 6, mid-epoch 2.
     let run = dir.join("killed");
-    let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train(&cfg, &fm, Some(&enc), &plain, &ad, &run, false, &mut KillAfter(7, 0))));
+    let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train(&cfg, Models { fm: &fm, encoder: Some(&enc), encoder_device: &plain, device: &ad }, &run, Start::Fresh, &mut KillAfter(7, 0))));
     assert!(killed.is_err(), "the run must have been stopped");
     let ck: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("last/checkpoint.json")).unwrap()).unwrap();
     assert_eq!((ck["epoch"].as_u64(), ck["step"].as_u64(), ck["step_in_epoch"].as_u64()), (Some(1), Some(6), Some(2)));
@@ -324,7 +324,7 @@ fn a_run_killed_mid_epoch_resumes_bit_for_bit() {
     }
     std::fs::write(copy.join("metrics.jsonl"), std::fs::read(run.join("metrics.jsonl")).unwrap()).unwrap();
 
-    let resumed = train(&cfg, &fm, Some(&enc), &plain, &ad, &run, true, &mut Quiet).unwrap();
+    let resumed = train(&cfg, Models { fm: &fm, encoder: Some(&enc), encoder_device: &plain, device: &ad }, &run, Start::Resume, &mut Quiet).unwrap();
     let (want_files, want_metrics) = run_state(&dir.join("whole"));
     let (got_files, got_metrics) = run_state(&run);
     assert_eq!(got_metrics, want_metrics);
@@ -334,7 +334,7 @@ fn a_run_killed_mid_epoch_resumes_bit_for_bit() {
     assert_eq!((resumed.best_epoch, resumed.best_dev_accuracy.to_bits()), (whole.best_epoch, whole.best_dev_accuracy.to_bits()));
 
     // The same checkpoint without AdamW's moments continues differently: they are what makes it exact.
-    train(&cfg, &fm, Some(&enc), &plain, &ad, &copy, true, &mut Quiet).unwrap();
+    train(&cfg, Models { fm: &fm, encoder: Some(&enc), encoder_device: &plain, device: &ad }, &copy, Start::Resume, &mut Quiet).unwrap();
     assert_ne!(std::fs::read(copy.join("last/adapter.safetensors")).unwrap(), want_files[0]);
 }
 
@@ -349,7 +349,7 @@ fn half_precision_follows_the_f32_loss_curve() {
     let curve = |p: Precision| {
         let fm = FoundationModel { decoder: fm.decoder.clone().with_precision(p), ..fm.clone() };
         assert_eq!(fm.decoder.precision(), p);
-        let s = train(&cfg, &fm, Some(&enc), &plain, &ad, &dir.join(format!("{p:?}")), false, &mut Quiet).unwrap();
+        let s = train(&cfg, Models { fm: &fm, encoder: Some(&enc), encoder_device: &plain, device: &ad }, &dir.join(format!("{p:?}")), Start::Fresh, &mut Quiet).unwrap();
         s.epochs.iter().map(|e| e.train_loss).collect::<Vec<_>>()
     };
     let f32_curve = curve(Precision::F32);

@@ -170,24 +170,6 @@ function showAnswer(result, task) {
   }
 }
 
-/** IEEE half to number. */
-function fromF16(h) {
-  const sign = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return sign * f * 2 ** -24;
-  if (e === 31) return f ? NaN : sign * Infinity;
-  return sign * (1 + f / 1024) * 2 ** (e - 15);
-}
-
-/** The soft prompt inside an encoded request (what the server will receive): {data, shape}. */
-function softPromptOf(request) {
-  const sp = JSON.parse(new TextDecoder().decode(request.body)).soft_prompt;
-  const bytes = Uint8Array.from(atob(sp.data), (c) => c.charCodeAt(0));
-  const data = sp.dtype === 'f32' ? new Float32Array(bytes.buffer) : Float32Array.from(new Uint16Array(bytes.buffer), fromF16);
-  return { data, shape: sp.shape };
-}
-
 async function run() {
   const text = $('text').value;
   $('run').disabled = true;
@@ -198,15 +180,15 @@ async function run() {
     const t0 = performance.now();
     const request = await client.encodeRequest(text, { stream: task.kind === 'generation' || undefined });
     const ms = performance.now() - t0;
-    const sp = softPromptOf(request);
+    // The soft prompt as the body carries it (its values after the wire's dtype).
+    const sp = request.softPrompt;
     $('result').hidden = false;
     heatmap(sp.data, sp.shape);
-    $('sp-info').textContent = `[${sp.shape.join(' × ')}] computed on this device in ${ms.toFixed(0)} ms (${client.backend})`;
-    $('wire-path').textContent = `POST ${endpoint}${request.path}`;
+    $('sp-info').textContent = `[${sp.shape.join(' × ')}] computed on this device in ${ms.toFixed(0)} ms (${client.backend}); ${client.computations} so far`;
+    $('wire-path').textContent = `POST ${endpoint}${request.path} (${request.kind})`;
     $('wire-bytes').textContent = `${request.body.length.toLocaleString()} bytes`;
     const shown = JSON.parse(new TextDecoder().decode(request.body));
-    // What the body really carries (the package may send f32 or f16).
-    $('wire-shape').textContent = `[${sp.shape.join(', ')}], ${shown.soft_prompt.dtype}, base64`;
+    $('wire-shape').textContent = `[${sp.shape.join(', ')}], ${sp.dtype}, base64`;
     shown.soft_prompt.data = shown.soft_prompt.data.slice(0, 96) + `… (${shown.soft_prompt.data.length} base64 characters)`;
     $('wire-body').textContent = JSON.stringify(shown, null, 2);
     let streamed = '';

@@ -80,7 +80,7 @@ def one(task, method, seed, budget, lr, out, backend="cpu", report_only=False):
                "--dev-limit", str(b["dev_limit"]), "--max-length", str(b["max_length"]), "--run-dir", str(d)]
         run(cmd, d / "train.log")
         s = json.loads(summary.read_text())
-        s["check"] = check_of(json.loads((d / "config.json").read_text())["task"])
+        s["check"] = check_of(json.loads((d / "best" / "adapter.json").read_text())["task"])
         s["backend"] = logged_backend(d)
     s["wall_seconds"] = time.time() - t0
     s["host"] = host()
@@ -191,8 +191,8 @@ def main():
     with ThreadPoolExecutor(max(1, a.jobs)) as pool:
         done = dict(zip(order, pool.map(job, order)))
     for (task, method, seed), r in done.items():
-        if r and "check" not in r:  # runs recorded before the summary carried it: their config.json
-            cfg = load(a.out / a.budget / task / f"{method}-s{seed}" / "config.json")
+        if r and "check" not in r:  # runs recorded before the summary carried it: their adapter's task
+            cfg = load(a.out / a.budget / task / f"{method}-s{seed}" / "best" / "adapter.json")
             r["check"] = check_of(cfg["task"]) if cfg else None
     results, unfinished = {}, []
     for task in tasks:

@@ -17,7 +17,7 @@ mod soft_prompt;
 mod train;
 mod zero_shot;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -67,12 +67,12 @@ enum Command {
     Predict(predict::Args),
 }
 
-fn run(cli: Cli) -> lopa::Result<()> {
+fn run(cli: Cli, matches: &clap::ArgMatches) -> lopa::Result<()> {
     match cli.command {
         Command::Info(a) => info::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Embed(a) => embed::run(a),
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(a, matches.subcommand_matches("train").expect("the train subcommand")),
         Command::BenchTrain(a) => bench_train::run(a),
         #[cfg(feature = "server")]
         Command::Serve(a) => serve::run(a),
@@ -99,7 +99,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match run(Cli::parse_from(args)) {
+    let matches = Cli::command().get_matches_from(args);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match run(cli, &matches) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lopa: {e}");

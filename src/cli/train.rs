@@ -6,7 +6,7 @@ use lopa::model::adaptation::{AdaptationConfig, AdaptationKind};
 use lopa::model::decoder::FoundationModel;
 use lopa::model::encoder::SentenceEncoder;
 use lopa::model::generator::{GeneratorConfig, Method};
-use lopa::training::LrSchedule;
+use lopa::training::{LrSchedule, Models, Start};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -116,7 +116,7 @@ impl lopa::training::Progress for Bar {
     }
 }
 
-pub fn run(a: Args) -> lopa::Result<()> {
+pub fn run(a: Args, matches: &clap::ArgMatches) -> lopa::Result<()> {
     let task = match &a.task_spec {
         Some(p) => serde_json::from_slice(&lopa::fs::read_file(p)?).map_err(|e| lopa::Error::Config(format!("{}: {e}", p.display())))?,
         None => lopa::task::TaskSpec::builtin(&a.task)?,
@@ -168,9 +168,14 @@ pub fn run(a: Args) -> lopa::Result<()> {
     } else {
         None
     };
+    // The run's record is the format of configs/*.json: every flag with the value it had, so
+    // `lopa train --config RUN/config.json` runs it again.
+    std::fs::create_dir_all(&a.run_dir).map_err(|e| lopa::Error::io(&a.run_dir, e))?;
+    let flags = serde_json::to_vec_pretty(&effective_flags(matches)).expect("json");
+    lopa::fs::write_atomic(&a.run_dir.join("config.json"), &flags)?;
     let style = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} eta {eta}").expect("template");
     let mut bar = Bar(indicatif::ProgressBar::new(1).with_style(style), cfg.epochs);
-    let mut summary = lopa::training::train(&cfg, &fm, enc.as_ref(), &dev.device, &ad, &a.run_dir, a.resume, &mut bar)?;
+    let mut summary = lopa::training::train(&cfg, Models { fm: &fm, encoder: enc.as_ref(), encoder_device: &dev.device, device: &ad }, &a.run_dir, if a.resume { Start::Resume } else { Start::Fresh }, &mut bar)?;
     bar.0.finish_and_clear();
     summary.zero_shot_dev_accuracy = zero;
     let best = lopa::adapter::Adapter::load(&a.run_dir.join("best"))?;
@@ -181,6 +186,32 @@ pub fn run(a: Args) -> lopa::Result<()> {
     lopa::fs::write_atomic(&a.run_dir.join("summary.json"), s.as_bytes())?;
     println!("{s}");
     Ok(())
+}
+
+/// Every flag of a parsed `lopa train` with its value (given, from a config, or the default) as
+/// a config file holds it: `true`/`false` for switches, strings otherwise, lists for repeated
+/// flags. `--config` and `--resume` are left out: they say how a run started, not what it is.
+pub fn effective_flags(m: &clap::ArgMatches) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::Value;
+    use clap::CommandFactory;
+    let cli = crate::Cli::command();
+    let train = cli.find_subcommand("train").expect("the train subcommand");
+    let mut out = serde_json::Map::new();
+    // The command's arguments, not `m.ids()`: that also lists argument groups.
+    for id in train.get_arguments().map(|a| a.get_id().as_str().to_string()) {
+        if id == "config" || id == "resume" {
+            continue;
+        }
+        let Ok(Some(raw)) = m.try_get_raw(&id) else { continue };
+        let values: Vec<String> = raw.map(|v| v.to_string_lossy().into_owned()).collect();
+        let value = match &values[..] {
+            [one] if one == "true" || one == "false" => Value::Bool(one == "true"),
+            [one] => Value::String(one.clone()),
+            many => Value::Array(many.iter().cloned().map(Value::String).collect()),
+        };
+        out.insert(id.replace('_', "-"), value);
+    }
+    out
 }
 
 /// `lopa train --config FILE`: the file's JSON object becomes flags placed before the command
@@ -236,7 +267,7 @@ pub fn expand_config(args: Vec<OsString>) -> lopa::Result<Vec<OsString>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use clap::{CommandFactory, Parser};
 
     fn parse(config: &str, cli: &[&str]) -> Result<Args, String> {
         let dir = std::env::temp_dir().join(format!("lopa-config-{}-{}", std::process::id(), config.len()));
@@ -271,6 +302,29 @@ mod tests {
         assert!(parse(r#"{"task": {"name": "x"}}"#, &[]).unwrap_err().ends_with("`task`: a flag takes a string, a number, a boolean or a list of them"));
         assert!(parse(r#"{"config": "other.json"}"#, &[]).unwrap_err().ends_with("a config cannot name another config"));
         assert!(parse("{oops", &[]).unwrap_err().contains("c.json: key must be a string"));
+    }
+
+    /// A run's config.json is a config: read back, it gives the same flags.
+    #[test]
+    fn a_runs_flags_are_a_config_that_reproduces_it() {
+        let argv = expand_config(["lopa", "train", "--task", "rte", "--epochs", "2", "--zero-shot", "--method", "pt", "--resume"].iter().map(OsString::from).collect()).unwrap();
+        let m = crate::Cli::command().get_matches_from(argv);
+        let flags = effective_flags(m.subcommand_matches("train").unwrap());
+        assert_eq!(flags["task"], "rte");
+        assert_eq!(flags["epochs"], "2");
+        assert_eq!(flags["zero-shot"], true);
+        assert_eq!(flags["lr"], "0.001", "defaults are recorded too");
+        assert!(!flags.contains_key("resume") && !flags.contains_key("config"));
+        let again = parse(&serde_json::to_string(&flags).unwrap(), &[]).unwrap();
+        assert_eq!((again.task.as_str(), again.epochs, again.zero_shot, again.method, again.resume), ("rte", 2, true, AdaptationKind::Prompt(Method::Pt), false));
+        let m2 = crate::Cli::command().get_matches_from(expand_config(vec!["lopa".into(), "train".into(), "--config".into(), write_config(&flags).into()]).unwrap());
+        assert_eq!(effective_flags(m2.subcommand_matches("train").unwrap()), flags);
+    }
+
+    fn write_config(flags: &serde_json::Map<String, serde_json::Value>) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("lopa-config-{}-again.json", std::process::id()));
+        std::fs::write(&path, serde_json::to_vec(flags).unwrap()).unwrap();
+        path
     }
 
     #[test]

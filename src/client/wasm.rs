@@ -9,7 +9,7 @@
 
 use crate::client::personalize::{LabelledInput, PersonalizeOptions, Personalizer};
 use crate::client::{Client, Input, Query, RequestOptions};
-use crate::wire::GRADIENT_PATH;
+use crate::wire::{WireSoftPrompt, GRADIENT_PATH};
 use serde::Serialize;
 use crate::error::{Error, Result};
 use burn::tensor::Device;
@@ -70,12 +70,25 @@ pub struct WasmClient {
 
 /// What `encodeRequest` returns: the request as it leaves the browser.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Encoded {
     path: &'static str,
+    /// `score` (classification) or `completion` (generation).
+    kind: &'static str,
     /// The exact JSON body.
     body: String,
     /// The query text the server sees.
     prompt: String,
+    /// The soft prompt as the body carries it (values after the wire's dtype).
+    soft_prompt: Sent,
+}
+
+/// A soft prompt as a request carries it.
+#[derive(Serialize)]
+struct Sent {
+    data: Vec<f32>,
+    shape: [usize; 2],
+    dtype: &'static str,
 }
 
 #[wasm_bindgen]
@@ -141,14 +154,18 @@ impl WasmClient {
         self.client.encoder.hidden_size() as u32
     }
 
-    /// `{path, body, prompt}`: the request that carries the input's soft prompt to `lopa serve`.
+    /// `{path, kind, body, prompt, softPrompt: {data, shape, dtype}}`: the request that carries the input's soft prompt to `lopa serve`.
     /// `options`: `{dtype, maxTokens, temperature, topP, seed, stop, stream}`.
     #[wasm_bindgen(js_name = encodeRequest)]
     pub async fn encode_request(&self, input: JsValue, options: JsValue) -> Result<JsValue, JsError> {
         let options: RequestOptions = if options.is_undefined() || options.is_null() { RequestOptions::default() } else { from_js("options", options)? };
         let q = self.run(input).await?;
         let req = self.client.request(&q, &options);
-        to_js(&Encoded { path: req.path(), body: req.body(), prompt: q.prompt })
+        let z = &q.soft_prompt;
+        // What the server will read: the values after the wire's rounding (f16 by default).
+        let sent = WireSoftPrompt::encode(z, options.dtype).decode(z.width(), z.rows()).map_err(|e| JsError::new(&e.to_string()))?;
+        let soft_prompt = Sent { data: sent.values().to_vec(), shape: [z.rows(), z.width()], dtype: options.dtype.as_str() };
+        to_js(&Encoded { path: req.path(), kind: req.kind(), body: req.body(), prompt: q.prompt, soft_prompt })
     }
 
     /// `lopa serve`'s answer (HTTP `status`, `body` text) to a request encoded here, read with

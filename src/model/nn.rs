@@ -23,10 +23,16 @@ pub fn linear(w: &TensorMap, prefix: &str, d_in: usize, d_out: usize, bias: bool
 /// weight as int8, an [`Int8Linear`] that multiplies the int8 values as integers (and holds no
 /// f32 copy). Either way `forward` maps `[.., d_in]` to `[.., d_out]`.
 #[derive(Module, Debug)]
-pub struct Projection {
-    linear: Option<Linear>,
+pub enum Projection {
+    Float(Linear),
+    Int8(FrozenInt8),
+}
+
+/// Frozen int8 weights: shared and never trained, so they are no module parameters.
+#[derive(Module, Debug)]
+pub struct FrozenInt8 {
     #[module(skip)]
-    int8: Option<Arc<Int8Linear>>,
+    weights: Arc<Int8Linear>,
 }
 
 impl Projection {
@@ -37,16 +43,16 @@ impl Projection {
             if let Some(q) = w.int8(&name).filter(|q| q.rows == d_out && q.cols == d_in) {
                 let bias = w.expect(&format!("{prefix}.bias"), &[d_out])?;
                 if let Some(l) = Int8Linear::new(q, Some(&bias.data)) {
-                    return Ok(Self { linear: None, int8: Some(Arc::new(l)) });
+                    return Ok(Self::Int8(FrozenInt8 { weights: Arc::new(l) }));
                 }
             }
         }
-        Ok(Self { linear: Some(linear(w, prefix, d_in, d_out, true, device)?), int8: None })
+        Ok(Self::Float(linear(w, prefix, d_in, d_out, true, device)?))
     }
 
     /// Whether this projection computes on int8 weights.
     pub fn is_int8(&self) -> bool {
-        self.int8.is_some()
+        matches!(self, Self::Int8(_))
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
@@ -59,11 +65,11 @@ impl Projection {
     }
 
     fn forward_then<const D: usize>(&self, x: Tensor<D>, then_gelu: bool) -> Tensor<D> {
-        match (&self.linear, &self.int8, then_gelu) {
-            (Some(l), _, false) => l.forward(x),
-            (Some(l), _, true) if is_cpu_f32(&x) => on_host(l.forward(x), fast_math::gelu_in_place),
-            (Some(l), _, true) => gelu(l.forward(x)),
-            (None, Some(q), then_gelu) => {
+        match (self, then_gelu) {
+            (Self::Float(l), false) => l.forward(x),
+            (Self::Float(l), true) if is_cpu_f32(&x) => on_host(l.forward(x), fast_math::gelu_in_place),
+            (Self::Float(l), true) => gelu(l.forward(x)),
+            (Self::Int8(FrozenInt8 { weights: q }), then_gelu) => {
                 let (device, mut dims) = (x.device(), x.dims());
                 let mut out = q.forward(&host_values(x));
                 if then_gelu {
@@ -72,7 +78,6 @@ impl Projection {
                 dims[D - 1] = q.d_out();
                 Tensor::from_data(TensorData::new(out, dims), &device)
             }
-            (None, None, _) => unreachable!("a projection holds one of its two forms"),
         }
     }
 }

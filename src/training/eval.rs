@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::model::adaptation::Adaptation;
 use crate::model::decoder::{Decoder, FoundationModel};
 use crate::model::generator::PromptGenerator;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use std::path::Path;
 
 /// Soft prompts `[b, m, d]` for a batch: f(x) of each example (zeros for methods without an
@@ -119,28 +119,14 @@ pub fn evaluate(task: &TaskSpec, fm: &FoundationModel, adaptation: Option<&Adapt
 }
 
 /// Zero-shot dev score of the frozen model with no soft prompt at all (accuracy, or pass@1 /
-/// exact match for generation tasks).
+/// exact match for generation tasks): [`evaluate`] without an adaptation.
 pub fn zero_shot(task: &TaskSpec, dev_file: &Path, dev_limit: usize, fm: &FoundationModel, device: &Device) -> Result<(f64, Option<f64>)> {
     let mut ex = load_rows(task, dev_file, task.dev_rows)?;
     if dev_limit > 0 {
         ex.truncate(dev_limit);
     }
     let data = prepare(&ex, dev_file, fm, None, usize::MAX, device)?;
-    if task.kind == TaskKind::Generation {
-        return evaluate(task, fm, None, &data, 16, device);
-    }
-    let label_ids = label_token_ids(task, fm)?;
-    let v = fm.decoder.vocab_size();
-    let mut preds = vec![];
-    for p in &data {
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(p.ids.iter().map(|&t| t as i64).collect::<Vec<_>>(), [1, p.ids.len()]), device);
-        let logits = crate::device::to_vec(fm.decoder.forward(ids, None)?)?;
-        let row = &logits[(p.ids.len() - 1) * v..p.ids.len() * v];
-        preds.push((0..label_ids.len()).max_by(|&a, &b| row[label_ids[a] as usize].total_cmp(&row[label_ids[b] as usize])).unwrap_or(0));
-    }
-    let gold: Vec<usize> = data.iter().map(|p| p.label).collect();
-    let positive = task.positive_label.as_ref().and_then(|p| task.labels().iter().position(|l| l == p));
-    Ok(scores(&preds, &gold, positive))
+    evaluate(task, fm, None, &data, 16, device)
 }
 
 /// Binary F1 for the positive class and accuracy.

@@ -131,65 +131,36 @@ pub struct TrainSummary {
     pub epochs: Vec<EpochMetrics>,
 }
 
-/// Train, evaluating on dev after every epoch; the best adapter goes to `run_dir/best`, the last
-/// to `run_dir/last` with `checkpoint.json`. `device` must be an autodiff device.
-#[allow(clippy::too_many_arguments)]
-pub fn train(
-    cfg: &TrainConfig,
-    fm: &FoundationModel,
-    encoder: Option<&SentenceEncoder>,
-    enc_device: &Device,
-    device: &Device,
-    run_dir: &Path,
-    resume: bool,
-    progress: &mut dyn Progress,
-) -> Result<TrainSummary> {
-    let started = Instant::now();
-    if !device.is_autodiff() {
-        return Err(Error::Config("training needs an autodiff device".into()));
-    }
-    if cfg.batch_size == 0 || cfg.epochs == 0 {
-        return Err(Error::Config("batch_size and epochs must be positive".into()));
-    }
-    if cfg.adaptation.uses_encoder() && encoder.is_none() {
-        return Err(Error::Config(format!("method {} needs an encoder", cfg.adaptation.kind().name())));
-    }
-    // Validate everything before the first step.
-    let label_ids = label_token_ids(&cfg.task, fm)?;
-    let mut train_ex = load_rows(&cfg.task, &cfg.train_file, cfg.task.train_rows)?;
-    let mut dev_ex = load_rows(&cfg.task, &cfg.dev_file, cfg.task.dev_rows)?;
-    shuffle(&mut train_ex, cfg.seed);
-    if cfg.train_limit > 0 {
-        train_ex.truncate(cfg.train_limit);
-    }
-    if cfg.dev_limit > 0 {
-        dev_ex.truncate(cfg.dev_limit);
-    }
-    let enc = if cfg.adaptation.uses_encoder() { encoder } else { None };
-    let mut train_data = prepare(&train_ex, &cfg.train_file, fm, enc, cfg.max_length, enc_device)?;
-    let dev_data = prepare(&dev_ex, &cfg.dev_file, fm, enc, cfg.max_length, enc_device)?;
-    if cfg.task.kind == TaskKind::Classification {
-        // The answer to train on is the label word.
-        train_data.iter_mut().for_each(|p| p.answer = vec![label_ids[p.label]]);
-    }
-    std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
-    std::fs::write(run_dir.join("config.json"), serde_json::to_vec_pretty(cfg).expect("json")).map_err(|e| Error::io(run_dir, e))?;
+/// The models a run trains against, and where each computes.
+#[derive(Clone, Copy)]
+pub struct Models<'a> {
+    /// The frozen model, on `device`.
+    pub fm: &'a FoundationModel,
+    /// The frozen encoder; recorded in the adapter, and read by the methods that use f(x).
+    pub encoder: Option<&'a SentenceEncoder>,
+    /// Where the encoder's features are computed (once, before training).
+    pub encoder_device: &'a Device,
+    /// The autodiff device training runs on.
+    pub device: &'a Device,
+}
 
+/// Whether a run starts afresh or continues from `run_dir/last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Fresh,
+    Resume,
+}
+
+/// Train, evaluating on dev after every epoch; the best adapter goes to `run_dir/best`, the last
+/// to `run_dir/last` with `checkpoint.json`.
+pub fn train(cfg: &TrainConfig, models: Models, run_dir: &Path, start: Start, progress: &mut dyn Progress) -> Result<TrainSummary> {
+    let started = Instant::now();
+    let Models { fm, encoder, device, .. } = models;
+    let (train_data, dev_data) = load_data(cfg, models)?;
+    std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
     let meta = AdapterMeta::new(&cfg.adaptation, &cfg.task, fm, encoder);
     let last = run_dir.join("last");
-    let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init();
-    let (mut adaptation, mut ck) = if resume {
-        let saved = checkpoint::load(&last).map_err(|e| Error::Config(format!("--resume: no usable checkpoint in {}: {e}", run_dir.display())))?;
-        saved.adapter.meta.check_compatible(fm, encoder)?;
-        let adaptation = Adaptation::from_tensors(&saved.adapter.meta.adaptation, &saved.adapter.weights, device)?;
-        if let Some(bytes) = &saved.optimizer {
-            optim = checkpoint::load_optimizer(optim, &adaptation, bytes)?;
-        }
-        (adaptation, saved.position)
-    } else {
-        device.seed(cfg.seed);
-        (cfg.adaptation.init(device)?, checkpoint::Position::start())
-    };
+    let (mut adaptation, mut optim, mut ck) = begin(cfg, models, &last, start)?;
     let steps_per_epoch = train_data.len().div_ceil(cfg.batch_size);
     let total_steps = steps_per_epoch * cfg.epochs;
     let warmup = ((total_steps as f64) * cfg.warmup_ratio).ceil().max(1.0) as usize;
@@ -235,23 +206,9 @@ pub fn train(
             seconds: t0.elapsed().as_secs_f64(),
         };
         progress.epoch(&m);
-        let better = f1.unwrap_or(acc) > ck.best_dev_f1.unwrap_or(ck.best_dev_accuracy);
-        ck.epoch = epoch;
-        ck.step_in_epoch = 0;
-        ck.loss_sum = 0.0;
-        ck.epochs.push(m);
-        // Rewritten whole, so an epoch run again after a resume is not recorded twice.
-        let lines: String = ck.epochs.iter().map(|m| serde_json::to_string(m).expect("json") + "\n").collect();
-        crate::fs::write_atomic(&run_dir.join("metrics.jsonl"), lines.as_bytes())?;
         let adapter = Adapter { meta: meta.clone(), weights: adaptation.to_tensors()? };
-        if better {
-            ck.best_epoch = epoch;
-            ck.best_dev_accuracy = acc;
-            ck.best_dev_f1 = f1;
-            adapter.save(&run_dir.join("best"))?;
-        }
+        record_epoch(run_dir, &mut ck, m, &adapter)?;
         checkpoint::save(&last, &adapter, &optim, &adaptation, &ck)?;
-        crate::training::plot::loss_curve_svg(&ck.epochs, &run_dir.join("loss.svg"))?;
     }
     Ok(TrainSummary {
         best_epoch: ck.best_epoch,
@@ -265,6 +222,75 @@ pub fn train(
         samples_per_sec: ck.seen as f64 / ck.train_secs.max(1e-9),
         epochs: ck.epochs,
     })
+}
+
+/// Every check and every example prepared before the first step: (train, dev). A
+/// classification example trains on its label word.
+fn load_data(cfg: &TrainConfig, models: Models) -> Result<(Vec<Prepared>, Vec<Prepared>)> {
+    if !models.device.is_autodiff() {
+        return Err(Error::Config("training needs an autodiff device".into()));
+    }
+    if cfg.batch_size == 0 || cfg.epochs == 0 {
+        return Err(Error::Config("batch_size and epochs must be positive".into()));
+    }
+    if cfg.adaptation.uses_encoder() && models.encoder.is_none() {
+        return Err(Error::Config(format!("method {} needs an encoder", cfg.adaptation.kind().name())));
+    }
+    let label_ids = label_token_ids(&cfg.task, models.fm)?;
+    let mut train_ex = load_rows(&cfg.task, &cfg.train_file, cfg.task.train_rows)?;
+    let mut dev_ex = load_rows(&cfg.task, &cfg.dev_file, cfg.task.dev_rows)?;
+    shuffle(&mut train_ex, cfg.seed);
+    if cfg.train_limit > 0 {
+        train_ex.truncate(cfg.train_limit);
+    }
+    if cfg.dev_limit > 0 {
+        dev_ex.truncate(cfg.dev_limit);
+    }
+    let enc = if cfg.adaptation.uses_encoder() { models.encoder } else { None };
+    let mut train_data = prepare(&train_ex, &cfg.train_file, models.fm, enc, cfg.max_length, models.encoder_device)?;
+    let dev_data = prepare(&dev_ex, &cfg.dev_file, models.fm, enc, cfg.max_length, models.encoder_device)?;
+    if cfg.task.kind == TaskKind::Classification {
+        train_data.iter_mut().for_each(|p| p.answer = vec![label_ids[p.label]]);
+    }
+    Ok((train_data, dev_data))
+}
+
+/// A fresh adaptation and optimizer, or the ones `last` holds with the position reached there.
+fn begin(cfg: &TrainConfig, models: Models, last: &Path, start: Start) -> Result<(Adaptation, burn::optim::ModuleOptimizer, checkpoint::Position)> {
+    let optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init();
+    if start == Start::Fresh {
+        models.device.seed(cfg.seed);
+        return Ok((cfg.adaptation.init(models.device)?, optim, checkpoint::Position::start()));
+    }
+    let run_dir = last.parent().unwrap_or(last);
+    let saved = checkpoint::load(last).map_err(|e| Error::Config(format!("--resume: no usable checkpoint in {}: {e}", run_dir.display())))?;
+    saved.adapter.meta.check_compatible(models.fm, models.encoder)?;
+    let adaptation = Adaptation::from_tensors(&saved.adapter.meta.adaptation, &saved.adapter.weights, models.device)?;
+    let optim = match &saved.optimizer {
+        Some(bytes) => checkpoint::load_optimizer(optim, &adaptation, bytes)?,
+        None => optim,
+    };
+    Ok((adaptation, optim, saved.position))
+}
+
+/// An epoch's metrics into the position and `metrics.jsonl`, its adapter into `best/` when it
+/// beats the best so far, and the loss curve.
+fn record_epoch(run_dir: &Path, ck: &mut checkpoint::Position, m: EpochMetrics, adapter: &Adapter) -> Result<()> {
+    let better = m.dev_f1.unwrap_or(m.dev_accuracy) > ck.best_dev_f1.unwrap_or(ck.best_dev_accuracy);
+    if better {
+        ck.best_epoch = m.epoch;
+        ck.best_dev_accuracy = m.dev_accuracy;
+        ck.best_dev_f1 = m.dev_f1;
+        adapter.save(&run_dir.join("best"))?;
+    }
+    ck.epoch = m.epoch;
+    ck.step_in_epoch = 0;
+    ck.loss_sum = 0.0;
+    ck.epochs.push(m);
+    // Rewritten whole, so an epoch run again after a resume is not recorded twice.
+    let lines: String = ck.epochs.iter().map(|m| serde_json::to_string(m).expect("json") + "\n").collect();
+    crate::fs::write_atomic(&run_dir.join("metrics.jsonl"), lines.as_bytes())?;
+    crate::training::plot::loss_curve_svg(&ck.epochs, &run_dir.join("loss.svg"))
 }
 
 #[cfg(test)]

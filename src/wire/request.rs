@@ -99,6 +99,14 @@ impl Request {
         }
     }
 
+    /// `score` or `completion`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Score(_) => "score",
+            Request::Completion(_) => "completion",
+        }
+    }
+
     /// The JSON body.
     pub fn body(&self) -> String {
         serde_json::to_string(self).expect("plain JSON values")

@@ -2,7 +2,8 @@
 //! un-permuted, so one RoPE serves both formats) or a Hugging Face folder (one safetensors file
 //! or shards), with its tokenizer and the sha256 that identifies it.
 
-use super::config::{Activation, DecoderConfig, LayerType, ModelType, RopeScaling};
+use super::config::{Activation, DecoderConfig, LayerType, ModelType};
+use super::rope::RopeScaling;
 use super::{Decoder, Precision};
 use std::borrow::Cow;
 use crate::error::{Error, Result};

@@ -12,10 +12,13 @@ pub mod block;
 pub mod cache;
 pub mod checkpoint;
 pub mod config;
+mod fields;
+pub mod rope;
 
 pub use block::DecoderLayer;
 pub use cache::KvCache;
-pub use config::{Activation, DecoderConfig, LayerType, ModelType, RopeScaling};
+pub use config::{Activation, DecoderConfig, LayerType, ModelType};
+pub use rope::RopeScaling;
 pub use checkpoint::{gguf_to_hf, gguf_to_hf_only, FoundationModel, TokenEmbedding, EMBED_TOKENS};
 
 use crate::error::{Error, Result};
