@@ -202,8 +202,9 @@ fn the_circle_finder_sees_a_circle_between_siblings() {
     assert_eq!(find_circle(&sibling_edges(&files("use super::b::Y;", "use super::Z; // the folder's root is no sibling"))), None);
 }
 
-/// Longest source file allowed: past this, a file holds more than one concern. The CruxEval
-/// literal parser is one concern, a grammar, and longer.
+/// Longest source file allowed (the crate, the package, the demo, tests and scripts): past this,
+/// a file holds more than one concern. The CruxEval literal parser is one concern, a grammar,
+/// and longer.
 const MAX_LINES: usize = 450;
 
 #[test]
@@ -211,10 +212,11 @@ fn no_source_file_outgrows_one_concern() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut long = vec![];
     let mut files: Vec<(String, String)> = sources().into_iter().map(|(rel, text)| (format!("src/{rel}"), text)).collect();
-    for dir in ["pkg", "www"] {
+    // Hand-written code only: pkg/wasm is generated, node_modules is not ours.
+    for dir in ["pkg", "www", "tests", "tests/common", "tests/browser", "tests/bundlers", "tests/fixtures", "scripts", "scripts/lib"] {
         for e in std::fs::read_dir(root.join(dir)).unwrap() {
             let p = e.unwrap().path();
-            if p.extension().is_some_and(|x| x == "js" || x == "ts") {
+            if p.is_file() && p.extension().is_some_and(|x| ["js", "mjs", "ts", "rs", "py", "sh"].iter().any(|e| x == *e)) {
                 files.push((p.strip_prefix(root).unwrap().to_string_lossy().to_string(), std::fs::read_to_string(&p).unwrap()));
             }
         }
@@ -225,6 +227,6 @@ fn no_source_file_outgrows_one_concern() {
             long.push(format!("{rel}: {n} lines"));
         }
     }
-    assert!(files.len() > 60, "only {} files found", files.len());
+    assert!(files.len() > 100, "only {} files found", files.len());
     assert!(long.is_empty(), "files over {MAX_LINES} lines:\n{}", long.join("\n"));
 }

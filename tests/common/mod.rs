@@ -1,6 +1,9 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
+#[cfg(feature = "server")]
+pub mod serve;
+
 use serde_json::Value;
 use std::path::PathBuf;
 
