@@ -147,4 +147,20 @@ mod tests {
         assert!(e("g.jsonl", "{\"sentence\": \"x\"}\n").ends_with("g.jsonl:1: missing field `label`"));
         assert!(e("h.jsonl", "{oops\n").contains("h.jsonl:1: invalid JSON"));
     }
+
+    #[test]
+    fn cruxeval_rows_become_prompts_and_answers() {
+        let p = tmp("c.jsonl", "{\"code\": \"def f(x):\\n    return x * 2\", \"input\": \"3\", \"output\": \"6\", \"id\": \"a\"}\n{\"code\": \"def f(x):\\n    return x\", \"input\": \"1\", \"output\": \"1\", \"id\": \"b\"}\n");
+        let spec = TaskSpec::builtin("cruxeval-o").unwrap();
+        let ex = load_rows(&spec, &p, Some([0, 1])).unwrap();
+        assert_eq!(ex.len(), 1);
+        assert_eq!(ex[0].prompt, "def f(x):\n    return x * 2\nassert f(3) == ");
+        assert_eq!(ex[0].answer, "6\n");
+        assert_eq!(ex[0].fields["output"], "6", "the row's fields travel with it, for the check");
+        let e = load_rows(&spec, &p, Some([0, 5])).unwrap_err().to_string();
+        assert!(e.ends_with("c.jsonl: rows 0..5 requested, the file has 2"), "{e}");
+        let ex = load_rows(&TaskSpec::builtin("cruxeval-i").unwrap(), &p, Some([0, 1])).unwrap();
+        assert_eq!(ex[0].prompt, "def f(x):\n    return x * 2\nassert 6 == f(");
+        assert_eq!(ex[0].answer, "3)\n");
+    }
 }

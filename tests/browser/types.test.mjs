@@ -26,6 +26,11 @@ try {
       const emb = await client.embed(['a gripping, funny film', 'dull']);
       const req = await client.encodeRequest('a gripping, funny film', { dtype: 'f32' });
       const answer = await client.send(endpoint, req);
+      const sent = JSON.parse(new TextDecoder().decode(req.body)).soft_prompt;
+      const bodyValues = Array.from(new Float32Array(Uint8Array.from(atob(sent.data), (c) => c.charCodeAt(0)).buffer));
+      // The one dispatch refuses what is not a method of the wasm client, and the lifecycle's.
+      const refused = [];
+      for (const name of ['noSuchMethod', 'free', 'constructor']) refused.push(await client.core.call(name).then(() => 'accepted', (e) => e.message));
       out.push({
         worker,
         progress: progress[0],
@@ -36,7 +41,15 @@ try {
         computations: client.computations,
         softPrompt: { dataIsFloat32Array: sp.data instanceof Float32Array, length: sp.data.length, shape: sp.shape },
         embeddings: { dataIsFloat32Array: emb.data instanceof Float32Array, length: emb.data.length, shape: emb.shape },
-        request: { bodyIsUint8Array: req.body instanceof Uint8Array, length: req.body.length, path: req.path, prompt: req.prompt },
+        request: { bodyIsUint8Array: req.body instanceof Uint8Array, length: req.body.length, path: req.path, kind: req.kind, prompt: req.prompt },
+        sentSoftPrompt: {
+          dataIsFloat32Array: req.softPrompt.data instanceof Float32Array,
+          shape: req.softPrompt.shape,
+          dtype: req.softPrompt.dtype,
+          equalsBody: req.softPrompt.data.length === bodyValues.length && req.softPrompt.data.every((x, i) => x === bodyValues[i]),
+          equalsSoftPrompt: req.softPrompt.data.every((x, i) => x === sp.data[i]),
+        },
+        refused,
         answer,
       });
       await client.dispose();
@@ -49,12 +62,17 @@ try {
   lopa.kill('SIGINT');
 }
 
+const j0 = (x) => JSON.stringify(x);
 const ts = [`import type { AdapterInfo, Completion, Embeddings, EncodedRequest, LopaClient, Progress, SoftPrompt } from '${join(ROOT, 'pkg/index.js')}';`];
 for (const [i, v] of seen.entries()) {
   const where = v.worker ? 'worker' : 'page';
   check(v.softPrompt.dataIsFloat32Array && v.softPrompt.length === v.shape[0] * v.shape[1], `${where}: softPrompt().data is a Float32Array of m·d = ${v.softPrompt.length} values`);
   check(v.embeddings.dataIsFloat32Array && v.embeddings.length === v.embeddings.shape[0] * v.embeddings.shape[1] && v.embeddings.shape[0] === 2, `${where}: embed().data is a Float32Array of n·h = ${v.embeddings.length} values`);
   check(v.request.bodyIsUint8Array, `${where}: encodeRequest().body is a Uint8Array (${v.request.length} bytes)`);
+  check(v.request.kind === 'score' && v.request.path === '/v1/score', `${where}: encodeRequest().kind is ${v.request.kind} for ${v.request.path}`);
+  const s = v.sentSoftPrompt;
+  check(s.dataIsFloat32Array && s.equalsBody && s.equalsSoftPrompt && s.dtype === 'f32' && j0(s.shape) === j0(v.shape), `${where}: encodeRequest().softPrompt is what the body carries (${s.dtype}, [${s.shape}])`);
+  check(v.refused.every((m) => /^lopa: unknown method/.test(m)), `${where}: the dispatch refuses names that are not methods (${v.refused.join('; ')})`);
   check(v.answer.kind === 'classification' && Math.abs(Object.values(v.answer.probabilities).reduce((a, p) => a + p, 0) - 1) < 1e-4, `${where}: the answer's probabilities sum to 1 (${JSON.stringify(v.answer.probabilities)})`);
   const j = (x) => JSON.stringify(x);
   ts.push(
@@ -66,7 +84,7 @@ for (const [i, v] of seen.entries()) {
     `const computations${i}: LopaClient['computations'] = ${j(v.computations)};`,
     `const softPrompt${i}: SoftPrompt = { data: new Float32Array(${v.softPrompt.length}), shape: ${j(v.softPrompt.shape)} };`,
     `const embeddings${i}: Embeddings = { data: new Float32Array(${v.embeddings.length}), shape: ${j(v.embeddings.shape)} };`,
-    `const request${i}: EncodedRequest = { path: ${j(v.request.path)}, body: new Uint8Array(${v.request.length}), prompt: ${j(v.request.prompt)} };`,
+    `const request${i}: EncodedRequest = { path: ${j(v.request.path)}, kind: ${j(v.request.kind)}, body: new Uint8Array(${v.request.length}), prompt: ${j(v.request.prompt)}, softPrompt: { data: new Float32Array(${v.shape[0] * v.shape[1]}), shape: ${j(v.sentSoftPrompt.shape)}, dtype: ${j(v.sentSoftPrompt.dtype)} } };`,
     `const answer${i}: Completion = ${j(v.answer)};`,
     `export const used${i} = [progress${i}, backend${i}, fallbackReason${i}, shape${i}, adapter${i}, computations${i}, softPrompt${i}, embeddings${i}, request${i}, answer${i}];`,
   );

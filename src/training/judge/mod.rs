@@ -50,38 +50,27 @@ pub fn task_passes(task: &TaskSpec, fields: &BTreeMap<String, String>, predictio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::training::examples::load_rows;
 
-    fn tmp(name: &str, body: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("lopa-judge-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(name);
-        std::fs::write(&p, body).unwrap();
-        p
+    /// A CruxEval row whose function doubles its argument: f(3) == 6.
+    fn doubling() -> BTreeMap<String, String> {
+        [("code", "def f(x):\n    return x * 2"), ("input", "3"), ("output", "6")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
-    fn cruxeval_rows_and_checks() {
+    fn cruxeval_o_compares_literals_and_runs_nothing() {
         let spec = TaskSpec::builtin("cruxeval-o").unwrap();
-        let p = tmp("c.jsonl", "{\"code\": \"def f(x):\\n    return x * 2\", \"input\": \"3\", \"output\": \"6\", \"id\": \"a\"}\n{\"code\": \"def f(x):\\n    return x\", \"input\": \"1\", \"output\": \"1\", \"id\": \"b\"}\n");
-        let ex = load_rows(&spec, &p, Some([0, 1])).unwrap();
-        assert_eq!(ex.len(), 1);
-        assert_eq!(ex[0].prompt, "def f(x):\n    return x * 2\nassert f(3) == ");
-        assert_eq!(ex[0].answer, "6\n");
-        let check = |pred: &str| task_passes(&spec, &ex[0].fields, pred).unwrap();
+        let check = |pred: &str| task_passes(&spec, &doubling(), pred).unwrap();
         assert!(check("6") && check(" 6 ") && check("6.0") && check("(6)"), "CruxEval compares values, not text");
         // Not literals: each fails without anything being run.
         for pred in ["7", "f(3)", "(lambda: f(3))()", "", "0 or 6", "6 or 1", "__import__('os')._exit(0)", "__import__('time').sleep(30) or 6", "6 if True else 0"] {
             assert!(!check(pred), "{pred:?} must fail");
         }
-        let e = load_rows(&spec, &p, Some([0, 5])).unwrap_err().to_string();
-        assert!(e.ends_with("c.jsonl: rows 0..5 requested, the file has 2"), "{e}");
+    }
 
-        // CruxEval-I runs the row's own function on the predicted literal arguments.
+    #[test]
+    fn cruxeval_i_calls_the_rows_function_on_literal_arguments() {
         let spec = TaskSpec::builtin("cruxeval-i").unwrap();
-        let ex = load_rows(&spec, &p, Some([0, 1])).unwrap();
-        assert_eq!(ex[0].prompt, "def f(x):\n    return x * 2\nassert 6 == f(");
-        let check = |pred: &str| task_passes(&spec, &ex[0].fields, pred).unwrap();
+        let check = |pred: &str| task_passes(&spec, &doubling(), pred).unwrap();
         assert!(check("3)") && check("x=3)") && check("3.0)  # three"));
         for pred in ["4)", "3", "3) or True", "__import__('os')._exit(0))", "*[3])", "3, 4)"] {
             assert!(!check(pred), "{pred:?} must fail");
