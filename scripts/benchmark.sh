@@ -5,6 +5,10 @@
 #                                         docs/RESULTS.md (scripts/lib/benchmark.py; --help for ARGS)
 #   scripts/benchmark.sh code [ARGS]      CruxEval-O on Qwen2.5-Coder-0.5B-Instruct: zero-shot, PT, IDPG, LoPA
 #                                         (scripts/lib/code_task.py; results/code/, docs/RESULTS.md)
+#   scripts/benchmark.sh extraction       what a server learns of an adapter from N queries, with and without
+#                                         a client-side defence (results/privacy/, docs/THREAT-MODEL.md, RESULTS.md)
+#   scripts/benchmark.sh gradient-memory  peak RSS and time of a soft-prompt gradient by length against its
+#                                         budget's estimate (results/perf/gradient-memory.json, docs/PERFORMANCE.md)
 #   scripts/benchmark.sh load-memory      peak RSS of loading Qwen2.5-Coder-1.5B at f32/bf16/f16 against the
 #                                         weights' size (results/perf/load-memory.json, docs/PERFORMANCE.md)
 #   scripts/benchmark.sh cpu [ARGS]       criterion on the CPU: soft-prompt generation, one decoder forward
@@ -35,6 +39,14 @@ case "$what" in
     scripts/fetch-weights.sh qwen2.5-coder-1.5b >/dev/null
     [ -x "$LOPA" ] || build_lopa
     python3 scripts/lib/load_memory.py "$@" ;;
+  extraction)
+    scripts/vllm.sh install >/dev/null  # the venv with torch and transformers
+    [ -f "$LOPA_CACHE/adapters/sst2-ci/best/adapter.json" ] || { [ -x "$LOPA" ] || build_lopa; "$LOPA" train --config configs/browser-test.json --run-dir "$LOPA_CACHE/adapters/sst2-ci" >/dev/null; }
+    [ -e "$LOPA_CACHE/hf/smollm2-135m-instruct/.ok" ] || { [ -x "$LOPA" ] || build_lopa; "$LOPA" export-hf --out "$LOPA_CACHE/hf/smollm2-135m-instruct" && touch "$LOPA_CACHE/hf/smollm2-135m-instruct/.ok"; }
+    "$LOPA_CACHE/vllm/bin/python" scripts/lib/extraction.py "$@" ;;
+  gradient-memory)
+    [ -x "$LOPA" ] || build_lopa
+    python3 scripts/lib/gradient_memory.py "$@" ;;
   code)
     scripts/fetch-weights.sh qwen2.5-coder-0.5b >/dev/null
     [ -x "$LOPA" ] || build_lopa

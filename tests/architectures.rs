@@ -9,7 +9,8 @@ mod common;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
 use lopa::model::decoder::{Decoder, DecoderConfig, FoundationModel};
-use lopa::model::generate::{generate, soft_prompt_gradients, GenerationRequest, GradientRequest};
+use lopa::model::generate::{generate, GenerationRequest};
+use lopa::model::gradient::{soft_prompt_gradients, GradientCost, GradientRequest};
 use lopa::model::sampling::SamplingParams;
 use lopa::model::SoftPrompt;
 
@@ -103,7 +104,7 @@ fn soft_prompt_gradient_matches_transformers_autograd() {
         let fm = load(name, &ad);
         let want = json(&format!("arch/{name}/expected.json"));
         let req = GradientRequest { prompt_ids: ids(&want["ids"]), target_ids: ids(&want["target"]), soft_prompt: soft_prompt(name) };
-        let got = &soft_prompt_gradients(&fm.decoder, &[req], &ad).unwrap()[0];
+        let got = &soft_prompt_gradients(&fm.decoder, &GradientCost::of(&fm.config), &[req], u64::MAX, &ad, &mut || true).unwrap()[0];
         let loss = want["loss"].as_f64().unwrap();
         assert!((got.loss as f64 - loss).abs() <= 1e-4 * loss.abs(), "{name}: loss {} vs {loss}", got.loss);
         let g = floats(&want["grad"]);

@@ -157,3 +157,64 @@ fn serving_gradients_keeps_nothing() {
     assert!(before == (weights(&fm), lopa::device::to_vec(fm.decoder.embed_tokens.val()).unwrap()), "the frozen weights changed");
     assert_eq!(post(addr, "/v1/completions", &completion).1["choices"], first_answer["choices"]);
 }
+
+/// dLoss/dZ in one autodiff graph over the whole model: the reference for the blocked backward.
+fn one_graph(fm: &FoundationModel, prompt: &[u32], target: &[u32], z: &SoftPrompt, ad: &Device) -> (f32, Vec<f32>) {
+    use burn::tensor::{activation::log_softmax, Int, Tensor, TensorData};
+    let zt = z.to_tensor(ad).unsqueeze_dim::<3>(0).require_grad();
+    let logits = lopa::model::generate::teacher_forced_logits(&fm.decoder, Some(zt.clone()), &[(prompt, target)], ad).unwrap();
+    let n = target.len();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(target.iter().map(|&t| t as i64).collect::<Vec<_>>(), [n, 1]), ad);
+    let loss = log_softmax(logits, 1).gather(1, ids).neg().mean();
+    let value: f32 = loss.clone().into_scalar();
+    let grads = loss.backward();
+    (value, lopa::device::to_vec(zt.grad(&grads).unwrap()).unwrap())
+}
+
+/// Examples longer than a block of queries: the layer-by-layer backward in blocks equals one
+/// graph over the whole model, alone and chunked with a shorter example, and every layer of both
+/// passes is one step.
+#[test]
+fn the_blocked_backward_over_long_examples_equals_one_graph() {
+    use lopa::model::gradient::{soft_prompt_gradients, GradientCost, GradientRequest, QUERY_BLOCK};
+    let ad = Device::flex().autodiff();
+    let fm = FoundationModel::load(fixture("tiny-llama.gguf"), &ad).unwrap();
+    let vocab = fm.decoder.vocab_size() as u32;
+    let ids = |n: usize, seed: u32| (0..n as u32).map(|i| (i * 131 + seed * 17) % vocab).collect::<Vec<u32>>();
+    let reqs = [
+        GradientRequest { prompt_ids: ids(2 * QUERY_BLOCK + 77, 1), target_ids: ids(3, 2), soft_prompt: z(1, 3) },
+        GradientRequest { prompt_ids: ids(QUERY_BLOCK / 2, 3), target_ids: ids(2, 4), soft_prompt: z(2, 3) },
+    ];
+    let cost = GradientCost::of(&fm.config);
+    let mut steps = 0;
+    let got = soft_prompt_gradients(&fm.decoder, &cost, &reqs, u64::MAX, &ad, &mut || {
+        steps += 1;
+        true
+    })
+    .unwrap();
+    assert_eq!(steps, 2 * fm.config.num_hidden_layers, "one chunk: each layer once forward, once backward");
+    for (r, g) in reqs.iter().zip(&got) {
+        let (loss, dz) = one_graph(&fm, &r.prompt_ids, &r.target_ids, &r.soft_prompt, &ad);
+        let scale = dz.iter().fold(0f32, |a, x| a.max(x.abs()));
+        let rel = common::max_abs_diff(g.grad.values(), &dz) / scale;
+        assert!((g.loss - loss).abs() <= 1e-4 * loss.abs() && rel <= 1e-4, "{} positions: loss {} vs {loss}, dZ rel diff {rel}", r.positions(), g.loss);
+    }
+    // A budget that holds one example at a time: two chunks (no padding), the same answers.
+    let one = cost.bytes(1, reqs[0].positions(), 3);
+    let again = soft_prompt_gradients(&fm.decoder, &cost, &reqs, one, &ad, &mut || true).unwrap();
+    for (a, b) in got.iter().zip(&again) {
+        let scale = a.grad.values().iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!(common::max_abs_diff(a.grad.values(), b.grad.values()) <= 1e-4 * scale);
+    }
+    // Past the budget an example is refused before any work; a step that says stop cancels.
+    let e = soft_prompt_gradients(&fm.decoder, &cost, &reqs, one - 1, &ad, &mut || panic!("no work may start")).unwrap_err().to_string();
+    assert!(e.contains("example 0: its backward pass would hold") && e.contains("more than the limit"), "{e}");
+    let mut left = 3;
+    let e = soft_prompt_gradients(&fm.decoder, &cost, &reqs[..1], u64::MAX, &ad, &mut || {
+        left -= 1;
+        left > 0
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("cancelled") && left == 0, "{e}");
+}

@@ -374,9 +374,10 @@ def write_markdown(meta, results, docs):
     # Sections other scripts write (between their markers) are kept.
     if code:
         L += ["", code]
-    start, end = old.find("## Personalisation on the user's side"), old.find("<!-- personalize:end -->")
-    if start >= 0 and end >= 0:
-        L += ["", old[start:end + len("<!-- personalize:end -->")]]
+    for heading, name in [("## Personalisation on the user's side", "personalize"), ("## What a server can learn of an adapter", "extraction")]:
+        start, end = old.find(heading), old.find(f"<!-- {name}:end -->")
+        if start >= 0 and end >= 0:
+            L += ["", old[start:end + len(f"<!-- {name}:end -->")]]
     (docs / "RESULTS.md").write_text("\n".join(L))
 
 

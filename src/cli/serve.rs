@@ -51,6 +51,10 @@ pub struct Args {
     /// Seconds a streamed completion may run.
     #[arg(long)]
     stream_timeout_s: Option<u64>,
+    /// MiB one soft-prompt gradient computation may hold; an example that alone would hold more
+    /// is refused with 400 [default: 2048].
+    #[arg(long)]
+    max_gradient_mb: Option<u64>,
 }
 
 pub fn run(a: Args) -> lopa::Result<()> {
@@ -63,6 +67,7 @@ pub fn run(a: Args) -> lopa::Result<()> {
             max_batch_tokens: a.max_batch_tokens.unwrap_or(d.engine.max_batch_tokens),
             batch_window: a.batch_window_ms.map_or(d.engine.batch_window, Duration::from_millis),
             queue: a.queue.unwrap_or(d.engine.queue),
+            max_gradient_bytes: a.max_gradient_mb.map_or(d.engine.max_gradient_bytes, |mb| mb << 20),
         },
         max_soft_prompt_rows: a.max_soft_prompt_rows.unwrap_or(d.max_soft_prompt_rows),
         max_body_bytes: a.max_body_bytes.unwrap_or(d.max_body_bytes),

@@ -41,7 +41,7 @@ pub struct ServeConfig {
 impl Default for ServeConfig {
     fn default() -> Self {
         Self {
-            engine: EngineConfig { max_batch: 16, max_batch_tokens: 16_384, batch_window: Duration::from_millis(5), queue: 64 },
+            engine: EngineConfig { max_batch: 16, max_batch_tokens: 16_384, batch_window: Duration::from_millis(5), queue: 64, max_gradient_bytes: 2 << 30 },
             max_soft_prompt_rows: 64,
             max_body_bytes: 4 << 20,
             max_tokens_limit: 512,

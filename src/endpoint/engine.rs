@@ -4,11 +4,12 @@
 //! settings as one batched generation, each row with its own soft prompt. A full queue is
 //! reported to the caller (HTTP 429). A request whose caller dropped its reply receiver (the
 //! client went away, timed out, or its stream found a stop string) is skipped while queued and
-//! its row stops at the next token while running.
+//! its row stops at the next token while running; a soft-prompt gradient stops at the next layer.
 
 use crate::model::decoder::FoundationModel;
 use crate::error::{Error, Result};
-use crate::model::generate::{generate_with, score_continuations, soft_prompt_gradients, Generation, GenerationRequest, GradientRequest, SoftPromptGradient};
+use crate::model::generate::{generate_with, score_continuations, Generation, GenerationRequest};
+use crate::model::gradient::{soft_prompt_gradients, GradientCost, GradientRequest, SoftPromptGradient};
 use super::stop::StopStrings;
 use crate::model::sampling::{FinishReason, SamplingParams};
 use burn::tensor::Device;
@@ -82,13 +83,23 @@ pub struct EngineConfig {
     pub batch_window: Duration,
     /// Requests waiting beyond this are refused.
     pub queue: usize,
+    /// Most bytes one soft-prompt gradient computation may hold (its examples run in chunks
+    /// within it; the routes refuse an example that alone would exceed it).
+    pub max_gradient_bytes: u64,
 }
 
 /// Handle to the worker; cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
     tx: mpsc::Sender<Work>,
-    generated: Arc<AtomicU64>,
+    counters: Arc<Counters>,
+}
+
+/// What the worker has done since it started.
+#[derive(Debug, Default)]
+struct Counters {
+    generated: AtomicU64,
+    gradient_layers: AtomicU64,
 }
 
 /// Why a submission failed before reaching the model.
@@ -104,18 +115,24 @@ impl Engine {
     /// Start the worker thread.
     pub fn start(fm: FoundationModel, device: Device, cfg: EngineConfig) -> Self {
         let (tx, rx) = mpsc::channel::<Work>(cfg.queue.max(1));
-        let generated = Arc::new(AtomicU64::new(0));
-        let count = generated.clone();
+        let counters = Arc::new(Counters::default());
+        let count = counters.clone();
         std::thread::Builder::new()
             .name("lopa-engine".into())
             .spawn(move || worker(fm, device, cfg, rx, &count))
             .expect("spawn engine thread");
-        Engine { tx, generated }
+        Engine { tx, counters }
     }
 
     /// Tokens generated since start, over all requests.
     pub fn generated_tokens(&self) -> u64 {
-        self.generated.load(Ordering::Relaxed)
+        self.counters.generated.load(Ordering::Relaxed)
+    }
+
+    /// Layers computed by soft-prompt gradients since start, forward and backward: a computation
+    /// whose caller went away stops adding to it at the next layer.
+    pub fn gradient_layers(&self) -> u64 {
+        self.counters.gradient_layers.load(Ordering::Relaxed)
     }
 
     /// Whether the worker thread still runs: it owns the receiver, which drops when the thread
@@ -204,9 +221,10 @@ fn next_batch(rx: &mut mpsc::Receiver<Work>, held: &mut Option<Work>, cfg: &Engi
     Some(work)
 }
 
-fn worker(fm: FoundationModel, device: Device, cfg: EngineConfig, mut rx: mpsc::Receiver<Work>, generated: &AtomicU64) {
+fn worker(fm: FoundationModel, device: Device, cfg: EngineConfig, mut rx: mpsc::Receiver<Work>, counters: &Counters) {
     // Gradients run the same (plain) weights as constants under an autodiff soft prompt.
     let autodiff = device.clone().autodiff();
+    let cost = GradientCost::of(&fm.config);
     let mut held = None;
     let mut stopping = false;
     while !stopping {
@@ -221,7 +239,11 @@ fn worker(fm: FoundationModel, device: Device, cfg: EngineConfig, mut rx: mpsc::
                     let _ = j.reply.send(r);
                 }
                 Work::Gradient(j) => {
-                    let r = guarded(|| soft_prompt_gradients(&fm.decoder, &j.requests, &autodiff));
+                    let mut step = || {
+                        counters.gradient_layers.fetch_add(1, Ordering::Relaxed);
+                        !j.reply.is_closed()
+                    };
+                    let r = guarded(|| soft_prompt_gradients(&fm.decoder, &cost, &j.requests, cfg.max_gradient_bytes, &autodiff, &mut step));
                     let _ = j.reply.send(r);
                 }
                 Work::Shutdown => stopping = true,
@@ -237,7 +259,7 @@ fn worker(fm: FoundationModel, device: Device, cfg: EngineConfig, mut rx: mpsc::
             let mut stopped = vec![false; same.len()];
             let mut scans: Vec<StopStrings> = same.iter().map(|j| j.stops.clone()).collect();
             let mut on_token = |r: usize, t: u32, _lp: f32| {
-                generated.fetch_add(1, Ordering::Relaxed);
+                counters.generated.fetch_add(1, Ordering::Relaxed);
                 let job = &same[r];
                 if let Some(tx) = &job.tokens {
                     let _ = tx.send(t);

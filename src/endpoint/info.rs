@@ -1,6 +1,7 @@
 //! What the routes know of the frozen model, whichever backend runs it.
 
 use crate::model::decoder::FoundationModel;
+use crate::model::gradient::GradientCost;
 use crate::model::tokenizer::Tokenizer;
 
 /// What the routes know of the frozen model, whichever backend runs it.
@@ -12,6 +13,8 @@ pub struct ModelInfo {
     pub vocab: usize,
     /// Longest sequence (soft prompt + prompt + new tokens) the backend accepts.
     pub max_context: usize,
+    /// What a soft-prompt gradient holds in memory (`None`: the backend computes none).
+    pub gradient_cost: Option<GradientCost>,
 }
 
 impl ModelInfo {
@@ -23,6 +26,7 @@ impl ModelInfo {
             width: fm.decoder.hidden_size(),
             vocab: fm.decoder.vocab_size(),
             max_context: fm.config.max_position_embeddings,
+            gradient_cost: Some(GradientCost::of(&fm.config)),
         }
     }
 }

@@ -150,6 +150,7 @@ impl Vllm {
             width: c.hidden_size,
             vocab: c.vocab_size,
             max_context: c.max_position_embeddings.min(self.max_model_len),
+            gradient_cost: None,
         }
     }
 

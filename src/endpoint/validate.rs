@@ -6,7 +6,8 @@
 use super::error::ApiError;
 use super::state::AppState;
 use super::stop::StopStrings;
-use crate::model::generate::{GenerationRequest, GradientRequest as ModelGradientRequest};
+use crate::model::generate::GenerationRequest;
+use crate::model::gradient::GradientRequest as ModelGradientRequest;
 use crate::model::sampling::SamplingParams;
 use crate::model::SoftPrompt;
 use crate::wire::{CompletionRequest, GradientRequest, ScoreRequest, MAX_STOPS, MAX_STOP_BYTES};
@@ -186,10 +187,18 @@ pub(super) fn prepare_gradients(s: &AppState, body: &[u8]) -> Result<Gradients, 
         if positions > s.info.max_context {
             return Err(ApiError::bad("context_length", format!("examples[{i}]: {positions} positions exceed the context of {}", s.info.max_context)));
         }
+        // What the backward pass holds grows with layers, heads and positions, not only tokens:
+        // an example that alone would exceed the budget is refused before any work.
+        if let Some(cost) = &s.info.gradient_cost {
+            let (need, limit) = (cost.bytes(1, positions, target_ids.len()), s.cfg.engine.max_gradient_bytes);
+            if need > limit {
+                return Err(ApiError::bad("gradient_memory", format!("examples[{i}]: its backward pass would hold {} MiB for {positions} positions, more than the limit of {} MiB (--max-gradient-mb)", need >> 20, limit >> 20)));
+            }
+        }
         tokens += positions;
         requests.push(ModelGradientRequest { prompt_ids, target_ids, soft_prompt });
     }
-    // A backward pass holds every activation: the same token budget as one request elsewhere.
+    // Every position costs compute: the same token budget as one request elsewhere.
     if tokens > s.cfg.max_request_tokens {
         return Err(ApiError::bad("request_tokens", format!("the examples put {tokens} positions through the model, more than the limit of {}", s.cfg.max_request_tokens)));
     }

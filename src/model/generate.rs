@@ -135,35 +135,71 @@ pub fn generate_with(
 /// an empty answer yields the one slot after the prompt). `prefix` is `[b, m, d]` or none. This is
 /// the one mechanism behind training losses, classification and continuation scoring.
 pub fn teacher_forced_logits(decoder: &Decoder, prefix: Option<Tensor<3>>, rows: &[(&[u32], &[u32])], device: &Device) -> Result<Tensor<2>> {
-    let b = rows.len();
     let d = decoder.hidden_size();
     let m = prefix.as_ref().map_or(0, |z| z.dims()[1]);
-    if rows.iter().any(|(prompt, _)| prompt.is_empty() && m == 0) {
-        return Err(Error::Input("empty prompt".into()));
-    }
-    let input = |(prompt, answer): &(&[u32], &[u32])| prompt.len() + answer.len().saturating_sub(1);
-    let s = rows.iter().map(input).max().unwrap_or(1).max(1);
-    let mut ids = vec![0i64; b * s];
-    let mut mask = vec![0f32; b * (m + s)];
-    let positions: Vec<usize> = (0..b).flat_map(|_| 0..m + s).collect();
-    let mut picks = Vec::new();
-    for (r, row @ (prompt, answer)) in rows.iter().enumerate() {
-        for (c, &t) in prompt.iter().chain(answer.iter().take(answer.len().saturating_sub(1))).enumerate() {
-            ids[r * s + c] = t as i64;
-        }
-        mask[r * (m + s)..r * (m + s) + m + input(row)].iter_mut().for_each(|x| *x = 1.0);
-        for j in 0..answer.len().max(1) {
-            picks.push((r * (m + s) + m + prompt.len() - 1 + j) as i64);
-        }
-    }
-    let mut embeds = decoder.embed(Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), device));
+    let l = TeacherForcing::new(rows, m)?;
+    let mut embeds = decoder.embed(l.ids(device));
     if let Some(z) = prefix {
         embeds = Tensor::cat(vec![z, embeds], 1);
     }
-    let hidden = decoder.forward_embeds(embeds, &positions, &mask, None)?;
-    let n = picks.len();
-    let picked = hidden.reshape([b * (m + s), d]).select(0, Tensor::<1, Int>::from_data(TensorData::new(picks, [n]), device));
-    Ok(decoder.logits(picked))
+    let hidden = decoder.forward_embeds(embeds, &l.positions, &l.mask, None)?;
+    Ok(decoder.logits(l.pick(hidden.reshape([l.b * l.slots(), d]), device)))
+}
+
+/// The layout of a teacher-forced batch: row r is `[prefix (m slots) ; prompt ; answer without
+/// its last token ; padding]`, and the logits read are those at the last prompt slot and each
+/// answer slot but the last (one slot when the answer is empty).
+pub(crate) struct TeacherForcing {
+    pub b: usize,
+    pub m: usize,
+    /// Token slots per row after the prefix.
+    pub s: usize,
+    ids: Vec<i64>,
+    pub mask: Vec<f32>,
+    pub positions: Vec<usize>,
+    /// Row-major `[b, m + s]` indices of the slots whose logits are read.
+    picks: Vec<i64>,
+}
+
+impl TeacherForcing {
+    pub fn new(rows: &[(&[u32], &[u32])], m: usize) -> Result<Self> {
+        let b = rows.len();
+        if rows.iter().any(|(prompt, _)| prompt.is_empty() && m == 0) {
+            return Err(Error::Input("empty prompt".into()));
+        }
+        let input = |(prompt, answer): &(&[u32], &[u32])| prompt.len() + answer.len().saturating_sub(1);
+        let s = rows.iter().map(input).max().unwrap_or(1).max(1);
+        let mut ids = vec![0i64; b * s];
+        let mut mask = vec![0f32; b * (m + s)];
+        let positions: Vec<usize> = (0..b).flat_map(|_| 0..m + s).collect();
+        let mut picks = Vec::new();
+        for (r, row @ (prompt, answer)) in rows.iter().enumerate() {
+            for (c, &t) in prompt.iter().chain(answer.iter().take(answer.len().saturating_sub(1))).enumerate() {
+                ids[r * s + c] = t as i64;
+            }
+            mask[r * (m + s)..r * (m + s) + m + input(row)].iter_mut().for_each(|x| *x = 1.0);
+            for j in 0..answer.len().max(1) {
+                picks.push((r * (m + s) + m + prompt.len() - 1 + j) as i64);
+            }
+        }
+        Ok(Self { b, m, s, ids, mask, positions, picks })
+    }
+
+    /// Slots per row, prefix included.
+    pub fn slots(&self) -> usize {
+        self.m + self.s
+    }
+
+    /// The token ids `[b, s]`.
+    pub fn ids(&self, device: &Device) -> Tensor<2, Int> {
+        Tensor::from_data(TensorData::new(self.ids.clone(), [self.b, self.s]), device)
+    }
+
+    /// The read slots' rows of `hidden` (`[b · (m + s), d]`).
+    pub fn pick(&self, hidden: Tensor<2>, device: &Device) -> Tensor<2> {
+        let n = self.picks.len();
+        hidden.select(0, Tensor::<1, Int>::from_data(TensorData::new(self.picks.clone(), [n]), device))
+    }
 }
 
 /// Log-probability of each candidate continuation after `[soft prompt ; prompt]`, summed over the
@@ -194,75 +230,3 @@ pub fn score_continuations(decoder: &Decoder, prompt_ids: &[u32], soft_prompt: O
     Ok(out)
 }
 
-/// One example for [`soft_prompt_gradients`]: `target` should follow `prompt` behind `soft_prompt`.
-#[derive(Debug, Clone)]
-pub struct GradientRequest {
-    pub prompt_ids: Vec<u32>,
-    pub target_ids: Vec<u32>,
-    pub soft_prompt: SoftPrompt,
-}
-
-/// The loss of one [`GradientRequest`] and its gradient with respect to that soft prompt.
-#[derive(Debug, Clone)]
-pub struct SoftPromptGradient {
-    /// Mean negative log-likelihood of the target's tokens (nats per token).
-    pub loss: f32,
-    /// dLoss/dZ, `[m, d]` like the soft prompt.
-    pub grad: SoftPrompt,
-}
-
-/// Each request's loss and dLoss/dZ through the frozen decoder: what a client needs to train its
-/// own generator by the chain rule. `decoder` and `device` must be autodiff; the decoder's
-/// parameters take no gradient and nothing of it changes. Requests with the same soft-prompt
-/// length share one forward and backward pass.
-pub fn soft_prompt_gradients(decoder: &Decoder, requests: &[GradientRequest], device: &Device) -> Result<Vec<SoftPromptGradient>> {
-    use burn::tensor::activation::log_softmax as log_softmax_t;
-    if !device.is_autodiff() {
-        return Err(Error::Config("soft-prompt gradients need an autodiff device".into()));
-    }
-    let (d, vocab) = (decoder.hidden_size(), decoder.vocab_size());
-    for r in requests {
-        if r.target_ids.is_empty() {
-            return Err(Error::Input("every target needs at least one token".into()));
-        }
-        if r.soft_prompt.width() != d {
-            return Err(Error::Input(format!("soft prompt width {} is not the model's {d}", r.soft_prompt.width())));
-        }
-        if let Some(&bad) = r.prompt_ids.iter().chain(&r.target_ids).find(|&&t| t as usize >= vocab) {
-            return Err(Error::Input(format!("token id {bad} is outside the vocabulary ({vocab})")));
-        }
-    }
-    let mut out: Vec<Option<SoftPromptGradient>> = vec![None; requests.len()];
-    let mut lengths: Vec<usize> = requests.iter().map(|r| r.soft_prompt.rows()).collect();
-    lengths.sort_unstable();
-    lengths.dedup();
-    for m in lengths {
-        let group: Vec<usize> = (0..requests.len()).filter(|&i| requests[i].soft_prompt.rows() == m).collect();
-        let g = group.len();
-        let values: Vec<f32> = group.iter().flat_map(|&i| requests[i].soft_prompt.values().iter().copied()).collect();
-        let z = Tensor::<3>::from_data(TensorData::new(values, [g, m, d]), device).require_grad();
-        let rows: Vec<(&[u32], &[u32])> = group.iter().map(|&i| (requests[i].prompt_ids.as_slice(), requests[i].target_ids.as_slice())).collect();
-        let logits = teacher_forced_logits(decoder, Some(z.clone()), &rows, device)?;
-        let targets: Vec<i64> = group.iter().flat_map(|&i| requests[i].target_ids.iter().map(|&t| t as i64)).collect();
-        let n = targets.len();
-        let nll = log_softmax_t(logits, 1).gather(1, Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), device)).neg();
-        // Row r's mean over its own tokens: a [g, n] averaging matrix, so one backward serves all.
-        let mut avg = vec![0f32; g * n];
-        let mut at = 0;
-        for (r, &i) in group.iter().enumerate() {
-            let k = requests[i].target_ids.len();
-            avg[r * n + at..r * n + at + k].iter_mut().for_each(|w| *w = 1.0 / k as f32);
-            at += k;
-        }
-        let per_row = Tensor::<2>::from_data(TensorData::new(avg, [g, n]), device).matmul(nll);
-        let losses = crate::device::to_vec(per_row.clone().detach())?;
-        let grads = per_row.sum().backward();
-        let dz = z.grad(&grads).ok_or_else(|| Error::Backend("no gradient reached the soft prompt".into()))?;
-        let dz = crate::device::to_vec(dz)?;
-        for (r, &i) in group.iter().enumerate() {
-            let grad = SoftPrompt::new(dz[r * m * d..(r + 1) * m * d].to_vec(), m, d)?;
-            out[i] = Some(SoftPromptGradient { loss: losses[r], grad });
-        }
-    }
-    Ok(out.into_iter().map(|o| o.expect("every group filled")).collect())
-}

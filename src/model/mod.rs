@@ -20,6 +20,7 @@ pub mod adaptation;
 pub mod soft_prompt;
 pub mod sampling;
 pub mod generate;
+pub mod gradient;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod export;
 

@@ -50,6 +50,11 @@ impl Rope {
     }
 
     /// x·cos + rotate_half(x)·sin for `x`: `[b, h, s, hd]`.
+    /// The tables of slots `[from, from + n)`.
+    pub fn narrow(&self, from: usize, n: usize) -> Self {
+        Self { cos: self.cos.clone().narrow(2, from, n), sin: self.sin.clone().narrow(2, from, n) }
+    }
+
     fn apply(&self, x: Tensor<4>) -> Tensor<4> {
         let hd = x.dims()[3];
         let x1 = x.clone().narrow(3, 0, hd / 2);
@@ -101,24 +106,12 @@ impl SelfAttention {
     /// `x`: normed `[b, s, d]` → `[b, s, d]`. `bias` is the additive `[b, 1, s, t]` mask over the
     /// cached and new slots; `cache` receives this call's keys and values after the cached ones.
     pub fn forward(&self, x: Tensor<3>, rope: &Rope, bias: Tensor<4>, cache: Option<&mut LayerCache>, lora: Option<(&LoraLayer, f64)>) -> Tensor<3> {
-        let (mut q, mut k, mut v) = (self.q_proj.forward(x.clone()), self.k_proj.forward(x.clone()), self.v_proj.forward(x.clone()));
-        if let Some((l, scale)) = lora {
-            // The LoRA's weights are trained in f32 whatever the frozen model runs in.
-            let dtype = float_dtype(&x);
-            let x = x.cast(FloatDType::F32);
-            let delta = |p: &crate::model::lora::LoraPair, x: Tensor<3>| p.delta(x, scale).cast(dtype);
-            (q, k, v) = (q + delta(&l.q_proj, x.clone()), k + delta(&l.k_proj, x.clone()), v + delta(&l.v_proj, x));
-        }
-        let (q, k) = (split_heads(q, self.heads, self.head_dim), split_heads(k, self.kv_heads, self.head_dim));
+        let q = with_lora(self.q_proj.forward(x.clone()), &x, lora.map(|(l, s)| (&l.q_proj, s)));
         let q = rope.apply(match &self.q_norm {
-            Some(n) => rms_norm_f32(n, q),
-            None => q,
+            Some(n) => rms_norm_f32(n, split_heads(q, self.heads, self.head_dim)),
+            None => split_heads(q, self.heads, self.head_dim),
         });
-        let mut k = rope.apply(match &self.k_norm {
-            Some(n) => rms_norm_f32(n, k),
-            None => k,
-        });
-        let mut v = split_heads(v, self.kv_heads, self.head_dim);
+        let (mut k, mut v) = self.keys_values(x, rope, lora);
         if let Some(c) = cache {
             if let Some((pk, pv)) = c.take() {
                 k = Tensor::cat(vec![pk, k], 2);
@@ -127,6 +120,19 @@ impl SelfAttention {
             *c = Some((k.clone(), v.clone()));
         }
         self.o_proj.forward(merge_heads(self.grouped_attention(q, k, v, bias)))
+    }
+
+    /// Keys (normed where the model norms them, with RoPE) and values `[b, kv_heads, s,
+    /// head_dim]` of normed `x`: what a cache holds for these slots.
+    pub fn keys_values(&self, x: Tensor<3>, rope: &Rope, lora: Option<(&LoraLayer, f64)>) -> (Tensor<4>, Tensor<4>) {
+        let k = with_lora(self.k_proj.forward(x.clone()), &x, lora.map(|(l, s)| (&l.k_proj, s)));
+        let v = with_lora(self.v_proj.forward(x.clone()), &x, lora.map(|(l, s)| (&l.v_proj, s)));
+        let k = split_heads(k, self.kv_heads, self.head_dim);
+        let k = rope.apply(match &self.k_norm {
+            Some(n) => rms_norm_f32(n, k),
+            None => k,
+        });
+        (k, split_heads(v, self.kv_heads, self.head_dim))
     }
 
     /// Grouped-query attention without copying K/V per query head: the `g` query heads that share
@@ -140,6 +146,17 @@ impl SelfAttention {
         let q = q.reshape([b, self.kv_heads, g * s, hd]);
         let bias = if bias.dims()[2] == 1 { bias } else { bias.repeat_dim(2, g) };
         attention(q, k, v, bias, self.scale).reshape([b, h, s, hd])
+    }
+}
+
+/// `base + LoRA(x)`: the LoRA's weights are trained in f32 whatever the frozen model runs in.
+fn with_lora(base: Tensor<3>, x: &Tensor<3>, pair: Option<(&crate::model::lora::LoraPair, f64)>) -> Tensor<3> {
+    match pair {
+        Some((p, scale)) => {
+            let dtype = float_dtype(&base);
+            base + p.delta(x.clone().cast(FloatDType::F32), scale).cast(dtype)
+        }
+        None => base,
     }
 }
 
@@ -210,6 +227,12 @@ impl DecoderLayer {
     /// in the target type is left as it is).
     pub(crate) fn cast(self, cast: &mut super::Cast) -> Self {
         Self { self_attn: self.self_attn.map_projections(cast), mlp: self.mlp.map(cast), ..self }
+    }
+
+    /// What a cache would hold for slots whose layer input is `x` (`[b, s, d]`): their keys and
+    /// values, so that later slots can be computed without them.
+    pub fn keys_values(&self, x: Tensor<3>, rope: &Rope, lora: Option<(&LoraLayer, f64)>) -> LayerCache {
+        Some(self.self_attn.keys_values(rms_norm_f32(&self.input_layernorm, x), rope, lora))
     }
 
     /// `[b, s, d]` → `[b, s, d]`.

@@ -289,19 +289,38 @@ impl Decoder {
             return Err(Error::Input(format!("positions/key_mask need {} entries ([{b}, {s}])", b * s)));
         }
         let device = embeds.device();
-        let past = cache.as_ref().map_or(0, |c| c.len());
         if let Some(c) = cache.as_ref() {
             if c.key_mask.len() != b {
                 return Err(Error::Input(format!("cache holds {} rows, input has {b}", c.key_mask.len())));
             }
         }
+        let pass = self.pass(positions, key_mask, b, s, cache.as_deref(), &device);
+        let mut x = embeds.cast(self.precision().dtype());
+        for (li, layer) in self.layers.iter().enumerate() {
+            let lora = self.lora.as_ref().map(|l| (&l.layers[li], l.scale));
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[li]);
+            let (bias, rope) = pass.for_layer(layer.layer_type);
+            x = layer.forward(x, rope, bias.clone(), slot, lora);
+        }
+        if let Some(c) = cache {
+            for r in 0..b {
+                c.key_mask[r].extend_from_slice(&key_mask[r * s..(r + 1) * s]);
+                c.positions[r].extend_from_slice(&positions[r * s..(r + 1) * s]);
+            }
+        }
+        Ok(self.final_norm(x))
+    }
+
+    /// The masks and rotary tables of a pass over `[b, s]` new slots after what `cache` holds.
+    /// Additive masks `[b, 1, s, t]`: causal in slot order and blind to padding keys (finite in
+    /// f16); a sliding-window layer's also blind to keys `window` or more positions back.
+    pub fn pass(&self, positions: &[usize], key_mask: &[f32], b: usize, s: usize, cache: Option<&KvCache>, device: &Device) -> Pass {
+        let past = cache.map_or(0, KvCache::len);
         let t = past + s;
         let dtype = self.precision().dtype();
-        // Additive masks [b, 1, s, t]: causal in slot order and blind to padding keys (finite in
-        // f16); a sliding-window layer's also blind to keys `window` or more positions back.
         let masked = if dtype == FloatDType::F16 { -60_000.0 } else { MASKED };
         let key = |r: usize, j: usize| -> (f32, usize) {
-            match cache.as_ref() {
+            match cache {
                 Some(c) if j < past => (c.key_mask[r][j], c.positions[r][j]),
                 _ => (key_mask[r * s + j - past], positions[r * s + j - past]),
             }
@@ -319,28 +338,35 @@ impl Decoder {
                     }
                 }
             }
-            Tensor::<4>::from_data(TensorData::new(bias, [b, 1, s, t]), &device).cast(dtype)
+            Tensor::<4>::from_data(TensorData::new(bias, [b, 1, s, t]), device).cast(dtype)
         };
         let sliding = self.layers.iter().any(|l| l.layer_type == LayerType::SlidingAttention);
-        let full = (mask(None), Rope::new(&self.inv_freq.0, positions, b, s, &device).cast(dtype));
-        let local = sliding.then(|| (mask(self.sliding_window), Rope::new(&self.inv_freq.1, positions, b, s, &device).cast(dtype)));
-        let mut x = embeds.cast(dtype);
-        for (li, layer) in self.layers.iter().enumerate() {
-            let lora = self.lora.as_ref().map(|l| (&l.layers[li], l.scale));
-            let slot = cache.as_deref_mut().map(|c| &mut c.layers[li]);
-            let (bias, rope) = match (&local, layer.layer_type) {
-                (Some(local), LayerType::SlidingAttention) => local,
-                _ => &full,
-            };
-            x = layer.forward(x, rope, bias.clone(), slot, lora);
+        Pass {
+            full: (mask(None), Rope::new(&self.inv_freq.0, positions, b, s, device).cast(dtype)),
+            local: sliding.then(|| (mask(self.sliding_window), Rope::new(&self.inv_freq.1, positions, b, s, device).cast(dtype))),
         }
-        if let Some(c) = cache {
-            for r in 0..b {
-                c.key_mask[r].extend_from_slice(&key_mask[r * s..(r + 1) * s]);
-                c.positions[r].extend_from_slice(&positions[r * s..(r + 1) * s]);
-            }
-        }
-        Ok(rms_norm_f32(&self.norm, x.cast(FloatDType::F32)))
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Layer `li` of a pass without a cache, for the query slots `[from, from + n)` only: `x` is
+    /// the layer's whole input `[b, s, d]` (run precision); the slots before `from` enter as keys
+    /// and values. Returns `[b, n, d]`. Computing a layer in blocks of queries keeps what a
+    /// backward pass holds linear in the positions.
+    pub fn layer_queries(&self, li: usize, x: Tensor<3>, pass: &Pass, from: usize, n: usize) -> Tensor<3> {
+        let layer = &self.layers[li];
+        let lora = self.lora.as_ref().map(|l| (&l.layers[li], l.scale));
+        let (bias, rope) = pass.for_layer(layer.layer_type);
+        let mut prefix = (from > 0).then(|| layer.keys_values(x.clone().narrow(1, 0, from), &rope.narrow(0, from), lora));
+        let bias = bias.clone().narrow(2, from, n).narrow(3, 0, from + n);
+        layer.forward(x.narrow(1, from, n), &rope.narrow(from, n), bias, prefix.as_mut(), lora)
+    }
+
+    /// The final norm, in f32.
+    pub fn final_norm(&self, x: Tensor<3>) -> Tensor<3> {
+        rms_norm_f32(&self.norm, x.cast(FloatDType::F32))
     }
 
     /// Logits `[b, m + s, vocab]` for token ids `[b, s]` (no padding) behind an optional soft
@@ -360,5 +386,21 @@ impl Decoder {
         let positions: Vec<usize> = (0..b).flat_map(|_| 0..s).collect();
         let h = self.forward_embeds(e, &positions, &vec![1.0; b * s], None)?;
         Ok(self.logits(h.reshape([b * s, d])).reshape([b, s, self.vocab_size()]))
+    }
+}
+
+/// What every layer of one forward pass shares: the additive masks `[b, 1, s, t]` and rotary
+/// tables, for full-attention layers and, where the model has them, sliding-window ones.
+pub struct Pass {
+    full: (Tensor<4>, Rope),
+    local: Option<(Tensor<4>, Rope)>,
+}
+
+impl Pass {
+    fn for_layer(&self, t: LayerType) -> &(Tensor<4>, Rope) {
+        match (&self.local, t) {
+            (Some(local), LayerType::SlidingAttention) => local,
+            _ => &self.full,
+        }
     }
 }
