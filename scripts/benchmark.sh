@@ -9,6 +9,12 @@
 #                                         a client-side defence (results/privacy/, docs/THREAT-MODEL.md, RESULTS.md)
 #   scripts/benchmark.sh gradient-memory  peak RSS and time of a soft-prompt gradient by length against its
 #                                         budget's estimate (results/perf/gradient-memory.json, docs/PERFORMANCE.md)
+#   scripts/benchmark.sh gateway          criterion: the gateway's CPU time per request at d = 576 and 1,536
+#                                         without vLLM (results/perf/gateway.json, docs/PERFORMANCE.md, SCALING.md)
+#   scripts/benchmark.sh faults           the gateway under load while vLLM is killed and restarted
+#                                         (results/perf/faults.json, docs/PERFORMANCE.md)
+#   scripts/benchmark.sh soak [ARGS]      10 minutes at the concurrency limit, mixed routes, resident memory
+#                                         (results/perf/soak.json, docs/PERFORMANCE.md)
 #   scripts/benchmark.sh load-memory      peak RSS of loading Qwen2.5-Coder-1.5B at f32/bf16/f16 against the
 #                                         weights' size (results/perf/load-memory.json, docs/PERFORMANCE.md)
 #   scripts/benchmark.sh cpu [ARGS]       criterion on the CPU: soft-prompt generation, one decoder forward
@@ -31,6 +37,7 @@
 #                                         registry, target dir, weights, vLLM, npm), then once more warm:
 #                                         results/perf/test-{cold,warm}.tsv and the build-times section
 #                                         of docs/PERFORMANCE.md
+# The serving measurements (serving, gradient-memory, gateway, faults, soak) run the release build.
 # The GPU's: scripts/gpu.sh. The SST-2 runs: `lopa train --config configs/sst2-*.json`.
 source "$(dirname "$0")/lib/common.sh"
 what="${1:-}"; shift || true
@@ -45,8 +52,24 @@ case "$what" in
     [ -e "$LOPA_CACHE/hf/smollm2-135m-instruct/.ok" ] || { [ -x "$LOPA" ] || build_lopa; "$LOPA" export-hf --out "$LOPA_CACHE/hf/smollm2-135m-instruct" && touch "$LOPA_CACHE/hf/smollm2-135m-instruct/.ok"; }
     "$LOPA_CACHE/vllm/bin/python" scripts/lib/extraction.py "$@" ;;
   gradient-memory)
-    [ -x "$LOPA" ] || build_lopa
-    python3 scripts/lib/gradient_memory.py "$@" ;;
+    scripts/fetch-weights.sh >/dev/null
+    build_lopa_release
+    python3 scripts/lib/gradient_memory.py --lopa "$LOPA_RELEASE" "$@" ;;
+  gateway)
+    scripts/fetch-weights.sh >/dev/null
+    cargo bench --locked --no-default-features --features "$SERVE_FEATURES" --bench gateway -- "$@"
+    python3 scripts/lib/gateway_report.py ;;
+  faults)
+    scripts/fetch-weights.sh >/dev/null
+    build_lopa_release
+    hf="$LOPA_CACHE/hf/smollm2-135m-instruct"
+    [ -e "$hf/.ok" ] || { "$LOPA_RELEASE" export-hf --out "$hf" && touch "$hf/.ok"; }
+    scripts/vllm.sh install >/dev/null
+    python3 scripts/lib/faults.py --lopa "$LOPA_RELEASE" --hf "$hf" "$@" ;;
+  soak)
+    scripts/fetch-weights.sh >/dev/null
+    build_lopa_release
+    python3 scripts/lib/soak.py --lopa "$LOPA_RELEASE" "$@" ;;
   code)
     scripts/fetch-weights.sh qwen2.5-coder-0.5b >/dev/null
     [ -x "$LOPA" ] || build_lopa
@@ -62,10 +85,10 @@ case "$what" in
     ;;
   serving)
     scripts/fetch-weights.sh >/dev/null
-    build_lopa
+    build_lopa_release
     hf="$LOPA_CACHE/hf/smollm2-135m-instruct"
-    [ -e "$hf/.ok" ] || { "$LOPA" export-hf --out "$hf" && touch "$hf/.ok"; }
-    "$(scripts/vllm.sh install)/bin/python" scripts/lib/load-bench.py --lopa "$LOPA" --hf "$hf" --out results/perf/load-bench.json
+    [ -e "$hf/.ok" ] || { "$LOPA_RELEASE" export-hf --out "$hf" && touch "$hf/.ok"; }
+    "$(scripts/vllm.sh install)/bin/python" scripts/lib/load-bench.py --lopa "$LOPA_RELEASE" --hf "$hf" --out results/perf/load-bench.json
     python3 scripts/lib/scaling.py
     ;;
   browser)

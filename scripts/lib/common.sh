@@ -8,6 +8,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$LOPA_CACHE/target}"
 # its test build makes; `build_lopa` builds it alone, on the same compiled dependencies (Cargo.toml
 # gives the plain build the test build's features), so after the tests only lopa itself compiles.
 LOPA="$CARGO_TARGET_DIR/debug/lopa"
+# The serving benchmarks measure what is deployed: the release build, with what serving needs (the
+# CPU backend, no GPU stack). Its dependencies compile once into the same target dir's release/.
+LOPA_RELEASE="$CARGO_TARGET_DIR/release/lopa"
+SERVE_FEATURES="cli,server"
 
 # need TOOL...: stop with what to install when a tool is missing.
 need() {
@@ -30,6 +34,11 @@ apt_install() {
 # build_lopa: the `lopa` binary with everything the scripts use.
 build_lopa() {
   cargo build --locked --features full --bin lopa
+}
+
+# build_lopa_release: `lopa` as the serving benchmarks run it.
+build_lopa_release() {
+  cargo build --locked --release --no-default-features --features "$SERVE_FEATURES" --bin lopa
 }
 
 # npm_deps: the browser tests' npm packages (playwright-core, binaryen, TypeScript; Vite and

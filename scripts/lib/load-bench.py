@@ -158,7 +158,9 @@ summary = {
     "batched_over_one_at_a_time": by["embedded"]["requests_per_sec"] / by["embedded-1"]["requests_per_sec"],
     "machine": f"{os.cpu_count()} cores",
 }
-out = {"runs": res, "summary": summary}
+# Which build of lopa ran (the scripts pass the release build; an older run was the dev profile's).
+build = "release build" if f"{os.sep}release{os.sep}" in os.path.abspath(a.lopa) else "dev-profile build"
+out = {"runs": res, "summary": summary, "build": build}
 print(json.dumps(summary, indent=1))
 if a.out:
     with open(a.out, "w") as f:

@@ -63,7 +63,8 @@ impl From<Error> for ApiError {
             Error::Upstream { rejected: true, message } => ApiError::bad("upstream_rejected", message),
             Error::Upstream { rejected: false, message } => {
                 eprintln!("lopa: upstream: {message}");
-                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", "the serving engine failed or does not answer")
+                // 503, not 502: the gateway is fine and a retry succeeds once the engine is back.
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable", "the serving engine failed or does not answer")
             }
             other => ApiError::internal(other),
         }
@@ -100,7 +101,7 @@ mod tests {
         let e = ApiError::from(Error::Upstream { rejected: true, message: "prompt too long".into() });
         assert_eq!((e.status, e.code, e.message.as_str()), (StatusCode::BAD_REQUEST, "upstream_rejected", "prompt too long"));
         let e = ApiError::from(Error::Upstream { rejected: false, message: "connection refused 10.0.0.7:8000".into() });
-        assert_eq!((e.status, e.code), (StatusCode::BAD_GATEWAY, "upstream_unavailable"));
+        assert_eq!((e.status, e.code), (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable"));
         assert!(!e.message.contains("10.0.0.7"));
     }
 }

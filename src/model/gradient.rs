@@ -17,8 +17,7 @@ use crate::model::SoftPrompt;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-/// Queries per block of the recomputed backward pass.
-pub const QUERY_BLOCK: usize = 256;
+pub use crate::model::nn::QUERY_BLOCK;
 
 /// One example: `target` should follow `prompt` behind `soft_prompt`.
 #[derive(Debug, Clone)]

@@ -137,10 +137,33 @@ pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
     x.swap_dims(1, 2).reshape([b, s, h * hd])
 }
 
+/// Queries per block where attention runs in blocks (more than twice this many queries): a layer
+/// then holds `[b, h, QUERY_BLOCK, t]` scores at once instead of `[b, h, s, t]`, so a long prompt's
+/// memory grows linearly with its length. The soft-prompt gradient recomputes in blocks of it too.
+pub const QUERY_BLOCK: usize = 256;
+
 /// Scaled dot-product attention. `q`: `[b, h, s, hd]`, `k`, `v`: `[b, h, t, hd]`,
 /// `bias`: additive mask broadcastable to `[b, h, s, t]` (0 = attend, large negative = blocked),
-/// `scale`: the factor on q·k (usually `hd^-1/2`). Returns `[b, h, s, hd]`.
+/// `scale`: the factor on q·k (usually `hd^-1/2`). Returns `[b, h, s, hd]`. Each query's row is
+/// computed alone, so blocks of queries ([`QUERY_BLOCK`]) give what the whole would.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>, scale: f64) -> Tensor<4> {
+    let s = q.dims()[2];
+    if s <= 2 * QUERY_BLOCK {
+        return attention_block(q, k, v, bias, scale);
+    }
+    let per_query = bias.dims()[2] > 1;
+    let blocks = (0..s)
+        .step_by(QUERY_BLOCK)
+        .map(|from| {
+            let n = QUERY_BLOCK.min(s - from);
+            let bias = if per_query { bias.clone().narrow(2, from, n) } else { bias.clone() };
+            attention_block(q.clone().narrow(2, from, n), k.clone(), v.clone(), bias, scale)
+        })
+        .collect();
+    Tensor::cat(blocks, 2)
+}
+
+fn attention_block(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>, scale: f64) -> Tensor<4> {
     let dtype = float_dtype(&q);
     let scores = q.matmul(k.swap_dims(2, 3)) * scale + bias;
     let t = scores.dims()[3];
@@ -183,4 +206,26 @@ pub fn float_dtype<const D: usize>(x: &Tensor<D>) -> FloatDType {
 pub fn rms_norm_f32<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
     let dtype = float_dtype(&x);
     norm.forward(x.cast(FloatDType::F32)).cast(dtype)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, TensorData};
+
+    #[test]
+    fn attention_in_blocks_of_queries_equals_attention_in_one() {
+        let d = Device::flex();
+        let (b, h, s, t, hd) = (2, 3, 2 * QUERY_BLOCK + 70, 2 * QUERY_BLOCK + 90, 8);
+        let r = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &d);
+        let (q, k, v) = (r([b, h, s, hd]), r([b, h, t, hd]), r([b, h, t, hd]));
+        // Causal over the last s of t slots, and one padded key in the second row of the batch.
+        let mask: Vec<f32> = (0..b * s * t).map(|i| (i / (s * t), (i / t) % s, i % t)).map(|(bi, qi, ki)| if ki > qi + t - s || (bi == 1 && ki == 3) { MASKED } else { 0.0 }).collect();
+        let bias = Tensor::<4>::from_data(TensorData::new(mask, [b, 1, s, t]), &d);
+        let blocked = attention(q.clone(), k.clone(), v.clone(), bias.clone(), 0.35).into_data().try_to_vec::<f32>().unwrap();
+        let whole = attention_block(q, k, v, bias, 0.35).into_data().try_to_vec::<f32>().unwrap();
+        let worst = blocked.iter().zip(&whole).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-6, "blocks differ from the whole by {worst}");
+        assert_eq!(blocked.len(), b * h * s * hd);
+    }
 }

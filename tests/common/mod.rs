@@ -3,6 +3,8 @@
 
 #[cfg(feature = "server")]
 pub mod serve;
+#[cfg(feature = "server")]
+pub mod stub_vllm;
 
 use serde_json::Value;
 use std::path::PathBuf;
@@ -100,7 +102,11 @@ pub fn toy_task() -> lopa::task::TaskSpec {
 /// `lopa serve`'s router over `backend` on a loopback port, in a thread of its own.
 #[cfg(feature = "server")]
 pub fn serve_in_thread(fm: &lopa::model::decoder::FoundationModel, backend: lopa::endpoint::Backend, cfg: lopa::endpoint::ServeConfig) -> std::net::SocketAddr {
-    let info = lopa::endpoint::ModelInfo::of(fm);
+    serve_info_in_thread(lopa::endpoint::ModelInfo::of(fm), backend, cfg)
+}
+
+/// [`serve_in_thread`] for a backend whose model the process does not hold (a gateway).
+pub fn serve_info_in_thread(info: lopa::endpoint::ModelInfo, backend: lopa::endpoint::Backend, cfg: lopa::endpoint::ServeConfig) -> std::net::SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();

@@ -361,15 +361,10 @@ impl TokenEmbedding {
         Ok(Self { config: c.config, tokenizer: c.tokenizer, table: t.data, id: c.id, sha256: c.sha256 })
     }
 
-    /// Rows of the table for `ids`, concatenated (`[ids.len(), d]`). Ids must be in range.
-    pub fn rows(&self, ids: &[u32]) -> Result<Vec<f32>> {
+    /// The table's row for token `id` (`[d]`); the id must be in range.
+    pub fn row(&self, id: u32) -> Result<&[f32]> {
         let d = self.config.hidden_size;
-        let mut out = Vec::with_capacity(ids.len() * d);
-        for &t in ids {
-            let row = self.table.get(t as usize * d..(t as usize + 1) * d).ok_or_else(|| Error::Input(format!("token id {t} is outside the vocabulary ({})", self.config.vocab_size)))?;
-            out.extend_from_slice(row);
-        }
-        Ok(out)
+        self.table.get(id as usize * d..(id as usize + 1) * d).ok_or_else(|| Error::Input(format!("token id {id} is outside the vocabulary ({})", self.config.vocab_size)))
     }
 }
 

@@ -113,7 +113,19 @@ pub fn load_tensor(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), TorchError> {
 /// The bytes `torch.save(tensor)` writes for a contiguous f32 tensor of `shape` (row-major
 /// `values`): what vLLM's `prompt_embeds` expects, base64-encoded.
 pub fn save_tensor(shape: &[usize], values: &[f32]) -> Vec<u8> {
-    assert_eq!(shape.iter().product::<usize>(), values.len(), "shape and values disagree");
+    let mut out = Vec::new();
+    write_tensor(&mut out, shape, &[values]).expect("shape and values disagree");
+    out
+}
+
+/// [`save_tensor`] streamed into `out`, for a tensor whose row-major values are `parts` one after
+/// another (a soft prompt, then rows of an embedding table, each where it lies): nothing is
+/// gathered or converted on the way.
+pub fn write_tensor(out: &mut impl std::io::Write, shape: &[usize], parts: &[&[f32]]) -> std::io::Result<()> {
+    let count: usize = parts.iter().map(|p| p.len()).sum();
+    if shape.iter().product::<usize>() != count {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("shape {shape:?} and {count} values disagree")));
+    }
     let int = |p: &mut Vec<u8>, v: usize| {
         p.push(b'J');
         p.extend_from_slice(&(v as i32).to_le_bytes());
@@ -128,7 +140,7 @@ pub fn save_tensor(shape: &[usize], values: &[f32]) -> Vec<u8> {
     p.extend_from_slice(b"ctorch\nFloatStorage\n");
     text(&mut p, "0");
     text(&mut p, "cpu");
-    int(&mut p, values.len());
+    int(&mut p, count);
     p.extend_from_slice(b"tQ");
     int(&mut p, 0);
     let mut stride = vec![1usize; shape.len()];
@@ -141,17 +153,23 @@ pub fn save_tensor(shape: &[usize], values: &[f32]) -> Vec<u8> {
         p.push(b't');
     }
     p.extend_from_slice(b"\x89ccollections\nOrderedDict\n)RtR.");
-    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    write_zip(&[
-        ("archive/data.pkl", &p),
-        ("archive/.format_version", b"1"),
-        ("archive/.storage_alignment", b"64"),
-        ("archive/byteorder", b"little"),
-        ("archive/data/0", &data),
-        ("archive/version", b"3\n"),
-    ])
+    // torch's storage is little-endian (`byteorder`), as f32 is in memory on every target lopa builds for.
+    let data: Vec<&[u8]> = parts.iter().map(|v| bytemuck::cast_slice::<f32, u8>(v)).collect();
+    zip::write_zip_to(
+        out,
+        &[
+            ("archive/data.pkl", &[&p]),
+            ("archive/.format_version", &[b"1"]),
+            ("archive/.storage_alignment", &[b"64"]),
+            ("archive/byteorder", &[b"little"]),
+            ("archive/data/0", &data),
+            ("archive/version", &[b"3\n"]),
+        ],
+    )
 }
 
+#[cfg(target_endian = "big")]
+compile_error!("torch.save archives are written from f32 values in memory order, which must be little-endian");
 
 #[cfg(test)]
 mod tests {

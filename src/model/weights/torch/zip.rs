@@ -49,67 +49,73 @@ pub(super) fn zip_entries(b: &[u8]) -> Result<Vec<(String, &[u8])>, TorchError> 
     Ok(out)
 }
 
-/// CRC-32 (IEEE), as ZIP readers check it.
-fn crc32(bytes: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut t = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-                k += 1;
-            }
-            t[i] = c;
-            i += 1;
-        }
-        t
-    };
-    !bytes.iter().fold(!0u32, |c, &b| TABLE[((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8))
-}
+/// One entry of an archive being written: its name and its data in pieces, written one after
+/// another (a tensor's rows need not lie together in memory).
+pub type Entry<'a> = (&'a str, &'a [&'a [u8]]);
 
 /// A stored ZIP with each entry's data aligned to 64 bytes (torch pads with an extra field, too).
 pub fn write_zip(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let pieces: Vec<[&[u8]; 1]> = entries.iter().map(|(_, data)| [*data]).collect();
+    let entries: Vec<Entry> = entries.iter().zip(&pieces).map(|((name, _), p)| (*name, &p[..])).collect();
     let mut out = Vec::new();
+    write_zip_to(&mut out, &entries).expect("writing to memory");
+    out
+}
+
+/// [`write_zip`] streamed into `out`: each entry's data is read twice (checksum, then copy) and
+/// never gathered.
+pub fn write_zip_to(out: &mut impl std::io::Write, entries: &[Entry]) -> std::io::Result<()> {
+    let mut at = 0usize;
+    let put = |out: &mut dyn std::io::Write, at: &mut usize, bytes: &[u8]| {
+        *at += bytes.len();
+        out.write_all(bytes)
+    };
     let mut central = Vec::new();
-    for (name, data) in entries {
-        let offset = out.len();
+    for (name, pieces) in entries {
+        let offset = at;
+        let len: usize = pieces.iter().map(|p| p.len()).sum();
+        let too_large = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "zip64 archives are not written");
+        let len32 = u32::try_from(len).map_err(|_| too_large())?;
+        let offset32 = u32::try_from(offset).map_err(|_| too_large())?;
         let header = 30 + name.len();
         // The extra field is 4 bytes of id and length plus padding up to the next 64-byte boundary.
         let pad = (64 - (offset + header + 4) % 64) % 64;
-        let crc = crc32(data);
+        let mut crc = crc32fast::Hasher::new();
+        pieces.iter().for_each(|p| crc.update(p));
         let mut fixed = Vec::with_capacity(26);
         fixed.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // version, flags, method 0, time, date
-        fixed.extend_from_slice(&crc.to_le_bytes());
-        fixed.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        fixed.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        fixed.extend_from_slice(&crc.finalize().to_le_bytes());
+        fixed.extend_from_slice(&len32.to_le_bytes());
+        fixed.extend_from_slice(&len32.to_le_bytes());
         fixed.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
-        out.extend_from_slice(&fixed);
-        out.extend_from_slice(&((pad + 4) as u16).to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"FB");
-        out.extend_from_slice(&(pad as u16).to_le_bytes());
-        out.resize(out.len() + pad, b'Z');
-        out.extend_from_slice(data);
+        let mut local = Vec::with_capacity(header + 4 + pad);
+        local.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        local.extend_from_slice(&fixed);
+        local.extend_from_slice(&((pad + 4) as u16).to_le_bytes());
+        local.extend_from_slice(name.as_bytes());
+        local.extend_from_slice(b"FB");
+        local.extend_from_slice(&(pad as u16).to_le_bytes());
+        local.resize(local.len() + pad, b'Z');
+        put(out, &mut at, &local)?;
+        for p in pieces.iter() {
+            put(out, &mut at, p)?;
+        }
         central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
         central.extend_from_slice(&[20, 0]); // made by
         central.extend_from_slice(&fixed);
         central.extend_from_slice(&[0; 12]); // extra, comment, disk, internal and external attributes
-        central.extend_from_slice(&(offset as u32).to_le_bytes());
+        central.extend_from_slice(&offset32.to_le_bytes());
         central.extend_from_slice(name.as_bytes());
     }
-    let (cd_at, cd_len) = (out.len(), central.len());
-    out.extend_from_slice(&central);
-    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(cd_len as u32).to_le_bytes());
-    out.extend_from_slice(&(cd_at as u32).to_le_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out
+    let (cd_at, cd_len) = (at as u32, central.len() as u32);
+    central.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    central.extend_from_slice(&[0; 4]);
+    central.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    central.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    central.extend_from_slice(&cd_len.to_le_bytes());
+    central.extend_from_slice(&cd_at.to_le_bytes());
+    central.extend_from_slice(&[0, 0]);
+    put(out, &mut at, &central)
 }
 
 #[cfg(test)]
@@ -125,6 +131,8 @@ mod tests {
         for (_, data) in &entries {
             assert_eq!((data.as_ptr() as usize - bytes.as_ptr() as usize) % 64, 0);
         }
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        // The local header's checksum field (offset 14) holds the data's CRC-32.
+        let one = write_zip(&[("a", b"123456789")]);
+        assert_eq!(one[14..18], 0xCBF4_3926u32.to_le_bytes());
     }
 }

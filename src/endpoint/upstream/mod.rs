@@ -2,8 +2,8 @@
 //! `prompt_embeds` only as whole prompts and should take them only from trusted senders
 //! (CVE-2025-62164), so the gateway does the client-facing work: it validates the soft prompt
 //! like the embedded engine, builds `[soft prompt ; embed(prompt ids)]` from its own copy of the
-//! token-embedding table, writes the `torch.save` bytes itself (no client byte is forwarded), and
-//! maps vLLM's answer (token ids, raw log-probabilities) back to lopa's responses.
+//! token-embedding table, writes the `torch.save` bytes itself (no client byte is forwarded;
+//! [`body`] writes them straight into the request), and maps vLLM's answer (token ids, raw log-probabilities) back to lopa's responses.
 //!
 //! Scoring uses `logprob_token_ids`: one request per distinct candidate prefix asks for the
 //! log-probabilities of every candidate's next token after it. Single-token label words are one
@@ -15,12 +15,13 @@ use crate::error::{Error, Result};
 use crate::model::generate::{Generation, GenerationRequest};
 use crate::model::sampling::{FinishReason, SamplingParams};
 use super::info::ModelInfo;
-use base64::Engine as _;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+pub mod body;
 
 /// The serving engines lopa can front (a closed set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,22 +99,26 @@ impl Vllm {
         let (vocab, d) = (self.embedding.config.vocab_size, self.embedding.config.hidden_size);
         let ours = format!("the gateway's model `{}` has width {d} and vocabulary {vocab}", self.embedding.id);
         // Width: vLLM refuses embeddings of another width (or any, without --enable-prompt-embeds).
-        let probe = self.encode(&self.embedding.rows(&[0])?, 1);
-        if let Err(e) = self.post(json!({"prompt_embeds": probe, "max_tokens": 1})).await {
+        let probe = [self.embedding.row(0)?];
+        if let Err(e) = self.post(self.body(&probe, json!({"max_tokens": 1}))?).await {
             return Err(Error::Config(format!("vLLM at {} refused a [1, {d}] prompt_embeds tensor ({e}); {ours}, and vLLM must run with --enable-prompt-embeds", self.url)));
         }
         // Vocabulary: the last id must be allowed and the next one refused.
-        let last = self.post(json!({"prompt_embeds": probe, "max_tokens": 1, "allowed_token_ids": [vocab - 1], "return_token_ids": true})).await;
+        let last = self.post(self.body(&probe, json!({"max_tokens": 1, "allowed_token_ids": [vocab - 1], "return_token_ids": true}))?).await;
         if last.map_or(true, |v| v["choices"][0]["token_ids"][0].as_u64() != Some(vocab as u64 - 1)) {
             return Err(Error::Config(format!("vLLM at {} does not know token id {}: its vocabulary is smaller; {ours}", self.url, vocab - 1)));
         }
-        if self.post(json!({"prompt_embeds": probe, "max_tokens": 1, "allowed_token_ids": [vocab]})).await.is_ok() {
+        if self.post(self.body(&probe, json!({"max_tokens": 1, "allowed_token_ids": [vocab]}))?).await.is_ok() {
             return Err(Error::Config(format!("vLLM at {} accepts token id {vocab}: its vocabulary is larger; {ours}", self.url)));
         }
         // Identity: the same ids through vLLM's table and through ours give the same answer.
         let ids = self.embedding.tokenizer.encode("The capital of France is").map_err(|e| Error::Config(e.to_string()))?;
-        let as_ids = self.post(json!({"prompt": ids, "max_tokens": 1, "temperature": 0, "logprobs": 1, "return_token_ids": true})).await?;
-        let as_embeds = self.post(json!({"prompt_embeds": self.encode(&self.embedding.rows(&ids)?, ids.len()), "max_tokens": 1, "temperature": 0, "logprobs": 1, "return_token_ids": true})).await?;
+        let ask = json!({"max_tokens": 1, "temperature": 0, "logprobs": 1, "return_token_ids": true});
+        let mut as_ids = ask.clone();
+        as_ids["prompt"] = json!(ids);
+        let as_ids = self.post(self.json(as_ids)).await?;
+        let rows = ids.iter().map(|&t| self.embedding.row(t)).collect::<Result<Vec<_>>>()?;
+        let as_embeds = self.post(self.body(&rows, ask)?).await?;
         let pick = |v: &Value| (v["choices"][0]["token_ids"][0].as_u64(), v["choices"][0]["logprobs"]["token_logprobs"][0].as_f64());
         let ((t1, l1), (t2, l2)) = (pick(&as_ids), pick(&as_embeds));
         match (l1, l2) {
@@ -125,19 +130,28 @@ impl Vllm {
         }
     }
 
-    /// Base64 of `torch.save` bytes for `[rows, d]` values, written here.
-    fn encode(&self, values: &[f32], rows: usize) -> String {
-        let d = self.embedding.config.hidden_size;
-        base64::engine::general_purpose::STANDARD.encode(crate::model::weights::torch::save_tensor(&[rows, d], values))
+    /// A request body without embeddings, for the served model.
+    fn json(&self, mut fields: Value) -> Vec<u8> {
+        fields["model"] = json!(self.model);
+        serde_json::to_vec(&fields).expect("a JSON value serializes")
     }
 
-    /// `[soft prompt ; embed(ids)]` for a request, as `prompt_embeds`.
-    fn embeds(&self, req: &GenerationRequest, extra: &[u32]) -> Result<String> {
-        let mut values = req.soft_prompt.as_ref().map(|z| z.values().to_vec()).unwrap_or_default();
-        let ids: Vec<u32> = req.prompt_ids.iter().chain(extra).copied().collect();
-        values.extend(self.embedding.rows(&ids)?);
-        let rows = values.len() / self.embedding.config.hidden_size;
-        Ok(self.encode(&values, rows))
+    /// A request body with `prompt_embeds` of `rows` (each `[d]`), for the served model.
+    fn body(&self, rows: &[&[f32]], mut fields: Value) -> Result<Vec<u8>> {
+        fields["model"] = json!(self.model);
+        let fields = fields.as_object().expect("request fields are an object");
+        body::completion_body(rows, self.embedding.config.hidden_size, fields).map_err(|e| Error::Input(e.to_string()))
+    }
+
+    /// [`Self::body`] for `[soft prompt ; embed(prompt ids ; extra)]`: the rows stay where they
+    /// are (the request's soft prompt, the table) until they are written into the body.
+    fn embeds_body(&self, req: &GenerationRequest, extra: &[u32], fields: Value) -> Result<Vec<u8>> {
+        let mut rows: Vec<&[f32]> = Vec::with_capacity(1 + req.prompt_ids.len() + extra.len());
+        rows.extend(req.soft_prompt.as_ref().map(|z| z.values()));
+        for &t in req.prompt_ids.iter().chain(extra) {
+            rows.push(self.embedding.row(t)?);
+        }
+        self.body(&rows, fields)
     }
 
     /// What the routes know of the model: the gateway's tokenizer and width, and the shorter of
@@ -154,11 +168,17 @@ impl Vllm {
         }
     }
 
-    /// POST `/v1/completions` with the served model's name; a non-2xx answer is an error (a 4xx
-    /// one `rejected`).
-    async fn send(&self, mut body: Value) -> Result<reqwest::Response> {
-        body["model"] = json!(self.model);
-        let r = self.http.post(format!("{}/v1/completions", self.url)).json(&body).send().await.map_err(|e| upstream(false, e.to_string()))?;
+    /// POST `/v1/completions` with a body from [`Self::body`] or [`Self::json`]; a non-2xx answer
+    /// is an error (a 4xx one `rejected`).
+    async fn send(&self, body: Vec<u8>) -> Result<reqwest::Response> {
+        let r = self
+            .http
+            .post(format!("{}/v1/completions", self.url))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| upstream(false, e.to_string()))?;
         let status = r.status();
         if status.is_success() {
             return Ok(r);
@@ -171,17 +191,17 @@ impl Vllm {
     }
 
     /// [`Self::send`], reading the answer as JSON.
-    async fn post(&self, body: Value) -> Result<Value> {
+    async fn post(&self, body: Vec<u8>) -> Result<Value> {
         self.send(body).await?.json().await.map_err(|e| upstream(false, format!("reading vLLM's answer: {e}")))
     }
 
-    fn completion_body(&self, req: &GenerationRequest, p: &SamplingParams, stops: &[String], stream: bool) -> Result<Value> {
-        Ok(json!({
-            "prompt_embeds": self.embeds(req, &[])?,
+    fn completion_body(&self, req: &GenerationRequest, p: &SamplingParams, stops: &[String], stream: bool) -> Result<Vec<u8>> {
+        let fields = json!({
             "max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p, "seed": p.seed,
             "stop_token_ids": p.stop_token_ids, "stop": stops,
             "logprobs": 0, "return_token_ids": true, "stream": stream,
-        }))
+        });
+        self.embeds_body(req, &[], fields)
     }
 
     /// Start a generation on vLLM; tokens stream on `tokens` when given. Dropping the receiver
@@ -260,12 +280,8 @@ impl Vllm {
             .flat_map(|(prefix, ids)| ids.into_iter().collect::<Vec<_>>().chunks(MAX_IDS_PER_REQUEST).map(|c| (prefix, c.to_vec())).collect::<Vec<_>>())
             .collect();
         let answers = futures_util::future::try_join_all(asks.iter().map(|(prefix, ids)| async move {
-            let v = self
-                .post(json!({
-                    "prompt_embeds": self.embeds(req, prefix)?, "max_tokens": 1, "temperature": 0,
-                    "logprobs": ids.len(), "logprob_token_ids": ids, "return_tokens_as_token_ids": true,
-                }))
-                .await?;
+            let fields = json!({"max_tokens": 1, "temperature": 0, "logprobs": ids.len(), "logprob_token_ids": ids, "return_tokens_as_token_ids": true});
+            let v = self.post(self.embeds_body(req, prefix, fields)?).await?;
             let top = &v["choices"][0]["logprobs"]["top_logprobs"][0];
             ids.iter()
                 .map(|t| top[format!("token_id:{t}")].as_f64().map(|x| ((*prefix, *t), x as f32)).ok_or_else(|| upstream(false, format!("vLLM returned no log-probability for token {t}"))))
