@@ -81,8 +81,10 @@ if gateway:
   `scripts/benchmark.sh gateway` (criterion, release build, {gateway['machine']}), is
   {added_big * 1e3:.2f} ms at d = {big[2]:,} for the benchmark's request (10 soft rows, 16 prompt tokens)
   and {long_big * 1e3:.2f} ms with 1,000 prompt tokens: ~{gw_rps_per_core:,.0f} requests/s per core.
-  Keeping one H200 busy with short requests then takes **~{gateways:,.1f} gateway cores**; the
-  gateway's cost grows with the prompt, vLLM's prefill too. Each gateway process also holds the
+  Keeping one H200 busy with short requests then takes **~{gateways:,.1f} gateway cores**. The
+  gateway's cost grows with the prompt and so does vLLM's: with 1,000-token prompts one H200 does
+  ~{tokens_per_s / (10 + 1000 + shape['max_tokens']):,.0f} requests/s and the gateway ~{1 / long_big:,.0f} per core, so
+  ~{tokens_per_s / (10 + 1000 + shape['max_tokens']) * long_big:,.1f} cores keep it busy. Each gateway process also holds the
   {gb(table_bytes(big))} table (f16 would halve it). The figure includes a loopback HTTP exchange
   with a stub; a real network adds latency, not CPU."""
 else:

@@ -69,7 +69,9 @@ impl StubVllm {
             Mode::Answer => axum::Router::new()
                 .route("/v1/models", get(|| async { axum::Json(json!({"data": [{"id": "stub", "max_model_len": 8192}]})) }))
                 .route("/health", get(|| async { "" }))
-                .route("/v1/completions", post(move |body: axum::body::Bytes| async move { completion(&body, vocab) })),
+                .route("/v1/completions", post(move |body: axum::body::Bytes| async move { completion(&body, vocab) }))
+                // Long prompts at large widths are tens of MB, past axum's 2 MB default.
+                .layer(axum::extract::DefaultBodyLimit::disable()),
             Mode::Hang => axum::Router::new().fallback(std::future::pending::<()>),
         };
         runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
