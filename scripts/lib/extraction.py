@@ -16,7 +16,7 @@ docs/RESULTS.md between <!-- extraction:begin/end -->.
 
     scripts/benchmark.sh extraction [--adapter DIR] [--queries 10 100 1000 10000]
 """
-import argparse, json, math, os, sys, time
+import argparse, hashlib, json, math, os, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -179,7 +179,11 @@ def main():
     print(f"original adapter, first {n_check} dev rows: {check:.1f} % here, {lopa_acc} % by lopa", flush=True)
     gen = torch.Generator().manual_seed(a.seed + 1)
     zero = acc(torch.zeros(len(dev), 0, gcfg["token_dim"]))
-    results = {"adapter": str(a.adapter), "queries": a.queries, "steps": a.steps, "z_std": std, "dev_rows": len(dev), "accuracy_rows": k,
+    # The adapter's bytes, not its path: a cache retrained on another machine holds other weights.
+    digest = hashlib.sha256()
+    for f in sorted(p for p in a.adapter.rglob("*") if p.is_file()):
+        digest.update(f.name.encode() + f.read_bytes())
+    results = {"adapter": str(a.adapter), "adapter_sha256": digest.hexdigest(), "queries": a.queries, "steps": a.steps, "z_std": std, "dev_rows": len(dev), "accuracy_rows": k,
                "zero_shot_accuracy": zero, "check": {"rows": n_check, "here": check, "lopa": lopa_acc}, "defences": {}}
     for how in a.defences:
         sent_dev = defend(z_dev, how, std, gen)
@@ -198,10 +202,11 @@ def main():
     results["seconds"] = time.time() - t0
     out = ROOT / "results" / "privacy" / "extraction.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    # A run of other defences with the same settings adds its rows to the earlier run's.
+    # A run of other defences with the same adapter and settings adds its rows to the earlier
+    # run's; anything else replaces it.
     if out.exists():
         old = json.loads(out.read_text())
-        if all(old.get(k) == results[k] for k in ("adapter", "queries", "steps", "accuracy_rows")):
+        if all(old.get(k) == results[k] for k in ("adapter_sha256", "queries", "steps", "accuracy_rows")):
             results["defences"] = {**old["defences"], **results["defences"]}
             results["seconds"] += old.get("seconds", 0)
     out.write_text(json.dumps(results, indent=1))
