@@ -64,11 +64,11 @@ mod tests {
 
     #[test]
     fn the_buffer_is_allocated_once() {
+        // A buffer that grew would have doubled its capacity past the size reserved up front.
         let rows: Vec<f32> = (0..100 * 576).map(|i| i as f32).collect();
         let fields = json!({"max_tokens": 8});
         let body = completion_body(&[&rows[..576], &rows[576..]], 576, fields.as_object().unwrap()).unwrap();
         let archive = rows.len() * 4 + ARCHIVE_OVERHEAD;
         assert_eq!(body.capacity(), archive.div_ceil(3) * 4 + serde_json::to_vec(&fields).unwrap().len() + 24);
-        assert!(body.len() <= body.capacity());
     }
 }

@@ -3,7 +3,8 @@
 //! (CVE-2025-62164), so the gateway does the client-facing work: it validates the soft prompt
 //! like the embedded engine, builds `[soft prompt ; embed(prompt ids)]` from its own copy of the
 //! token-embedding table, writes the `torch.save` bytes itself (no client byte is forwarded;
-//! [`body`] writes them straight into the request), and maps vLLM's answer (token ids, raw log-probabilities) back to lopa's responses.
+//! [`body`] writes them straight into the request), and maps vLLM's answer (token ids, raw
+//! log-probabilities) back to lopa's responses.
 //!
 //! Scoring uses `logprob_token_ids`: one request per distinct candidate prefix asks for the
 //! log-probabilities of every candidate's next token after it. Single-token label words are one
