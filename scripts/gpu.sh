@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Measurements on a GPU machine (NVIDIA H100/H200 with a Vulkan ICD but no Vulkan loader, no
 # registry access). Everything it needs is carried in .devcarry/ from the developer machine.
-#   scripts/gpu.sh prepare   here: the lopa binary (.devcarry/lopa.xz), the data, the real weights in
-#                            three parts (.devcarry/p/A.*); the Vulkan loader .debs go in .devcarry/debs
-#   scripts/gpu.sh bench     there: `lopa bench-train` (burn on wgpu, random weights of SmolLM2-135M's
-#                            shape; VARIANTS=lopa lopa-vulkan) and scripts/lib/torch_reference.py
+#   scripts/gpu.sh prepare   here: the lopa binary (.devcarry/lopa.xz: wgpu with WGSL kernels), the
+#                            NVIDIA one (.devcarry/lopa-gpu.xz: CUDA, and wgpu with SPIR-V kernels),
+#                            tests/cuda.rs's binary, CUDA's libdevice (pinned wheel), the data, the
+#                            real weights in three parts (.devcarry/p/A.*); the Vulkan loader .debs
+#                            go in .devcarry/debs
+#   scripts/gpu.sh check     there: tests/cuda.rs on the GPU (bf16 and f16 training against f32)
+#   scripts/gpu.sh bench     there: `lopa bench-train` (random weights of SmolLM2-135M's shape) for
+#                            each of $VARIANTS (BINARY:BACKEND:PRECISION) and
+#                            scripts/lib/torch_reference.py fp32 and bf16
 #   scripts/gpu.sh tune      there: the same under each burn runtime setting in $SETTINGS
 #   scripts/gpu.sh park      there: keep a carried weights part (the first two calls)
 #   scripts/gpu.sh benchmark there, with the last part, data, binary and debs: the accuracy report's
@@ -22,12 +27,19 @@ setup() {
   export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
   export XDG_RUNTIME_DIR=$(mktemp -d); chmod 700 "$XDG_RUNTIME_DIR"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+  # CUDA's math library for kernels that call exp/log/tanh/erf (cubecl reads $CUDA_PATH/nvvm).
+  export CUDA_PATH="$PWD/.devcarry/cuda"
 }
 
-# bench_train NAME BINARY [ENV...]: one `lopa bench-train` at batch 32 x 256 tokens.
+# unpack NAME: a carried binary, decompressed to /tmp/NAME.
+unpack() {
+  [ -x "/tmp/$1" ] || { xz -dc ".devcarry/$1.xz" >"/tmp/$1.part" && chmod +x "/tmp/$1.part" && mv "/tmp/$1.part" "/tmp/$1"; }
+}
+
+# bench_train NAME BINARY BACKEND PRECISION [ENV...]: one `lopa bench-train` at batch 32 x 256 tokens.
 bench_train() {
-  local name="$1" bin="$2"; shift 2
-  env "$@" timeout "${BURN_TIMEOUT:-300}" "$bin" bench-train --backend auto --batch-size "${B:-32}" --seq-len "${S:-256}" \
+  local name="$1" bin="$2" backend="$3" precision="$4"; shift 4
+  env "$@" timeout "${BURN_TIMEOUT:-120}" "$bin" bench-train --backend "$backend" --precision "$precision" --batch-size "${B:-32}" --seq-len "${S:-256}" \
     --steps 5 --warmup 3 --layers "${LAYERS:-30}" >"$OUT/burn-$name.json" 2>"$OUT/burn-$name.log"
   echo "$name rc $? $(cat "$OUT/burn-$name.json")"
 }
@@ -59,23 +71,47 @@ PY
     echo "A_SHA=$(sha256sum "$S/A.tar" | cut -c1-64)"; rm -rf "$S"
     for t in sst2 mrpc rte cruxeval; do cp -r "${LOPA_DATA:-../shared/data}/$t" .devcarry/data/; done
     build_lopa && strip -o .devcarry/lopa "$LOPA" && xz -f -6 .devcarry/lopa
-    ls .devcarry/debs/*.deb >/dev/null 2>&1 || echo "also needed: the Vulkan loader .debs in .devcarry/debs (apt-get download libvulkan1 libglvnd0 libgl1 libglx0 libegl1 libgles2 libopengl0 libx11-6 libxext6 libxcb1 libxau6 libxdmcp6 libbsd0 libmd0)"
+    build_lopa_cuda && strip -o .devcarry/lopa-gpu "$LOPA_CUDA" && xz -f -6 .devcarry/lopa-gpu
+    # tests/cuda.rs: its binary, and the paths compiled into it (the lopa binary, the fixtures).
+    t=$(cuda_tests --no-run --message-format=json | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == "cuda"][-1])')
+    strip -o .devcarry/cuda-test "$t" && xz -f -6 .devcarry/cuda-test
+    printf 'BIN=%s\nMANIFEST=%s\n' "$LOPA_CUDA" "$PWD" >.devcarry/cuda-test.paths
+    # libdevice.10.bc from NVIDIA's nvcc wheel on PyPI (pinned; only this 0.5 MB file travels).
+    whl="$LOPA_CACHE/cuda/nvidia_cuda_nvcc_cu12-12.8.93-py3-none-manylinux2010_x86_64.manylinux_2_12_x86_64.whl"
+    [ -f "$whl" ] || pip download -q --no-deps --only-binary=:all: --platform manylinux2014_x86_64 nvidia-cuda-nvcc-cu12==12.8.93 -d "$LOPA_CACHE/cuda"
+    echo "2d6dc36fb7cb5ac9c0b8825bc13d193c35487a315664007287d0126531238011  $whl" | sha256sum -c --quiet || exit 1
+    mkdir -p .devcarry/cuda/nvvm/libdevice
+    unzip -p "$whl" nvidia/cuda_nvcc/nvvm/libdevice/libdevice.10.bc >.devcarry/cuda/nvvm/libdevice/libdevice.10.bc
+    du -sh .devcarry/lopa.xz .devcarry/lopa-gpu.xz .devcarry/cuda-test.xz .devcarry/cuda
+    # The Vulkan loader and the GL/X libraries it opens, which the GPU machine lacks.
+    mkdir -p .devcarry/debs
+    ls .devcarry/debs/*.deb >/dev/null 2>&1 || (cd .devcarry/debs && apt-get download -q libvulkan1 libglvnd0 libgl1 libglx0 libegl1 libgles2 libopengl0 libx11-6 libxext6 libxcb1 libxau6 libxdmcp6 libbsd0 libmd0)
+    ;;
+  check)
+    setup
+    unpack lopa-gpu && unpack cuda-test
+    source .devcarry/cuda-test.paths
+    # The paths compiled into the test binary: the lopa binary, and the fixtures under the checkout.
+    install -D /tmp/lopa-gpu "$BIN"
+    [ -e "$MANIFEST" ] || { mkdir -p "$(dirname "$MANIFEST")" && ln -s "$PWD" "$MANIFEST"; }
+    timeout "${CHECK_TIMEOUT:-400}" /tmp/cuda-test --test-threads 1 --nocapture 2>&1 | tee "$OUT/cuda-test.log" | tail -30
     ;;
   bench)
     setup
-    for v in ${VARIANTS:-lopa}; do
-      [ -f ".devcarry/$v.xz" ] || continue
-      xz -dc ".devcarry/$v.xz" >"/tmp/$v" && chmod +x "/tmp/$v"
-      bench_train "$v" "/tmp/$v"
+    # WGSL (the default build), SPIR-V on Vulkan in f32 and f16 (tensor cores), CUDA in all three.
+    for v in ${VARIANTS:-lopa:wgpu:f32 lopa-gpu:wgpu:f32 lopa-gpu:wgpu:f16 lopa-gpu:cuda:f32 lopa-gpu:cuda:f16 lopa-gpu:cuda:bf16}; do
+      IFS=: read -r bin backend precision <<<"$v"
+      [ -f ".devcarry/$bin.xz" ] || { echo "$v: .devcarry/$bin.xz missing"; continue; }
+      unpack "$bin" && bench_train "$bin-$backend-$precision" "/tmp/$bin" "$backend" "$precision"
     done
     torch_reference torch
-    torch_reference torch-eager --attn eager
+    torch_reference torch-bf16 --dtype bf16
     ;;
   tune)
     setup
-    xz -dc .devcarry/lopa.xz >/tmp/lopa && chmod +x /tmp/lopa
+    unpack lopa
     for s in ${SETTINGS:-default CUBECL_WGPU_MAX_TASKS=128 CUBECL_AUTOTUNE_LEVEL=full}; do
-      if [ "$s" = default ]; then bench_train default /tmp/lopa; else bench_train "$(echo "$s" | tr '=' '-')" /tmp/lopa "$s"; fi
+      if [ "$s" = default ]; then bench_train default /tmp/lopa wgpu f32; else bench_train "$(echo "$s" | tr '=' '-')" /tmp/lopa wgpu f32 "$s"; fi
     done
     torch_reference torch
     ;;
@@ -99,5 +135,5 @@ PY
     grep -c . "$OUT/bench.log"; tail -30 "$OUT/bench.log"
     find runs/bench -name summary.json | wc -l
     ;;
-  *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,20p' "$0" >&2; exit 2 ;;
 esac

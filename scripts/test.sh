@@ -7,8 +7,11 @@
 #   4. the browser tests in headless Chromium: the package against the native library, its
 #      TypeScript types against what it returns, personalisation in the browser against the
 #      native loop, the demo end to end, and the package installed
-#      from `npm pack` into an app built with Vite and with webpack.
-# LOPA_SKIP_VLLM=1, LOPA_SKIP_BROWSER=1 and LOPA_SKIP_WGPU=1 skip those parts. Each step's wall
+#      from `npm pack` into an app built with Vite and with webpack;
+#   5. the NVIDIA build (scripts/build-cuda.sh: CUDA and SPIR-V; built in the background from
+#      step 2 on) and its tests, which on a machine without a GPU check that `--backend cuda`
+#      says in one line why it cannot run.
+# LOPA_SKIP_VLLM=1, LOPA_SKIP_BROWSER=1, LOPA_SKIP_WGPU=1 and LOPA_SKIP_CUDA=1 skip those parts. Each step's wall
 # time goes to $LOPA_CACHE/logs/test-times.tsv (docs/PERFORMANCE.md reads the cold run's).
 source "$(dirname "$0")/lib/common.sh"
 need cargo python3
@@ -43,6 +46,8 @@ skip "${LOPA_SKIP_WGPU:-0}" || ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/nu
 skip "${LOPA_SKIP_BROWSER:-0}" || command -v "${CHROMIUM:-chromium}" >/dev/null || debs+=(chromium)
 # CruxEval-I's check and the sandbox tests run Python in bubblewrap.
 command -v bwrap >/dev/null || debs+=(bubblewrap)
+# The CUDA build links Debian's LLVM (scripts/lib/common.sh: cuda_env).
+skip "${LOPA_SKIP_CUDA:-0}" || { [ -x /usr/lib/llvm-22/bin/llvm-config ] && [ -e /usr/lib/x86_64-linux-gnu/libzstd.so ]; } || debs+=(llvm-22-dev libzstd-dev)
 if [ ${#debs[@]} -gt 0 ]; then
   bg apt apt_install "${debs[@]}"
 fi
@@ -61,6 +66,9 @@ export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 step build cargo test --locked --features full --all-targets --no-run 2>&1
 [ -z "${pids[apt]:-}" ] || await apt
 await weights
+# The NVIDIA build (CUDA and SPIR-V), linted like the rest, in its own target dir (its burn has
+# other features), and its tests; awaited at the end.
+skip "${LOPA_SKIP_CUDA:-0}" || bg cuda cuda_tests
 
 # 2. vLLM serves the default model exactly as lopa runs it (`lopa export-hf`); it starts while
 # the browser package builds.
@@ -102,5 +110,8 @@ if ! skip "${LOPA_SKIP_BROWSER:-0}"; then
   # The package from `npm pack` in an app built by Vite and by webpack.
   step bundlers node tests/browser/bundlers.test.mjs
 fi
+# 5. The NVIDIA build's tests (started after step 1: the steps between wait on vLLM, the browser
+# and tests as much as on the cores).
+skip "${LOPA_SKIP_CUDA:-0}" || await cuda
 echo -e "total\t0\t$(( $(date +%s) - t0 ))" >>"$times"
 column -t "$times" >&2

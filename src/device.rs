@@ -1,5 +1,5 @@
-//! Choosing the compute backend at run time: a GPU through wgpu when one is there, else the
-//! pure-Rust `flex` CPU backend.
+//! Choosing the compute backend at run time: a GPU through CUDA (an opt-in build) or wgpu when
+//! one is there, else the pure-Rust `flex` CPU backend.
 
 use crate::error::{Error, Result};
 use burn::tensor::{Device, Tensor};
@@ -8,7 +8,8 @@ use burn::tensor::{Device, Tensor};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum BackendChoice {
-    /// A discrete or integrated GPU through wgpu if one answers, else the CPU.
+    /// An NVIDIA GPU through CUDA (in a build with the `cuda` feature), else a discrete or
+    /// integrated GPU through wgpu if one answers, else the CPU.
     #[default]
     Auto,
     /// The `flex` CPU backend.
@@ -16,6 +17,8 @@ pub enum BackendChoice {
     /// wgpu's default adapter, whatever it is (including CPU Vulkan drivers such as lavapipe).
     #[cfg_attr(feature = "cli", value(alias = "gpu"))]
     Wgpu,
+    /// The first NVIDIA GPU through CUDA (builds with the `cuda` feature).
+    Cuda,
 }
 
 /// A device and a human-readable name of what runs.
@@ -27,23 +30,72 @@ pub struct Selected {
 
 /// Resolve a backend choice to a working device.
 pub fn select(choice: BackendChoice) -> Result<Selected> {
-    let cpu = || Selected { device: Device::flex(), name: "cpu (flex)".into() };
     match choice {
         BackendChoice::Cpu => Ok(cpu()),
         #[cfg(feature = "wgpu")]
         BackendChoice::Wgpu => probe(burn::tensor::DeviceKind::DefaultDevice)
             .ok_or_else(|| Error::Backend("no wgpu adapter could be opened (install a Vulkan/Metal/DX12 driver, or use --backend cpu)".into())),
-        #[cfg(feature = "wgpu")]
-        BackendChoice::Auto => {
-            use burn::tensor::DeviceKind;
-            Ok(probe(DeviceKind::DiscreteGpu(0))
-                .or_else(|| probe(DeviceKind::IntegratedGpu(0)))
-                .unwrap_or_else(|| Selected { name: "cpu (flex; no GPU answered through wgpu)".into(), ..cpu() }))
-        }
         #[cfg(not(feature = "wgpu"))]
         BackendChoice::Wgpu => Err(Error::Backend("this build has no wgpu backend (enable the `wgpu` feature)".into())),
-        #[cfg(not(feature = "wgpu"))]
-        BackendChoice::Auto => Ok(cpu()),
+        #[cfg(feature = "cuda")]
+        BackendChoice::Cuda => probe_cuda(),
+        #[cfg(not(feature = "cuda"))]
+        BackendChoice::Cuda => Err(Error::Backend("this build has no CUDA backend (build it with scripts/build-cuda.sh, or use --backend wgpu)".into())),
+        BackendChoice::Auto => {
+            // A build with CUDA asked for it: an NVIDIA GPU runs there before anything else.
+            #[cfg(feature = "cuda")]
+            if let Ok(s) = probe_cuda() {
+                return Ok(s);
+            }
+            Ok(auto_wgpu_or_cpu())
+        }
+    }
+}
+
+fn cpu() -> Selected {
+    Selected { device: Device::flex(), name: "cpu (flex)".into() }
+}
+
+#[cfg(feature = "wgpu")]
+fn auto_wgpu_or_cpu() -> Selected {
+    use burn::tensor::DeviceKind;
+    probe(DeviceKind::DiscreteGpu(0))
+        .or_else(|| probe(DeviceKind::IntegratedGpu(0)))
+        .unwrap_or_else(|| Selected { name: "cpu (flex; no GPU answered through wgpu)".into(), ..cpu() })
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn auto_wgpu_or_cpu() -> Selected {
+    cpu()
+}
+
+/// Open CUDA device 0 and run one tiny kernel. cudarc loads the driver library on first use and
+/// panics where it is missing, on the runtime's own thread (this one sees only a closed channel),
+/// so the library is opened here first and its loader's error is the reason the user reads.
+#[cfg(feature = "cuda")]
+fn probe_cuda() -> Result<Selected> {
+    const DRIVER: &str = if cfg!(windows) { "nvcuda.dll" } else { "libcuda.so.1" };
+    // SAFETY: loading the NVIDIA driver library runs its initialisers, as cudarc's own load does.
+    if let Err(e) = unsafe { libloading::Library::new(DRIVER) } {
+        return Err(Error::Backend(format!("no CUDA device could be opened ({e}); needs the NVIDIA driver, or use --backend wgpu|cpu")));
+    }
+    let r = std::panic::catch_unwind(|| {
+        let device = Device::cuda(0);
+        let x = Tensor::<1>::from_floats([1.0, 2.0], &device);
+        let s: f32 = (x.clone() * x).sum().into_scalar();
+        (s == 5.0).then_some(device)
+    });
+    match r {
+        Ok(Some(device)) => {
+            let name = device.identity().map(|i| i.name).unwrap_or_else(|| "device 0".into());
+            Ok(Selected { device, name: format!("cuda ({name})") })
+        }
+        Ok(None) => Err(Error::Backend("the CUDA device computed 1·1 + 2·2 wrong".into())),
+        Err(panic) => {
+            let msg = panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied()).unwrap_or("unknown reason");
+            let line = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or(msg).trim();
+            Err(Error::Backend(format!("no CUDA device could be opened ({line}); or use --backend wgpu|cpu")))
+        }
     }
 }
 

@@ -19,3 +19,16 @@ fn probing_for_a_gpu_says_one_line_and_no_loader_errors() {
     assert_eq!(backend.len(), 1, "{stdout}");
     assert!(backend[0].starts_with("backend: cpu (flex; no GPU answered") || backend[0].starts_with("backend: wgpu ("), "{stdout}");
 }
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn asking_for_cuda_in_a_build_without_it_says_how_to_get_it() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lopa"))
+        .args(["info", "--backend", "cuda", "--model"])
+        .arg(common::fixture("tiny-llama.gguf"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && out.stdout.is_empty());
+    assert_eq!(stderr.lines().collect::<Vec<_>>(), ["lopa: backend: this build has no CUDA backend (build it with scripts/build-cuda.sh, or use --backend wgpu)"]);
+}

@@ -6,22 +6,16 @@ mod common;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use common::fixture;
-use lopa::model::decoder::FoundationModel;
+use common::training::{config, data_file};
+use lopa::model::decoder::{FoundationModel, Precision};
 use lopa::model::encoder::SentenceEncoder;
 use lopa::model::adaptation::{Adaptation, AdaptationConfig, AdaptationKind};
-use lopa::model::generator::{GeneratorConfig, Method};
+use lopa::model::generator::Method;
 
 use lopa::task::{Metric, TaskSpec};
 use lopa::training::examples::load_examples;
 use lopa::training::{answer_logits, label_token_ids, loss, prepare, train, Models, Prepared, Quiet, Start, TrainConfig};
 use std::path::PathBuf;
-
-fn data_file(dir: &std::path::Path) -> PathBuf {
-    let rows = ["the cat sat\t0", "a dog ran\t0", "the fox jumped\t0", "cats on the mat\t0", "hello world\t1", "hello hello\t1", "world hello\t1", "hello, world.\t1"];
-    let p = dir.join("toy.tsv");
-    std::fs::write(&p, format!("sentence\tlabel\n{}\n", rows.join("\n"))).unwrap();
-    p
-}
 
 struct Setup {
     /// Held for the whole test: the backend's random generator (dropout) is one per process, so
@@ -48,31 +42,6 @@ fn tmpdir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn config(file: PathBuf, method: Method, epochs: usize) -> TrainConfig {
-    let mut g = GeneratorConfig::new(method, 64, 32);
-    g.num_virtual_tokens = 4;
-    g.rank = 2;
-    g.hidden_dim = 16;
-    g.task_prompt_init_std = 0.5;
-    TrainConfig {
-        task: common::toy_task(),
-        train_file: file.clone(),
-        dev_file: file,
-        adaptation: AdaptationConfig::Prompt(g),
-        learning_rate: 3e-2,
-        warmup_ratio: 0.0,
-        lr_schedule: Default::default(),
-        weight_decay: 0.0,
-        epochs,
-        batch_size: 4,
-        max_length: 64,
-        seed: 7,
-        train_limit: 0,
-        dev_limit: 0,
-        checkpoint_every: 0,
-    }
 }
 
 fn host_params<M: Module>(m: &M) -> Vec<Vec<f32>> {
@@ -342,56 +311,8 @@ fn a_run_killed_mid_epoch_resumes_bit_for_bit() {
 /// its loss curve follows f32's, and the frozen weights are half while the generator's are not.
 #[test]
 fn half_precision_follows_the_f32_loss_curve() {
-    use lopa::model::decoder::Precision;
     let Setup { plain, ad, fm, enc, _serial } = setup();
-    let dir = tmpdir("precision");
-    let cfg = config(data_file(&dir), Method::Lopa, 6);
-    let curve = |p: Precision| {
-        let fm = FoundationModel { decoder: fm.decoder.clone().with_precision(p), ..fm.clone() };
-        assert_eq!(fm.decoder.precision(), p);
-        let s = train(&cfg, Models { fm: &fm, encoder: Some(&enc), encoder_device: &plain, device: &ad }, &dir.join(format!("{p:?}")), Start::Fresh, &mut Quiet).unwrap();
-        s.epochs.iter().map(|e| e.train_loss).collect::<Vec<_>>()
-    };
-    let f32_curve = curve(Precision::F32);
-    // One step from the same start: the loss and dLoss/dZ_S against f32's.
-    let a = cfg.adaptation.init(&ad).unwrap();
-    let ex = load_examples(&cfg.task, &cfg.train_file).unwrap();
-    let mut data = prepare(&ex, &cfg.train_file, &fm, Some(&enc), 64, &plain).unwrap();
-    let ids = label_token_ids(&cfg.task, &fm).unwrap();
-    data.iter_mut().for_each(|p| p.answer = vec![ids[p.label]]);
-    let batch: Vec<&Prepared> = data.iter().collect();
-    let step = |p: Precision| {
-        ad.seed(1); // the same dropout masks
-        let decoder = fm.decoder.clone().with_precision(p);
-        let l = loss(answer_logits(&decoder, Some(&a), &batch, &ad).unwrap(), &batch, &ad);
-        let grads = l.backward();
-        let g = a.generator().unwrap().task_prompt.as_ref().unwrap().val().grad(&grads).unwrap();
-        (l.into_scalar::<f32>() as f64, g.into_data().try_to_vec::<f32>().unwrap())
-    };
-    let (l32, g32) = step(Precision::F32);
-    for (p, loss_tol, cos_min) in [(Precision::Bf16, 0.01, 0.995), (Precision::F16, 0.002, 0.9999)] {
-        let (l, g) = step(p);
-        let dot: f64 = g.iter().zip(&g32).map(|(a, b)| *a as f64 * *b as f64).sum();
-        let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-        let cos = dot / (norm(&g) * norm(&g32));
-        eprintln!("{p:?} one step: loss {l} vs {l32} ({:.2e} relative), gradient cosine {cos:.6}", ((l - l32) / l32).abs());
-        assert!(((l - l32) / l32).abs() <= loss_tol && cos >= cos_min, "{p:?}: loss {l} vs {l32}, gradient cosine {cos}");
-    }
-    // Six epochs: trajectories drift apart step by step, within these bounds on this model.
-    for (p, tol) in [(Precision::Bf16, 0.08), (Precision::F16, 0.03)] {
-        let half = curve(p);
-        let worst = half.iter().zip(&f32_curve).map(|(h, f)| ((h - f) / f).abs()).fold(0.0, f64::max);
-        eprintln!("{p:?}: {half:?} vs f32 {f32_curve:?}: worst relative difference {worst:.4}");
-        assert!(worst <= tol, "{p:?} loss curve {half:?} is more than {tol} from f32's {f32_curve:?}");
-        assert!(half.last().unwrap() < &(half[0] * 0.8), "{p:?} did not learn: {half:?}");
-    }
-    // What is half and what is not: the frozen projections and embeddings are; norms and the
-    // generator (its master weights, trained by AdamW) are f32.
-    let half = fm.decoder.clone().with_precision(Precision::Bf16);
-    let dtype = |t: Tensor<2>| t.dtype();
-    assert_eq!(dtype(half.layers[0].self_attn.q_proj.weight.val()), burn::tensor::DType::BF16);
-    assert_eq!(dtype(half.embed_tokens.val()), burn::tensor::DType::BF16);
-    assert_eq!(half.norm.gamma.val().dtype(), burn::tensor::DType::F32);
-    assert_eq!(dtype(a.generator().unwrap().task_prompt.as_ref().unwrap().val()), burn::tensor::DType::F32);
+    let trained = common::training::half_precision_follows_f32(&plain, &ad, &fm, &enc, &tmpdir("precision"), 6);
+    assert_eq!(trained, [Precision::Bf16, Precision::F16], "flex computes in both half types");
 }
 

@@ -10,6 +10,9 @@ use lopa::model::decoder::FoundationModel;
 use lopa::device::{select, BackendChoice};
 use lopa::model::generator::{GeneratorConfig, Method};
 
+/// One test at a time: the device's random generator (dropout) is one per process.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn wgpu() -> Option<Device> {
     if std::env::var("LOPA_SKIP_WGPU").as_deref() == Ok("1") {
         eprintln!("LOPA_SKIP_WGPU=1: skipping the wgpu test");
@@ -22,6 +25,7 @@ fn wgpu() -> Option<Device> {
 
 #[test]
 fn wgpu_matches_the_cpu_backend_and_trains() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(gpu) = wgpu() else { return };
     let cpu = Device::flex();
     // Generator: the same weights on both devices.
@@ -73,4 +77,22 @@ fn wgpu_matches_the_cpu_backend_and_trains() {
     let g = burn::optim::AdamWConfig::new().init().step(1e-2, g, grads);
     let after = z_s(&g);
     assert!(max_abs_diff(&before, &after) > 1e-4, "Z_S did not move");
+}
+
+/// Mixed precision on the GPU code path: the CPU's check (tests/common/training.rs) on wgpu, over
+/// 3 epochs (lavapipe is slow). A half type the adapter computes in trains within the same bounds
+/// of f32; one it only stores (bf16 on WebGPU/Vulkan) is refused up front.
+#[test]
+fn half_precision_on_wgpu_follows_the_f32_loss_curve_or_is_refused() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = wgpu() else { return };
+    let plain = Device::flex();
+    let ad = gpu.autodiff();
+    let fm = FoundationModel::from_gguf_bytes(&std::fs::read(fixture("tiny-llama.gguf")).unwrap(), "tiny", &ad).unwrap();
+    let dir = std::env::temp_dir().join(format!("lopa-wgpu-precision-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir, 3);
+    std::fs::create_dir_all(&dir).unwrap();
+    let trained = common::training::half_precision_follows_f32(&plain, &ad, &fm, &tiny_encoder(&plain), &dir, 3);
+    eprintln!("measured: half types that trained on wgpu: {trained:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

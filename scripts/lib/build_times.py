@@ -24,6 +24,7 @@ WHAT = {
     "adapter": "the browser tests' SST-2 adapter (800 examples, 1 epoch; cached afterwards)",
     "browser": "headless Chromium: package parity, TypeScript types, personalisation, the demo end to end",
     "bundlers": "the package from `npm pack` in an app built by Vite and by webpack, run in Chromium",
+    "cuda": "the NVIDIA build (CUDA, SPIR-V; LLVM 22 from Debian) and tests/cuda.rs, in the background from the browser build on",
     "total": "the whole command, wall clock",
     "cli": "after it, `cargo build --bin lopa` as `scripts/run.sh` builds it: the dependencies are the tests'",
 }

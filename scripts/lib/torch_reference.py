@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch reference for `lopa bench-train`: the same LoPA (m=10, r=4, H=256, h=384) on a
-random-weight llama of SmolLM2-135M's shape, frozen, fp32, same batch and sequence length.
+random-weight llama of SmolLM2-135M's shape, frozen, same batch and sequence length. `--dtype bf16`
+runs the frozen model in bf16 as `lopa bench-train --precision bf16` does (the generator, AdamW
+and the logits stay fp32); fp32 runs with TF32 off.
 Prints one JSON line with samples/s. Needs torch and transformers.
 
     python3 scripts/lib/torch_reference.py --batch-size 32 --seq-len 256 --steps 5
@@ -17,6 +19,7 @@ p.add_argument("--layers", type=int, default=30)
 p.add_argument("--steps", type=int, default=5)
 p.add_argument("--warmup", type=int, default=2)
 p.add_argument("--attn", default="sdpa", help="sdpa or eager")
+p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="the frozen model's type")
 p.add_argument("--matmul", action="store_true", help="also time the largest matmul alone (fp32, TF32 off)")
 a = p.parse_args()
 dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -24,7 +27,8 @@ torch.manual_seed(0)
 cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=a.layers,
                   num_attention_heads=9, num_key_value_heads=3, rms_norm_eps=1e-5, rope_theta=1e5,
                   tie_word_embeddings=True, max_position_embeddings=8192, attn_implementation=a.attn)
-model = LlamaForCausalLM(cfg).to(dev).float().eval()
+dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+model = LlamaForCausalLM(cfg).to(dev).to(dtype).eval()
 model.requires_grad_(False)
 m, r, H, h, d = 10, 4, 256, 384, 576
 
@@ -60,9 +64,9 @@ times = []
 for step in range(a.warmup + a.steps):
     t = time.perf_counter()
     z = gen(f)
-    x = torch.cat([z, emb(ids)], 1)
+    x = torch.cat([z.to(dtype), emb(ids)], 1)
     hidden = model.model(inputs_embeds=x).last_hidden_state[:, -1]
-    loss = nn.functional.cross_entropy(hidden @ emb.weight.T, labels)
+    loss = nn.functional.cross_entropy((hidden @ emb.weight.T).float(), labels)
     opt.zero_grad(); loss.backward(); opt.step()
     if dev == "cuda":
         torch.cuda.synchronize()
@@ -82,4 +86,4 @@ if a.matmul:
     if dev == "cuda": torch.cuda.synchronize()
     tflops = 2 * rows * 576 * 1536 * 50 / (time.perf_counter() - t) / 1e12
 print(json.dumps({"matmul_tflops": tflops, "tf32": torch.backends.cuda.matmul.allow_tf32,"backend": f"pytorch {torch.__version__} {dev} ({torch.cuda.get_device_name() if dev == 'cuda' else 'cpu'})",
-                  "attn": a.attn, "batch_size": B, "seq_len": S, "layers": a.layers, "step_seconds": mean, "samples_per_sec": B / mean}))
+                  "attn": a.attn, "dtype": a.dtype, "batch_size": B, "seq_len": S, "layers": a.layers, "step_seconds": mean, "samples_per_sec": B / mean}))

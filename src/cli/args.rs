@@ -16,7 +16,7 @@ pub struct ModelArgs {
     /// Sentence encoder: a Hugging Face BERT directory [default: cached all-MiniLM-L6-v2].
     #[arg(long)]
     pub encoder: Option<PathBuf>,
-    /// Compute backend: a GPU through wgpu if present, else the CPU.
+    /// Compute backend: a GPU (CUDA in a build with it, else wgpu) if present, else the CPU.
     #[arg(long, value_enum, default_value_t)]
     pub backend: BackendChoice,
     /// The frozen model's arithmetic: f16/bf16 halves its weights and matmuls; norms, softmax,

@@ -41,6 +41,8 @@ pub fn run(a: Args) -> lopa::Result<()> {
     let ad = dev.device.clone().autodiff();
     let mut cfg = lopa::model::decoder::Decoder::smollm2_135m_config();
     cfg.num_hidden_layers = layers;
+    cfg.layer_types.resize(layers, lopa::model::decoder::LayerType::FullAttention);
+    precision.check(&ad)?;
     let t0 = std::time::Instant::now();
     let decoder = lopa::model::decoder::Decoder::random(&cfg, 1, &ad)?.with_precision(precision);
     let load_s = t0.elapsed().as_secs_f64();

@@ -3,6 +3,8 @@
 
 #[cfg(feature = "server")]
 pub mod serve;
+#[cfg(feature = "train")]
+pub mod training;
 #[cfg(feature = "server")]
 pub mod stub_vllm;
 

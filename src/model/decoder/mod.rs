@@ -52,6 +52,25 @@ impl Precision {
             Precision::Bf16 => FloatDType::BF16,
         }
     }
+
+    /// The name the CLI and config files use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// Refuses a type the device cannot compute in. Some backends store and convert a half type
+    /// without arithmetic in it (bf16 on Vulkan and WebGPU), and computing in it there gives
+    /// garbage, not an error.
+    pub fn check(self, device: &Device) -> Result<()> {
+        if self == Precision::F32 || device.supports_dtype(self.dtype()) {
+            return Ok(());
+        }
+        Err(Error::Config(format!("--precision {}: this device stores the type but has no arithmetic in it; use {} there", self.name(), if device.supports_dtype(FloatDType::F16) { "f16 or f32" } else { "f32" })))
+    }
 }
 
 /// A checkpoint's tensors whose names a filter accepts (see [`Decoder::assemble`]).
@@ -103,6 +122,7 @@ impl Decoder {
     /// cast as soon as it is built: at most one of them exists in f32 at a time.
     pub fn assemble(cfg: &DecoderConfig, tensors: &mut TensorSource, precision: Precision, device: &Device) -> Result<Self> {
         cfg.validate()?;
+        precision.check(device)?;
         let d = cfg.hidden_size;
         let mut cast = Cast(precision.dtype());
         let layers = cfg
