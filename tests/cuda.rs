@@ -59,7 +59,7 @@ fn half_precision_on_cuda_follows_the_f32_loss_curve() {
     let ad = select(BackendChoice::Cuda).unwrap().device.autodiff();
     let fm = FoundationModel::from_gguf_bytes(&std::fs::read(fixture("tiny-llama.gguf")).unwrap(), "tiny", &ad).unwrap();
     let dir = std::env::temp_dir().join(format!("lopa-cuda-precision-{}", std::process::id()));
-    std::fs::create_dir_all(&dir, 6).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
     let trained = common::training::half_precision_follows_f32(&plain, &ad, &fm, &common::tiny_encoder(&plain), &dir, 6);
     assert_eq!(trained, [Precision::Bf16, Precision::F16], "CUDA computes in both half types");
 }

@@ -90,7 +90,7 @@ fn half_precision_on_wgpu_follows_the_f32_loss_curve_or_is_refused() {
     let ad = gpu.autodiff();
     let fm = FoundationModel::from_gguf_bytes(&std::fs::read(fixture("tiny-llama.gguf")).unwrap(), "tiny", &ad).unwrap();
     let dir = std::env::temp_dir().join(format!("lopa-wgpu-precision-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir, 3);
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let trained = common::training::half_precision_follows_f32(&plain, &ad, &fm, &tiny_encoder(&plain), &dir, 3);
     eprintln!("measured: half types that trained on wgpu: {trained:?}");
