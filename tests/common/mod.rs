@@ -108,6 +108,7 @@ pub fn serve_in_thread(fm: &lopa::model::decoder::FoundationModel, backend: lopa
 }
 
 /// [`serve_in_thread`] for a backend whose model the process does not hold (a gateway).
+#[cfg(feature = "server")]
 pub fn serve_info_in_thread(info: lopa::endpoint::ModelInfo, backend: lopa::endpoint::Backend, cfg: lopa::endpoint::ServeConfig) -> std::net::SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
