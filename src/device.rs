@@ -77,7 +77,9 @@ fn probe_cuda() -> Result<Selected> {
     const DRIVER: &str = if cfg!(windows) { "nvcuda.dll" } else { "libcuda.so.1" };
     // SAFETY: loading the NVIDIA driver library runs its initialisers, as cudarc's own load does.
     if let Err(e) = unsafe { libloading::Library::new(DRIVER) } {
-        return Err(Error::Backend(format!("no CUDA device could be opened ({e}); needs the NVIDIA driver, or use --backend wgpu|cpu")));
+        // libloading's own text is "dlopen failed"; the loader's reason is its source.
+        let reason = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+        return Err(Error::Backend(format!("no CUDA device could be opened ({reason}); needs the NVIDIA driver, or use --backend wgpu|cpu")));
     }
     let r = std::panic::catch_unwind(|| {
         let device = Device::cuda(0);
