@@ -3,23 +3,62 @@
 const CACHE = 'lopa-weights-v1';
 const BACKENDS = ['auto', 'webgpu', 'cpu'];
 const REQUEST_OPTIONS = ['dtype', 'maxTokens', 'temperature', 'topP', 'seed', 'stop', 'stream'];
-// Two builds of the same crate: the small CPU-only module, and WebGPU + CPU (mostly the kernel
-// compiler) fetched only when the browser offers a WebGPU adapter. Every path is a literal so
-// that bundlers (Vite, webpack) see the files, emit them and rewrite the URLs.
+// Three builds of the same crate: the small CPU-only module, the same with threads (a rayon pool
+// on Web Workers sharing its memory: only where the page is cross-origin isolated, and only off
+// the page's main thread, which may not block), and WebGPU + CPU (mostly the kernel compiler)
+// fetched only when the browser offers a WebGPU adapter. Every path is a literal so that bundlers
+// (Vite, webpack) see the files, emit them and rewrite the URLs.
 const MODULES = {
   cpu: { glue: () => import('./wasm/lopa_cpu.js'), wasm: () => new URL('./wasm/lopa_cpu_bg.wasm', import.meta.url) },
+  cpuThreads: { glue: () => import('./wasm/lopa_cpu_mt.js'), wasm: () => new URL('./wasm/lopa_cpu_mt_bg.wasm', import.meta.url) },
   webgpu: { glue: () => import('./wasm/lopa.js'), wasm: () => new URL('./wasm/lopa_bg.wasm', import.meta.url) },
 };
 const ready = {};
 
-/** The WasmClient class of one module, initialised once per context. */
-export function wasmModule(kind, url) {
+/** The WasmClient class of one module, initialised once per context (with its thread pool). */
+export function wasmModule(kind, url, threads = 1) {
   ready[kind] ??= (async () => {
     const glue = await MODULES[kind].glue();
     await glue.default({ module_or_path: url ?? MODULES[kind].wasm() });
+    if (kind === 'cpuThreads') await glue.initThreadPool(threads);
     return glue.WasmClient;
   })();
   return ready[kind];
+}
+
+/** Whether this context is a worker (where a wasm thread may block waiting for its pool). */
+export const inWorker = typeof WorkerGlobalScope !== 'undefined' && globalThis instanceof WorkerGlobalScope;
+
+/**
+ * How many threads the CPU module gets: `threads` when given (1: the single-threaded module),
+ * else the logical cores up to 8, as onnxruntime-web sizes its pool from them (it takes half, at
+ * most 4, because its calling thread computes too; lopa's caller only waits). More than 1 only
+ * where threads are possible: a cross-origin isolated context with SharedArrayBuffer.
+ */
+export function cpuThreads(threads) {
+  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 64)) {
+    throw new Error(`lopa: threads must be a whole number from 1 to 64, got ${threads}`);
+  }
+  if (!globalThis.crossOriginIsolated || typeof SharedArrayBuffer !== 'function') return 1;
+  return threads ?? Math.max(1, Math.min(8, (globalThis.navigator && navigator.hardwareConcurrency) || 1));
+}
+
+/**
+ * The module a load runs: `{kind: 'cpu' | 'cpuThreads' | 'webgpu', threads, reason}` (`reason`:
+ * why `auto` did not take WebGPU).
+ */
+export async function pickModule(backend, threads) {
+  if (!BACKENDS.includes(backend)) throw new Error(`lopa: unknown backend \`${backend}\` (auto, webgpu, cpu)`);
+  const n = cpuThreads(threads);
+  const gpu = globalThis.navigator && navigator.gpu;
+  if (backend === 'webgpu' && !gpu) throw new Error('lopa: WebGPU is not available here (navigator.gpu is missing)');
+  let reason = null;
+  if (backend === 'auto') {
+    const adapter = gpu ? await gpu.requestAdapter().catch(() => null) : null;
+    if (!adapter) reason = gpu ? 'navigator.gpu offers no adapter' : 'navigator.gpu is missing';
+  }
+  if (backend === 'webgpu' || (backend === 'auto' && !reason)) return { kind: 'webgpu', threads: 1, reason };
+  return { kind: n > 1 ? 'cpuThreads' : 'cpu', threads: n, reason };
 }
 
 /** A wasm call whose failure becomes an Error with lopa's message (after `lopa: what: ` when given). */
@@ -131,29 +170,25 @@ export class Core {
     this.fallbackReason = fallbackReason;
   }
 
-  static async load({ encoder, adapter, tokenizer, backend = 'auto', onProgress, cache = true, wasm = {} } = {}) {
-    if (!BACKENDS.includes(backend)) throw new Error(`lopa: unknown backend \`${backend}\` (auto, webgpu, cpu)`);
-    const gpu = globalThis.navigator && navigator.gpu;
-    if (backend === 'webgpu' && !gpu) throw new Error('lopa: WebGPU is not available here (navigator.gpu is missing)');
-    let reason = null;
-    if (backend === 'auto') {
-      const adapter = gpu ? await gpu.requestAdapter().catch(() => null) : null;
-      if (!adapter) reason = gpu ? 'navigator.gpu offers no adapter' : 'navigator.gpu is missing';
-    }
-    const kind = backend === 'cpu' || reason ? 'cpu' : 'webgpu';
+  /** `pick`: the module, when the caller picked it already (pickModule). */
+  static async load({ encoder, adapter, tokenizer, backend = 'auto', threads, onProgress, cache = true, wasm = {}, pick } = {}) {
+    const { kind, threads: n, reason } = pick ?? (await pickModule(backend, threads));
+    if (kind === 'cpuThreads' && !inWorker) throw new Error('lopa: the threaded CPU module runs in a worker (the page may not block)');
     const [WasmClient, enc, tok, ad] = await Promise.all([
-      call('load', () => wasmModule(kind, wasm[kind])),
+      call('load', () => wasmModule(kind, wasm[kind], n)),
       fetchBytes('encoder', encoder, onProgress, cache),
       fetchBytes('tokenizer', tokenizer, onProgress, cache),
       fetchBytes('adapter', adapter, onProgress, cache),
     ]);
-    const inner = await call('load', () => WasmClient.load(enc, tok, ad, kind === 'cpu' ? 'cpu' : backend));
+    const inner = await call('load', () => WasmClient.load(enc, tok, ad, kind === 'webgpu' ? backend : 'cpu'));
     return new Core(inner, reason ?? inner.fallbackReason ?? null);
   }
 
   info() {
     return {
       backend: this.inner.backend,
+      threads: this.inner.threads,
+      worker: inWorker,
       fallbackReason: this.fallbackReason,
       shape: Array.from(this.inner.shape),
       adapter: this.inner.adapter,

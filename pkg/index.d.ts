@@ -19,13 +19,21 @@ export interface LoadOptions {
   adapter: Source;
   /** 'auto' (default): WebGPU when it works, else the CPU. */
   backend?: 'auto' | 'webgpu' | 'cpu';
+  /**
+   * Threads of the CPU module: default the logical cores up to 8 where the page is cross-origin
+   * isolated (the threaded module, `lopa_cpu_mt_bg.wasm`), else 1. 1 picks the single-threaded module.
+   */
+  threads?: number;
   onProgress?: (p: Progress) => void;
-  /** Run the model in a Web Worker so the page never blocks. */
+  /**
+   * Run the model in a Web Worker so the page never blocks. The threaded CPU module always runs
+   * in one (on a page it is the default there); `false` keeps one thread on the page.
+   */
   worker?: boolean;
   /** Keep downloads in the Cache API (default true). */
   cache?: boolean;
-  /** URLs of the two wasm modules (default: wasm/ next to this module). */
-  wasm?: { cpu?: string | URL; webgpu?: string | URL };
+  /** URLs of the three wasm modules (default: wasm/ next to this module). */
+  wasm?: { cpu?: string | URL; cpuThreads?: string | URL; webgpu?: string | URL };
 }
 
 export interface SoftPrompt {
@@ -139,6 +147,10 @@ export declare class LopaClient {
   readonly backend: 'webgpu' | 'cpu';
   /** Why 'auto' fell back to the CPU, or null. */
   readonly fallbackReason: string | null;
+  /** Threads computing on the CPU: the threaded module's pool, else 1. */
+  readonly threads: number;
+  /** Whether the model runs in a Web Worker. */
+  readonly worker: boolean;
   /** [m, d] of every soft prompt. */
   readonly shape: [number, number];
   readonly adapter: AdapterInfo;

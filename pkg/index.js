@@ -1,6 +1,6 @@
 // lopa: LoPA soft prompts computed in the browser. The encoder and the task adapter run here
 // (WebGPU, or the CPU through wasm); only the soft prompt and the query go to `lopa serve`.
-import { Core, fetchBytes } from './core.js';
+import { Core, fetchBytes, inWorker, pickModule } from './core.js';
 
 export { fetchBytes };
 
@@ -73,29 +73,46 @@ export class LopaClient {
 
   /**
    * Load the encoder, its tokenizer and a task adapter (URLs or bytes) and pick a backend.
-   * Options: backend ('auto' | 'webgpu' | 'cpu'), onProgress({file, loaded, total, cached}),
-   * worker (run in a Web Worker), cache (Cache API, default true), wasm ({cpu, webgpu}: module URLs).
+   * Options: backend ('auto' | 'webgpu' | 'cpu'), threads (the CPU module's threads; default: the
+   * logical cores up to 8 where the page is cross-origin isolated, else 1), onProgress({file,
+   * loaded, total, cached}), worker (run in a Web Worker; the threaded CPU module always does, so
+   * on a page it is the default there, and `worker: false` keeps one thread on the page), cache
+   * (Cache API, default true), wasm ({cpu, cpuThreads, webgpu}: module URLs).
    */
   static async load(options = {}) {
-    if (options.worker) {
-      const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-      const core = new WorkerCore(worker, options.onProgress);
-      const { onProgress, worker: _w, ...rest } = options;
+    let { worker, ...rest } = options;
+    if (!inWorker && worker !== true) {
+      if (worker === false && options.threads > 1) throw new Error('lopa: threads need a worker (the page may not block); leave `worker` unset');
+      rest.pick = await pickModule(options.backend ?? 'auto', worker === false ? 1 : options.threads);
+      worker = rest.pick.kind === 'cpuThreads';
+    }
+    if (worker) {
+      const worker_ = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+      const core = new WorkerCore(worker_, options.onProgress);
+      delete rest.onProgress;
       try {
         const info = await core.call('load', rest);
         return new LopaClient(core, info);
       } catch (e) {
-        worker.terminate();
+        worker_.terminate();
         throw e;
       }
     }
-    const core = await Core.load(options);
+    const core = await Core.load(rest);
     return new LopaClient(core, core.info());
   }
 
   /** 'webgpu' or 'cpu': the backend that actually runs. */
   get backend() {
     return this.info.backend;
+  }
+  /** Threads computing on the CPU: the pool of the threaded module, else 1. */
+  get threads() {
+    return this.info.threads;
+  }
+  /** Whether the model runs in a Web Worker. */
+  get worker() {
+    return this.info.worker;
   }
   /** Why 'auto' fell back to the CPU (null when it did not). */
   get fallbackReason() {

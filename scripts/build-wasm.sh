@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Build the npm package in pkg/: the crate for wasm32 twice, wasm-bindgen's ES module glue into
+# Build the npm package in pkg/: the crate for wasm32 three times, wasm-bindgen's ES module glue into
 # pkg/wasm/, then wasm-opt from npm's binaryen (Debian's binaryen 108 emits a module that fails
 # to load). Prints the sizes and writes them to pkg/wasm/sizes.json.
 #   scripts/build-wasm.sh          the shipped modules (profile `wasm`: fat LTO, then wasm-opt)
 #   scripts/build-wasm.sh --test   the same code for the browser tests (profile `wasm-test`: no
 #                                  LTO, parallel codegen, no wasm-opt): minutes faster, not for size
-#   scripts/build-wasm.sh --tools  only install what the build needs: the wasm32 target, the
-#                                  wasm-bindgen-cli matching Cargo.lock, npm's binaryen
+#   scripts/build-wasm.sh --tools  only install what the build needs: the wasm32 target and
+#                                  rust-src, the wasm-bindgen-cli matching Cargo.lock, npm's binaryen
 source "$(dirname "$0")/lib/common.sh"
 # `cpu=$(build ...)` below: without this a failed cargo build inside the substitution is ignored and
 # the stale modules in pkg/wasm are tested.
@@ -14,6 +14,8 @@ shopt -s inherit_errexit
 mode="${1:-}"
 tools() {
   rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+  # The threaded module rebuilds std with atomics from the toolchain's own sources.
+  rustup component list --installed 2>/dev/null | grep -q '^rust-src' || rustup component add rust-src
   local want
   want=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/[^0-9.]/,""); print}' Cargo.lock)
   if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; then
@@ -26,17 +28,22 @@ tools
 [ "$mode" = --test ] || npm_deps
 profile=wasm
 [ "$mode" = --test ] && profile=wasm-test
-# Two modules: lopa_cpu (flex only: what every browser can run, and small) and lopa (WebGPU
-# + CPU). The JS loads the WebGPU one only where navigator.gpu offers an adapter.
+# Three modules: lopa_cpu (flex only: what every browser can run, and small), lopa_cpu_mt (the
+# same on a thread pool, for cross-origin isolated pages) and lopa (WebGPU + CPU). The JS loads
+# the WebGPU one only where navigator.gpu offers an adapter.
 mkdir -p pkg/wasm
+rm -rf pkg/wasm/snippets
 opt=tests/browser/node_modules/.bin/wasm-opt
-build() { # name, features, cargo opt-level, wasm-opt level, rustflags
+build() { # name, features, cargo opt-level, wasm-opt level, rustflags[, cargo's -Z flags]
   # Each module in its own target dir: their RUSTFLAGS differ, and one dir would rebuild both every
   # time. (One dir with the same flags for both saved 5 s of 11 min: their features differ, so
   # little is shared.)
-  local dir="$CARGO_TARGET_DIR/wasm-$1"
-  env CARGO_TARGET_DIR="$dir" "CARGO_PROFILE_$(echo "$profile" | tr a-z- A-Z_)_OPT_LEVEL=$3" CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="$5" \
-    cargo build --locked --target wasm32-unknown-unknown --lib --no-default-features --features "$2" --profile "$profile"
+  local dir="$CARGO_TARGET_DIR/wasm-$1" unstable=()
+  # -Z flags on the stable toolchain: RUSTC_BOOTSTRAP lets it take them (the pinned toolchain
+  # builds its own std from rust-src; no second toolchain to fetch).
+  [ -n "${6:-}" ] && unstable=(RUSTC_BOOTSTRAP=1)
+  env "${unstable[@]}" CARGO_TARGET_DIR="$dir" "CARGO_PROFILE_$(echo "$profile" | tr a-z- A-Z_)_OPT_LEVEL=$3" CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="$5" \
+    cargo build --locked --target wasm32-unknown-unknown --lib --no-default-features --features "$2" --profile "$profile" ${6:-}
   local raw="$dir/wasm32-unknown-unknown/$profile/lopa.wasm" out="$dir/pkg-$1-$profile"
   # wasm-bindgen + wasm-opt (minutes on the WebGPU module) only when the module's bytes changed;
   # their output is kept beside the build, so a clean clone with a warm cache skips them too.
@@ -45,6 +52,15 @@ build() { # name, features, cargo opt-level, wasm-opt level, rustflags
   if [ "$(cat "$out/raw.sha256" 2>/dev/null)" != "$sum" ] || ! [ -f "$out/$1.sizes" ]; then
     rm -rf "$out" && mkdir -p "$out"
     wasm-bindgen --target web --out-dir "$out" --out-name "$1" "$raw"
+    if [ -d "$out/snippets" ]; then
+      # wasm-bindgen-rayon's worker imports its module as `../../..`, the folder, which only a
+      # bundler resolving a package.json can load; name the module's file instead, which static
+      # pages and bundlers both resolve.
+      local helper
+      helper=$(find "$out/snippets" -name workerHelpers.js)
+      grep -q "import('../../..')" "$helper" || { echo "build-wasm: $helper no longer imports '../../..'; check the thread pool's worker" >&2; exit 1; }
+      sed -i "s|import('../../..')|import('../../../$1.js')|" "$helper"
+    fi
     local before after gz
     before=$(stat -c %s "$out/$1_bg.wasm")
     if [ "$profile" = wasm ]; then
@@ -57,10 +73,18 @@ build() { # name, features, cargo opt-level, wasm-opt level, rustflags
     echo "$sum" >"$out/raw.sha256"
   fi
   cp -p "$out/$1"* pkg/wasm/
+  [ -d "$out/snippets" ] && cp -pr "$out/snippets" pkg/wasm/
   cat "$out/$1.sizes"
 }
 # The CPU module at opt-level 3 / -O3 with wasm SIMD (its kernels are the latency budget); the
 # WebGPU module for size (its bulk is the kernel compiler, which runs once per kernel).
 cpu=$(build lopa_cpu browser-simd 3 -O3 "-C target-feature=+simd128")
+# The threaded CPU module: std rebuilt with atomics, the memory shared (so the pool's Web Workers
+# instantiate the module on the same memory) and imported, its maximum declared (shared memory
+# must have one: 4 GiB, what wasm32 addresses), and the TLS symbols that wasm-bindgen's thread
+# transform needs exported (the linker drops them otherwise).
+mt_flags="-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals -C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=4294967296"
+for sym in __wasm_init_tls __tls_size __tls_align __tls_base; do mt_flags+=" -C link-arg=--export=$sym"; done
+mt=$(build lopa_cpu_mt browser-threads 3 -O3 "$mt_flags" "-Zbuild-std=panic_abort,std")
 gpu=$(build lopa browser-webgpu s -Oz "")
-echo "{$cpu,$gpu}" | tee pkg/wasm/sizes.json
+echo "{$cpu,$mt,$gpu}" | tee pkg/wasm/sizes.json

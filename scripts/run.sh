@@ -22,7 +22,7 @@ stop() {
 trap stop INT TERM EXIT
 "$LOPA" serve --backend cpu --addr "127.0.0.1:$api" --cors-origin "http://127.0.0.1:$port" --cors-origin "http://localhost:$port" &
 pids+=($!)
-node scripts/lib/static-server.mjs "$port" /www/=www /pkg/=pkg /models/="$web" &
+node scripts/lib/static-server.mjs --isolated "$port" /www/=www /pkg/=pkg /models/="$web" &
 pids+=($!)
 for _ in $(seq 1 120); do
   curl -sf "http://127.0.0.1:$api/health" >/dev/null 2>&1 && break

@@ -106,7 +106,7 @@ if ! skip "${LOPA_SKIP_BROWSER:-0}"; then
   # rounding (int8 files round activations to 16 bits, which AdamW amplifies; see the test).
   web32="$(env -u LOPA_WEB_DIR scripts/lib/web-models.sh ci f32 | tail -1)"
   export LOPA_WEB_DIR="$web"
-  step browser bash -c "node tests/browser/soft_prompt.test.mjs && node tests/browser/types.test.mjs && LOPA_WEB_DIR='$web32' node tests/browser/personalize.test.mjs && node tests/browser/demo.test.mjs"
+  step browser bash -c "node tests/browser/soft_prompt.test.mjs && node tests/browser/threads.test.mjs && node tests/browser/types.test.mjs && LOPA_WEB_DIR='$web32' node tests/browser/personalize.test.mjs && node tests/browser/demo.test.mjs"
   # The package from `npm pack` in an app built by Vite and by webpack.
   step bundlers node tests/browser/bundlers.test.mjs
 fi

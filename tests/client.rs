@@ -89,6 +89,23 @@ fn bundles_round_trip_and_requests_parse_as_the_server_types() {
         texts.len(), enc8.len() as f64 / 1e6, a.bundle(StoreAs::Int8).len() as f64 / 1e6, a.bundle(StoreAs::F16).len() as f64 / 1e6);
     assert!(z_diff < INT8_SOFT_PROMPT_TOLERANCE * scale.max(1.0), "int8 bundles moved the soft prompt by {z_diff}");
     assert!(e_cos > 0.999 && e_diff < 1e-2, "int8 embeddings: max abs diff {e_diff}, cosine {e_cos}");
+    // The same bits on a pool of any size (the threaded browser module's arithmetic): the int8
+    // projections split by rows or column bands, attention by heads.
+    #[cfg(feature = "parallel")]
+    {
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        let on = |threads: usize| {
+            rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
+                let z = int8_client.query(&Input::Text(texts[4].into())).unwrap().soft_prompt.values().to_vec();
+                let e = int8_client.encoder.embed(&texts, &device).unwrap().into_data().try_to_vec::<f32>().unwrap();
+                (bits(z), bits(e))
+            })
+        };
+        let one = on(1);
+        for threads in [2, 3] {
+            assert!(on(threads) == one, "int8 client on {threads} threads differs from one thread");
+        }
+    }
     let download = enc8.len() + tokenizer.len() + a.bundle(StoreAs::Int8).len();
     assert!(download <= 25_000_000, "the default download (encoder, tokenizer, adapter) is {download} bytes");
 

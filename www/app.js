@@ -51,7 +51,7 @@ async function load(name) {
   }
   $('bar').style.width = '100%';
   const b = client.backend;
-  $('backend').textContent = `backend: ${b === 'webgpu' ? 'WebGPU' : 'CPU (wasm)'}`;
+  $('backend').textContent = `backend: ${b === 'webgpu' ? 'WebGPU' : client.threads > 1 ? `CPU (wasm, ${client.threads} threads)` : 'CPU (wasm)'}`;
   $('backend').className = `pill ${b}`;
   $('backend').title = client.fallbackReason ? `WebGPU unavailable: ${client.fallbackReason}` : '';
   $('adapter-bytes').textContent = `${entry.bytes.toLocaleString()} bytes, ${entry.trainable_parameters.toLocaleString()} parameters`;

@@ -14,7 +14,7 @@ import { readFileSync, writeFileSync, readdirSync, statSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { browser, ROOT } from '../../tests/browser/lib.mjs';
+import { browser, ROOT, ISOLATION } from '../../tests/browser/lib.mjs';
 import { startStaticServer } from '../../scripts/lib/static-server.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -45,8 +45,15 @@ const CONFIGS = [
   { name: 'transformers.js fp32', lib: 'tjs', weights: 'fp32', device: 'wasm', shapes: SHAPES, runs: RUNS },
   { name: 'lopa int8', lib: 'lopa', weights: 'int8', device: 'cpu', shapes: SHAPES, runs: RUNS },
   { name: 'transformers.js q8', lib: 'tjs', weights: 'q8', device: 'wasm', shapes: SHAPES, runs: RUNS },
-  // A cross-origin isolated page lets onnxruntime-web use threads (lopa's module has one).
-  { name: 'transformers.js fp32, threads (isolated page)', lib: 'tjs', weights: 'fp32', device: 'wasm', isolated: true, shapes: SHAPES, runs: RUNS },
+  // A cross-origin isolated page (SharedArrayBuffer) lets both use threads: lopa's threaded CPU
+  // module with its default pool (the logical cores up to 8), onnxruntime-web with its own default
+  // (half the cores, at most 4) and with lopa's count.
+  { name: 'lopa int8, threads (isolated page)', lib: 'lopa', weights: 'int8', device: 'cpu', isolated: true, shapes: SHAPES, runs: RUNS },
+  { name: 'transformers.js q8, threads (isolated page, its default count)', lib: 'tjs', weights: 'q8', device: 'wasm', isolated: true, count: 'default', shapes: SHAPES, runs: RUNS },
+  { name: "transformers.js q8, threads (isolated page, lopa's count)", lib: 'tjs', weights: 'q8', device: 'wasm', isolated: true, count: 'lopa', shapes: SHAPES, runs: RUNS },
+  { name: 'lopa f32, threads (isolated page)', lib: 'lopa', weights: 'f32', device: 'cpu', isolated: true, shapes: SHAPES, runs: RUNS },
+  { name: 'transformers.js fp32, threads (isolated page, its default count)', lib: 'tjs', weights: 'fp32', device: 'wasm', isolated: true, count: 'default', shapes: SHAPES, runs: RUNS },
+  { name: "transformers.js fp32, threads (isolated page, lopa's count)", lib: 'tjs', weights: 'fp32', device: 'wasm', isolated: true, count: 'lopa', shapes: SHAPES, runs: RUNS },
   { name: 'lopa f32, WebGPU (SwiftShader)', lib: 'lopa', weights: 'f32', device: 'webgpu', shapes: GPU_SHAPES, runs: 3 },
   { name: 'transformers.js fp32, WebGPU (SwiftShader)', lib: 'tjs', weights: 'fp32', device: 'webgpu', shapes: GPU_SHAPES, runs: 3 },
 ];
@@ -70,7 +77,7 @@ async function inPage({ cfg, shapes }) {
     embed = async (texts) => Array.from((await client.embed(texts)).data);
     // The trained adapter's soft prompt, to measure what int8 weights do to it.
     const sp = await client.softPrompt(shapes[0].texts[0]);
-    info = { backend: client.backend, threads: 1, soft_prompt: Array.from(sp.data) };
+    info = { backend: client.backend, threads: client.threads, worker: client.worker, soft_prompt: Array.from(sp.data) };
   } else {
     const T = await import('/bench/node_modules/@huggingface/transformers/dist/transformers.min.js');
     T.env.allowRemoteModels = false;
@@ -79,8 +86,9 @@ async function inPage({ cfg, shapes }) {
     T.env.useBrowserCache = false;
     const ort = '/bench/node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify';
     T.env.backends.onnx.wasm.wasmPaths = { mjs: `${ort}.mjs`, wasm: `${ort}.wasm` };
-    // Threads need a cross-origin isolated page (SharedArrayBuffer); ask for one per core.
-    if (cfg.isolated) T.env.backends.onnx.wasm.numThreads = navigator.hardwareConcurrency;
+    // On an isolated page onnxruntime-web picks its own count unless told; 'lopa': the count
+    // lopa's package picks by default there.
+    if (cfg.count === 'lopa') T.env.backends.onnx.wasm.numThreads = Math.min(8, navigator.hardwareConcurrency);
     const extractor = await T.pipeline('feature-extraction', 'minilm', { dtype: cfg.weights, device: cfg.device });
     loadMs = performance.now() - t0;
     embed = async (texts) => {
@@ -89,6 +97,7 @@ async function inPage({ cfg, shapes }) {
       return Array.from(out.data);
     };
     const tok = extractor.tokenizer(shapes[0].texts[0]);
+    // onnxruntime-web writes the count it chose back into env once its backend is initialised.
     info = { backend: cfg.device, threads: T.env.backends.onnx.wasm.numThreads ?? null, first_input_tokens: tok.input_ids.dims[1] };
   }
   const rows = [];
@@ -127,7 +136,7 @@ const MOUNTS = {
   '/lopa-f32/': DIRS.lopaF32, '/lopa-int8/': DIRS.lopaInt8, '/onnx/minilm/': DIRS.onnx,
 };
 const server = await startStaticServer(0, MOUNTS);
-const isolatedServer = await startStaticServer(0, MOUNTS, '127.0.0.1', { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' });
+const isolatedServer = await startStaticServer(0, MOUNTS, '127.0.0.1', ISOLATION);
 /** The file behind a served path. */
 const fileOf = (path) => {
   const [prefix, dir] = Object.entries(MOUNTS).find(([p]) => path.startsWith(p));
@@ -150,7 +159,7 @@ try {
     let r;
     try {
       await b.page.goto(`${origin(cfg)}/tests/browser/harness.html`);
-      r = await b.page.evaluate(inPage, { cfg: { lib: cfg.lib, weights: cfg.weights, device: cfg.device, runs: cfg.runs, isolated: !!cfg.isolated }, shapes: cfg.shapes });
+      r = await b.page.evaluate(inPage, { cfg: { lib: cfg.lib, weights: cfg.weights, device: cfg.device, runs: cfg.runs, isolated: !!cfg.isolated, count: cfg.count }, shapes: cfg.shapes });
       r.peak_rss_bytes = rendererPeak();
       const files = [...sent].filter(([p]) => !p.startsWith('/tests/'));
       const isWeights = (p) => /\.(safetensors|onnx)$|tokenizer|config\.json|adapters\//.test(p);
@@ -182,8 +191,16 @@ for (const c of results.configs) {
     row.max_abs_diff_to_tjs_fp32 = want ? row.embedding.reduce((m, v, i) => Math.max(m, Math.abs(v - want[i])), 0) : null;
   }
 }
+// The threaded module against the single-threaded one: the same weights, the same texts.
+for (const c of results.configs.filter((c) => c.lib === 'lopa' && c.isolated)) {
+  const single = results.configs.find((o) => o.lib === 'lopa' && !o.isolated && o.weights === c.weights && o.device === c.device);
+  for (const row of c.rows || []) {
+    const want = single?.rows?.find((r) => r.tokens === row.tokens && r.batch === row.batch)?.embedding;
+    row.bits_equal_to_one_thread = want ? want.length === row.embedding.length && row.embedding.every((v, i) => Object.is(v, want[i])) : null;
+  }
+}
 // The soft prompt from int8 weights against f32 (same adapter, same input, CPU module).
-const sp = (w) => results.configs.find((c) => c.lib === 'lopa' && c.weights === w && c.device === 'cpu')?.soft_prompt;
+const sp = (w) => results.configs.find((c) => c.lib === 'lopa' && c.weights === w && c.device === 'cpu' && !c.isolated)?.soft_prompt;
 if (sp('f32') && sp('int8')) {
   results.soft_prompt_int8 = {
     max_abs_diff: sp('int8').reduce((m, v, i) => Math.max(m, Math.abs(v - sp('f32')[i])), 0),

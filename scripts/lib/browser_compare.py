@@ -23,10 +23,11 @@ def row(c, tokens, batch):
     return next((r for r in c.get("rows", []) if r["tokens"] == tokens and r["batch"] == batch), None)
 
 
-def cfg(lib, w, device="wasm", isolated=False):
-    """The configuration that ran: lopa's CPU module stands beside transformers.js's wasm."""
+def cfg(lib, w, device="wasm", isolated=False, count=None):
+    """The configuration that ran: lopa's CPU module stands beside transformers.js's wasm.
+    `count` (isolated transformers.js): "default" (onnxruntime-web's own) or "lopa" (lopa's)."""
     device = "cpu" if lib == "lopa" and device == "wasm" else device
-    return next((c for c in R["configs"] if c["lib"] == lib and c["weights"] == w and c["device"] == device and bool(c.get("isolated")) == isolated and "rows" in c), None)
+    return next((c for c in R["configs"] if c["lib"] == lib and c["weights"] == w and c["device"] == device and bool(c.get("isolated")) == isolated and c.get("count") == count and "rows" in c), None)
 
 
 def ratio(lib_w, tjs_w):
@@ -41,25 +42,27 @@ L.extend(textwrap.wrap(
     f" profile, {R['runs']} timed calls after 2 warm-up calls). Sentence embeddings (mean pooling + L2) of the same"
     " all-MiniLM-L6-v2 weights: lopa's package (`client.embed`, the CPU module, one thread) against transformers.js"
     " 4.3.1 (`pipeline('feature-extraction')`, onnxruntime-web's wasm backend as transformers.js configures it, loading"
-    " `scripts/lib/export_onnx.py`'s ONNX files from the same server). The page is not cross-origin isolated, so"
-    " onnxruntime-web runs one thread too (the threads row serves the page cross-origin isolated, so it may use more). Inputs are exactly 16, 64 or 256 tokens; a batch is 8 different texts"
+    " `scripts/lib/export_onnx.py`'s ONNX files from the same server). Without cross-origin isolation both run one"
+    " thread. The threads rows serve the same page cross-origin isolated: lopa then runs its threaded CPU module"
+    " (`lopa_cpu_mt_bg.wasm`, in a Web Worker, its default pool), onnxruntime-web its threaded build with its own"
+    " default count and with lopa's. Inputs are exactly 16, 64 or 256 tokens; a batch is 8 different texts"
     " of that length.",
     width=100, break_on_hyphens=False,
 ))
 L.append("")
 L.append("Median latency in ms (p90 in brackets), tokens × batch:")
 L.append("")
-L.append("| library, weights | " + " | ".join(f"{t} × {b}" for t, b in shapes) + " |")
-L.append("|---" * (len(shapes) + 1) + "|")
+L.append("| library, weights | threads | " + " | ".join(f"{t} × {b}" for t, b in shapes) + " |")
+L.append("|---" * (len(shapes) + 2) + "|")
 for c in R["configs"]:
     if "error" in c:
-        L.append(f"| {c['name']} | failed: {c['error']} |" + " |" * (len(shapes) - 1))
+        L.append(f"| {c['name']} | | failed: {c['error']} |" + " |" * (len(shapes) - 1))
         continue
     cells = []
     for t, b in shapes:
         r = row(c, t, b)
         cells.append(f"{ms(r['median_ms'])} ({ms(r['p90_ms'])})" if r else "–")
-    L.append(f"| {c['name']} | " + " | ".join(cells) + " |")
+    L.append(f"| {c['name']} | {c.get('threads') or 1} | " + " | ".join(cells) + " |")
 L.append("")
 L.append("| library, weights | load | first call (64 × 1) | code downloaded (gzip) | weights downloaded | peak renderer memory | embeddings: max abs diff to transformers.js fp32 |")
 L.append("|---|---|---|---|---|---|---|")
@@ -81,7 +84,7 @@ for lw, tw, what in [("f32", "fp32", "f32 weights"), ("int8", "q8", "8-bit weigh
     if q is not None:
         verdict = "met" if q <= 0.5 else "**not met**"
         L.append(f"- 64 tokens, batch 1, {what}: lopa takes **{q:.2f}×** transformers.js's median (target ≤ 0.5×: {verdict}).")
-a32, t32, a8, t8, tt = cfg("lopa", "f32"), cfg("tjs", "fp32"), cfg("lopa", "int8"), cfg("tjs", "q8"), cfg("tjs", "fp32", isolated=True)
+a32, t32, a8, t8 = cfg("lopa", "f32"), cfg("tjs", "fp32"), cfg("lopa", "int8"), cfg("tjs", "q8")
 if a32 and t32 and a8 and t8:
     L.append(
         f"- lopa int8 multiplies the int8 weights by 16-bit activations as integers (wasm SIMD `i32x4.dot_i16x8_s`):"
@@ -99,11 +102,24 @@ if a32 and t32 and a8 and t8:
         f"- Accuracy of 8-bit weights: lopa's int8 embeddings stay within {d8:.1e} of fp32, transformers.js's q8 within {dq:.1e}"
         f" ({dq / d8:.0f}× further): q8 quantizes the activations to 8 bits, lopa to 16."
     )
-if tt and a32:
+m8, d8c, l8c = cfg("lopa", "int8", isolated=True), cfg("tjs", "q8", isolated=True, count="default"), cfg("tjs", "q8", isolated=True, count="lopa")
+if m8 and (d8c or l8c):
+    for (t, b, target) in [(256, 8, 0.5), (64, 1, 0.7)]:
+        parts = []
+        for other, what in [(d8c, "its default count"), (l8c, "lopa's count")]:
+            if other and row(other, t, b):
+                q = row(m8, t, b)["median_ms"] / row(other, t, b)["median_ms"]
+                parts.append(f"**{q:.2f}×** transformers.js q8 threaded at {what} ({other.get('threads')} thread{'s' if other.get('threads') != 1 else ''}: {ms(row(other, t, b)['median_ms'])} ms)")
+        L.append(
+            f"- {t} × {b}, isolated page: lopa int8 on {m8.get('threads')} threads takes {ms(row(m8, t, b)['median_ms'])} ms, "
+            + " and ".join(parts) + f" (target ≤ {target}×)."
+        )
+if m8 and a8:
+    speed = [f"{ms(row(a8, t, b)['median_ms'] / row(m8, t, b)['median_ms'])}× at {t} × {b}" for t, b in ((64, 1), (256, 8))]
+    same = [r.get("bits_equal_to_one_thread") for r in m8["rows"]]
     L.append(
-        f"- With threads (a cross-origin isolated page, {tt.get('threads')} threads on this 2-core machine) transformers.js fp32 takes"
-        f" {row(tt, 64, 1)['median_ms']:.0f} ms at 64 × 1 and {row(tt, 256, 8)['median_ms']:,.0f} ms at 256 × 8, against lopa's"
-        f" {row(a32, 64, 1)['median_ms']:.0f} and {row(a32, 256, 8)['median_ms']:,.0f} ms on one thread."
+        f"- Threads against one thread, lopa int8: {', '.join(speed)}; the threaded module's embeddings are"
+        f" {'the same bits as' if all(same) else 'NOT the same bits as'} the single-threaded module's on all {len(same)} shapes."
     )
 sp = R.get("soft_prompt_int8")
 if sp:

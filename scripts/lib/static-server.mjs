@@ -1,6 +1,7 @@
 // A small static file server for the demo and the browser tests: correct MIME types (wasm),
 // Content-Length (download progress), no caching headers, nothing outside the roots.
-// Usage: node scripts/static-server.mjs PORT URL_PREFIX=DIR [URL_PREFIX=DIR ...]
+// Usage: node scripts/static-server.mjs [--isolated] PORT URL_PREFIX=DIR [URL_PREFIX=DIR ...]
+// --isolated: cross-origin isolate the pages (COOP/COEP), which lets the package run threads.
 import { createServer } from 'node:http';
 import { createReadStream, statSync } from 'node:fs';
 import { resolve, extname, sep } from 'node:path';
@@ -10,6 +11,9 @@ const TYPES = {
   '.css': 'text/css; charset=utf-8', '.json': 'application/json', '.wasm': 'application/wasm', '.svg': 'image/svg+xml',
   '.png': 'image/png', '.ts': 'text/plain; charset=utf-8', '.md': 'text/plain; charset=utf-8',
 };
+
+/** The headers that make a page cross-origin isolated (SharedArrayBuffer, and so wasm threads). */
+export const ISOLATION = { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' };
 
 /** Serve `mounts` ({URL prefix: folder}); `headers` are added to every file (e.g. COOP/COEP). */
 export function startStaticServer(port, mounts, host = '127.0.0.1', headers = {}) {
@@ -42,9 +46,11 @@ export function startStaticServer(port, mounts, host = '127.0.0.1', headers = {}
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const [port, ...specs] = process.argv.slice(2);
+  const args = process.argv.slice(2);
+  const isolated = args[0] === '--isolated' ? !!args.shift() : false;
+  const [port, ...specs] = args;
   const mounts = Object.fromEntries(specs.map((s) => s.split('=')));
-  const server = await startStaticServer(Number(port), mounts);
+  const server = await startStaticServer(Number(port), mounts, '127.0.0.1', isolated ? ISOLATION : {});
   console.error(`static: http://127.0.0.1:${server.address().port}/ (${specs.join(', ')})`);
   const stop = () => server.close(() => process.exit(0));
   process.on('SIGINT', stop);

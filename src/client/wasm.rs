@@ -2,7 +2,8 @@
 //! downloads with progress, the Cache API and the Web Worker; this module holds the model and the
 //! wire format: requests are built and answers read by the same Rust types the server uses
 //! (`crate::wire`), passed as JS objects through serde-wasm-bindgen. It is built twice:
-//! `browser` (CPU only, small) and `browser-webgpu` (WebGPU + CPU). Every failure comes back as a
+//! `browser` (CPU only, small), `browser-threads` (the same on a rayon pool of Web Workers) and
+//! `browser-webgpu` (WebGPU + CPU). Every failure comes back as a
 //! JS `Error` with lopa's message; nothing here reads a tensor synchronously (WebGPU forbids it).
 //! The module touches no browser API itself: downloads, caching and the worker are the JS
 //! wrapper's, and WebGPU is reached through wgpu.
@@ -20,6 +21,12 @@ thread_local! {
     /// A page can initialise burn's WebGPU runtime once; later clients reuse the device.
     static WEBGPU: std::cell::RefCell<Option<Device>> = const { std::cell::RefCell::new(None) };
 }
+
+/// `initThreadPool(n)` (wasm-bindgen-rayon): starts `n` Web Workers sharing this module's memory as
+/// rayon's global pool. Called once, from a worker: a page's main thread may not block, and a
+/// rayon caller blocks until its pool is done.
+#[cfg(feature = "browser-threads")]
+pub use wasm_bindgen_rayon::init_thread_pool;
 
 fn js(e: Error) -> JsError {
     JsError::new(&e.to_string())
@@ -113,6 +120,17 @@ impl WasmClient {
     #[wasm_bindgen(getter)]
     pub fn backend(&self) -> String {
         self.backend.clone()
+    }
+
+    /// Threads computing this client's CPU work: the rayon pool's size in the threaded module, 1
+    /// in the others (WebGPU's work runs on the GPU).
+    #[wasm_bindgen(getter)]
+    pub fn threads(&self) -> u32 {
+        #[cfg(feature = "browser-threads")]
+        if self.backend == "cpu" {
+            return rayon::current_num_threads() as u32;
+        }
+        1
     }
 
     /// Why `auto` fell back to the CPU, if it did.

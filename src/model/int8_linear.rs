@@ -12,6 +12,7 @@
 //! The wasm SIMD kernel and the portable one do the same operations in the same order, lane by
 //! lane, so they give the same bits: native tests check what the browser computes.
 
+use crate::model::parallel;
 use crate::model::weights::Int8Matrix;
 
 /// Output columns per packed panel: `PANEL / 4` `i32x4` accumulators a row.
@@ -76,28 +77,69 @@ impl Int8Linear {
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
         assert_eq!(x.len() % self.d_in.max(1), 0, "input is not a whole number of rows");
         let rows = x.len() / self.d_in.max(1);
-        let pairs = self.d_in / 2;
-        // Each row as i16 pairs, one i32 each (low half the even input), and its scale.
+        let (pairs, d_in) = (self.d_in / 2, self.d_in);
+        let pieces = parallel::pieces(rows * d_in * self.d_out);
+        let per_row = rows.div_ceil(pieces).max(1);
+        // Each row's largest magnitude (NaN if any value is not finite), then the row as i16 pairs,
+        // one i32 each (low half the even input), on the pool by bands of rows.
+        let mut amax = vec![0f32; rows];
+        parallel::for_each_piece(&mut amax, per_row, |i, a| {
+            for (j, a) in a.iter_mut().enumerate() {
+                let row = &x[(i * per_row + j) * d_in..][..d_in];
+                // Comparisons, not f32::max: that is a libm call in wasm.
+                *a = if row.iter().all(|v| v.is_finite()) { row.iter().fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m }) } else { f32::NAN };
+            }
+        });
         let mut xq = vec![0i32; rows * pairs];
-        let mut sx = vec![0f32; rows];
-        for r in 0..rows {
-            let row = &x[r * self.d_in..(r + 1) * self.d_in];
-            // Comparisons, not f32::max: that is a libm call in wasm.
-            let amax = if row.iter().all(|v| v.is_finite()) { row.iter().fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m }) } else { f32::NAN };
-            sx[r] = amax / 32767.0;
-            let inv = if amax > 0.0 { 32767.0 / amax } else { 0.0 };
-            for (q, v) in xq[r * pairs..(r + 1) * pairs].iter_mut().zip(row.chunks_exact(2)) {
-                let lo = (v[0] * inv).round_ties_even() as i16 as u16 as u32;
-                let hi = (v[1] * inv).round_ties_even() as i16 as u16 as u32;
-                *q = (lo | hi << 16) as i32;
+        parallel::for_each_piece(&mut xq, per_row * pairs, |i, q| {
+            for (j, q) in q.chunks_exact_mut(pairs.max(1)).enumerate() {
+                let r = i * per_row + j;
+                let inv = if amax[r] > 0.0 { 32767.0 / amax[r] } else { 0.0 };
+                for (q, v) in q.iter_mut().zip(x[r * d_in..][..d_in].chunks_exact(2)) {
+                    let lo = (v[0] * inv).round_ties_even() as i16 as u16 as u32;
+                    let hi = (v[1] * inv).round_ties_even() as i16 as u16 as u32;
+                    *q = (lo | hi << 16) as i32;
+                }
+            }
+        });
+        let sx: Vec<f32> = amax.iter().map(|a| a / 32767.0).collect();
+        let panels = self.d_out.div_ceil(PANEL);
+        let (tiles, d_out) = (rows.div_ceil(ROWS), self.d_out);
+        let mut out = vec![0f32; rows * d_out];
+        if pieces == 1 {
+            self.block(&xq, &sx, 0..rows, 0..panels, &mut out, 0);
+        } else if tiles >= pieces {
+            // Enough rows: each piece whole rows, written in place.
+            let per = tiles.div_ceil(pieces) * ROWS;
+            parallel::for_each_piece(&mut out, per * d_out, |i, o| self.block(&xq, &sx, i * per..i * per + o.len() / d_out, 0..panels, o, 0));
+        } else {
+            // Few rows (a short input): each piece a band of columns, copied in after.
+            let per = panels.div_ceil(pieces);
+            let bands = parallel::map(panels.div_ceil(per), |i| {
+                let band = i * per..panels.min((i + 1) * per);
+                let width = (band.end * PANEL).min(d_out) - band.start * PANEL;
+                let mut o = vec![0f32; rows * width];
+                self.block(&xq, &sx, 0..rows, band, &mut o, width);
+                o
+            });
+            for (i, band) in bands.iter().enumerate() {
+                let (from, width) = (i * per * PANEL, band.len() / rows.max(1));
+                for (o, b) in out.chunks_exact_mut(d_out).zip(band.chunks_exact(width.max(1))) {
+                    o[from..from + width].copy_from_slice(b);
+                }
             }
         }
-        let mut out = vec![0f32; rows * self.d_out];
-        let panels = self.d_out.div_ceil(PANEL);
-        let mut r0 = 0;
-        while r0 < rows {
-            let n = (rows - r0).min(ROWS);
-            for j in 0..panels {
+        out
+    }
+
+    /// Rows `rows` of the output in the columns of panels `panels`, into `out` (row-major, rows
+    /// from `rows.start`; its width `width`, or `d_out` when 0).
+    fn block(&self, xq: &[i32], sx: &[f32], rows: std::ops::Range<usize>, panels: std::ops::Range<usize>, out: &mut [f32], width: usize) {
+        let (pairs, stride, col0) = (self.d_in / 2, if width == 0 { self.d_out } else { width }, panels.start * PANEL);
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let n = (rows.end - r0).min(ROWS);
+            for j in panels.clone() {
                 let w = &self.packed[j * pairs * 2 * PANEL..(j + 1) * pairs * 2 * PANEL];
                 let s = &self.scales[j * self.groups * PANEL..(j + 1) * self.groups * PANEL];
                 let mut acc = [[0f32; PANEL]; ROWS];
@@ -110,7 +152,7 @@ impl Int8Linear {
                 }
                 let cols = (self.d_out - j * PANEL).min(PANEL);
                 for (i, a) in acc.iter().enumerate().take(n) {
-                    let o = &mut out[(r0 + i) * self.d_out + j * PANEL..][..cols];
+                    let o = &mut out[(r0 - rows.start + i) * stride + j * PANEL - col0..][..cols];
                     for c in 0..cols {
                         o[c] = a[c] * sx[r0 + i] + self.bias[j * PANEL + c];
                     }
@@ -118,7 +160,6 @@ impl Int8Linear {
             }
             r0 += n;
         }
-        out
     }
 }
 
@@ -257,5 +298,26 @@ mod tests {
         x[700] = f32::NAN;
         let out = lin.forward(&x);
         assert!(out[..8].iter().all(|v| (v + 127.0 * 512.0).abs() < 1e-2) && out[8..].iter().all(|v| v.is_nan()), "{out:?}");
+    }
+
+    /// The pool splits by rows (many rows) or by column bands (few): every split gives the bits of
+    /// one thread, and a pool of one runs the plain loop.
+    #[cfg(feature = "parallel")]
+    #[test]
+    fn int8_linear_gives_the_same_bits_on_any_pool() {
+        let (d_out, d_in, group) = (203, 384, 64);
+        let lin = Int8Linear::new(&matrix(d_out, d_in, group, 11), Some(&vec![0.25; d_out])).unwrap();
+        for rows in [1, 3, 9, 64, 131] {
+            let x: Vec<f32> = (0..rows * d_in).map(|i| ((i * 53 % 197) as f32 - 98.0) / 31.0).collect();
+            let on = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| (crate::model::parallel::pieces(rows * d_in * d_out), lin.forward(&x)));
+            let (one_piece, one) = on(1);
+            assert_eq!(one_piece, 1);
+            for threads in [2, 3, 4] {
+                let (pieces, got) = on(threads);
+                // One row is too little work to split.
+                assert_eq!(pieces > 1, rows > 1, "{rows} rows on {threads} threads: {pieces} pieces");
+                assert!(got.iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits()), "{rows} rows on {threads} threads differ from one thread");
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@
 pub mod weights;
 pub mod tokenizer;
 pub mod fast_math;
+pub mod parallel;
 pub mod int8_linear;
 pub mod nn;
 pub mod encoder;

@@ -8,7 +8,7 @@ use burn::module::Module;
 use std::sync::Arc;
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, RmsNorm, RmsNormConfig};
-use crate::model::fast_math;
+use crate::model::{fast_math, parallel};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 
@@ -67,19 +67,26 @@ impl Projection {
     fn forward_then<const D: usize>(&self, x: Tensor<D>, then_gelu: bool) -> Tensor<D> {
         match (self, then_gelu) {
             (Self::Float(l), false) => l.forward(x),
-            (Self::Float(l), true) if is_cpu_f32(&x) => on_host(l.forward(x), fast_math::gelu_in_place),
+            (Self::Float(l), true) if is_cpu_f32(&x) => on_host(l.forward(x), gelu_on_pool),
             (Self::Float(l), true) => gelu(l.forward(x)),
             (Self::Int8(FrozenInt8 { weights: q }), then_gelu) => {
                 let (device, mut dims) = (x.device(), x.dims());
                 let mut out = q.forward(&host_values(x));
                 if then_gelu {
-                    fast_math::gelu_in_place(&mut out);
+                    gelu_on_pool(&mut out);
                 }
                 dims[D - 1] = q.d_out();
                 Tensor::from_data(TensorData::new(out, dims), &device)
             }
         }
     }
+}
+
+/// [`fast_math::gelu_in_place`] on the pool, by bands of values.
+fn gelu_on_pool(v: &mut [f32]) {
+    // A GELU costs some 30 operations a value.
+    let per = v.len().div_ceil(parallel::pieces(30 * v.len()));
+    parallel::for_each_piece(v, per, |_, band| fast_math::gelu_in_place(band));
 }
 
 /// Whether `device` is the plain CPU device. Not an autodiff one: it compares equal to the device it
@@ -164,14 +171,60 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>, scal
 }
 
 fn attention_block(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>, scale: f64) -> Tensor<4> {
+    if is_cpu_f32(&q) && k.dims() == v.dims() && k.dims()[..2] == q.dims()[..2] {
+        return attention_by_heads(q, k, v, bias, scale as f32);
+    }
     let dtype = float_dtype(&q);
     let scores = q.matmul(k.swap_dims(2, 3)) * scale + bias;
-    let t = scores.dims()[3];
-    if is_cpu_f32(&scores) {
-        return on_host(scores, |s| fast_math::softmax_rows_in_place(s, t)).matmul(v);
-    }
     // Softmax sums in f32 whatever the matmuls run in (a no-op cast at f32).
     softmax(scores.cast(FloatDType::F32), 3).cast(dtype).matmul(v)
+}
+
+/// [`attention_block`] on the CPU in f32: one piece of work per (batch row, head) on the pool
+/// ([`parallel`]), each two `gemm` calls and a softmax, so a head's result does not depend on the
+/// threads. Shapes as there; `k` and `v` have `q`'s batch and heads.
+fn attention_by_heads(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>, scale: f32) -> Tensor<4> {
+    let ([b, h, s, hd], t, device) = (q.dims(), k.dims()[2], q.device());
+    let [bb, bh, bs, bt] = bias.dims();
+    let (q, k, v, bias) = (host_values(q), host_values(k), host_values(v), host_values(bias));
+    // The bias broadcasts over its size-1 axes.
+    let at = |bi: usize, hi: usize| ((if bb == 1 { 0 } else { bi }) * bh + if bh == 1 { 0 } else { hi }) * bs * bt;
+    let mut out = vec![0f32; b * h * s * hd];
+    // Whole heads a piece; several a piece where one is too little work to wake the pool for.
+    let per = (b * h).div_ceil(parallel::pieces(2 * b * h * s * t * hd));
+    parallel::for_each_piece(&mut out, per * s * hd, |piece, o| {
+        let mut p = vec![0f32; s * t];
+        for (j, o) in o.chunks_exact_mut(s * hd).enumerate() {
+            let i = piece * per + j;
+            let (bi, hi) = (i / h, i % h);
+            let (qh, kh, vh) = (&q[i * s * hd..][..s * hd], &k[i * t * hd..][..t * hd], &v[i * t * hd..][..t * hd]);
+            // p = q · kᵀ: kᵀ is k read with its strides swapped.
+            gemm_into(s, t, hd, &mut p, qh, (1, hd as isize), kh, (hd as isize, 1));
+            let bias = &bias[at(bi, hi)..][..bs * bt];
+            for (r, row) in p.chunks_exact_mut(t).enumerate() {
+                let br = &bias[if bs == 1 { 0 } else { r } * bt..][..bt];
+                for (x, &m) in row.iter_mut().zip(br.iter().cycle()) {
+                    *x = *x * scale + m;
+                }
+            }
+            fast_math::softmax_rows_in_place(&mut p, t);
+            gemm_into(s, hd, t, o, &p, (1, t as isize), vh, (1, hd as isize));
+        }
+    });
+    Tensor::from_data(TensorData::new(out, [b, h, s, hd]), &device)
+}
+
+/// `out` (`[m, n]`, row-major) = `lhs` (`[m, k]`) · `rhs` (`[k, n]`), each operand given with its
+/// (column, row) strides; one thread.
+#[allow(clippy::too_many_arguments)]
+fn gemm_into(m: usize, n: usize, k: usize, out: &mut [f32], lhs: &[f32], (lcs, lrs): (isize, isize), rhs: &[f32], (rcs, rrs): (isize, isize)) {
+    let last = |cs: isize, rs: isize, rows: usize, cols: usize| rows.saturating_sub(1) * rs as usize + cols.saturating_sub(1) * cs as usize;
+    assert!(out.len() >= m * n && (m * k == 0 || lhs.len() > last(lcs, lrs, m, k)) && (k * n == 0 || rhs.len() > last(rcs, rrs, k, n)), "gemm operands out of bounds");
+    // SAFETY: every element read or written is within the slices (the assert above); `out` is
+    // written only.
+    unsafe {
+        gemm::gemm(m, n, k, out.as_mut_ptr(), 1, n as isize, false, lhs.as_ptr(), lcs, lrs, rhs.as_ptr(), rcs, rrs, 0.0f32, 1.0f32, false, false, false, gemm::Parallelism::None);
+    }
 }
 
 /// The additive value for a blocked attention position: large enough to zero the weight after
@@ -227,5 +280,31 @@ mod tests {
         let worst = blocked.iter().zip(&whole).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(worst < 1e-6, "blocks differ from the whole by {worst}");
         assert_eq!(blocked.len(), b * h * s * hd);
+    }
+
+    /// The CPU attention (per head, on the pool) against burn's ops on the same values: the
+    /// same to float rounding, and the same bits on pools of any size.
+    #[test]
+    fn attention_by_heads_equals_burns_ops_and_does_not_depend_on_the_pool() {
+        let d = Device::flex();
+        // Enough work for several pieces on a pool of 2 or more.
+        let (b, h, s, t, hd) = (2, 4, 40, 48, 32);
+        let r = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &d);
+        let (q, k, v) = (r([b, h, s, hd]), r([b, h, t, hd]), r([b, h, t, hd]));
+        for bias_shape in [[b, 1, 1, t], [b, 1, s, t], [1, h, s, t]] {
+            let bias = r(bias_shape) * 3.0;
+            let heads = attention_by_heads(q.clone(), k.clone(), v.clone(), bias.clone(), 0.35).into_data().try_to_vec::<f32>().unwrap();
+            let scores = q.clone().matmul(k.clone().swap_dims(2, 3)) * 0.35 + bias.clone();
+            let burn = softmax(scores, 3).matmul(v.clone()).into_data().try_to_vec::<f32>().unwrap();
+            let worst = heads.iter().zip(&burn).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-5, "bias {bias_shape:?}: per head differs from burn by {worst}");
+            #[cfg(feature = "parallel")]
+            for threads in [1, 2, 4] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                assert_eq!(pool.install(|| parallel::pieces(2 * b * h * s * t * hd)) > 1, threads > 1);
+                let got = pool.install(|| attention_by_heads(q.clone(), k.clone(), v.clone(), bias.clone(), 0.35)).into_data().try_to_vec::<f32>().unwrap();
+                assert!(got.iter().zip(&heads).all(|(a, b)| a.to_bits() == b.to_bits()), "{threads} threads differ");
+            }
+        }
     }
 }

@@ -6,15 +6,21 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startStaticServer } from '../../scripts/lib/static-server.mjs';
+import { startStaticServer, ISOLATION } from '../../scripts/lib/static-server.mjs';
+
+export { ISOLATION };
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const BUNDLE = process.env.LOPA_WEB_DIR || join(process.env.HOME, '.cache/lopa/web');
 export const LOPA = process.env.LOPA_BIN || join(process.env.CARGO_TARGET_DIR || join(process.env.HOME, '.cache/lopa/target'), 'debug/lopa');
 
-/** Serve the package, the demo, the test pages and the browser weight files on one origin. */
-export async function serve() {
-  const server = await startStaticServer(0, { '/pkg/': join(ROOT, 'pkg'), '/www/': join(ROOT, 'www'), '/tests/': join(ROOT, 'tests'), '/models/': BUNDLE });
+/**
+ * Serve the package, the demo, the test pages and the browser weight files on one origin;
+ * `isolated`: with the ISOLATION headers on every file.
+ */
+export async function serve({ isolated = false } = {}) {
+  const mounts = { '/pkg/': join(ROOT, 'pkg'), '/www/': join(ROOT, 'www'), '/tests/': join(ROOT, 'tests'), '/models/': BUNDLE };
+  const server = await startStaticServer(0, mounts, '127.0.0.1', isolated ? ISOLATION : {});
   return { server, origin: `http://127.0.0.1:${server.address().port}` };
 }
 

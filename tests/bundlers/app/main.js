@@ -1,5 +1,6 @@
 // What an app does with the package: load a client and compute one soft prompt. The test reads
-// window.lopaResult; ?backend=cpu|webgpu and ?worker=1 choose where it runs.
+// window.lopaResult; ?backend=cpu|webgpu, ?worker=1|0 and ?threads=N choose where it runs (no
+// worker parameter: the package's default, a worker for the threaded module).
 import { LopaClient } from 'lopa';
 
 const params = new URLSearchParams(location.search);
@@ -9,10 +10,11 @@ window.lopaResult = (async () => {
     tokenizer: '/models/tokenizer.json',
     adapter: '/models/adapters/sst2.safetensors',
     backend: params.get('backend') || 'cpu',
-    worker: params.get('worker') === '1',
+    worker: params.has('worker') ? params.get('worker') === '1' : undefined,
+    threads: params.has('threads') ? Number(params.get('threads')) : undefined,
   });
   const z = await client.softPrompt(params.get('text') || 'a gripping, funny and deeply moving film');
-  const result = { backend: client.backend, shape: client.shape, data: Array.from(z.data) };
+  const result = { backend: client.backend, threads: client.threads, worker: client.worker, shape: client.shape, data: Array.from(z.data) };
   await client.dispose();
   return result;
 })().catch((e) => ({ error: String((e && e.message) || e) }));
