@@ -40,7 +40,7 @@ L = [f"{BEGIN} (written by scripts/lib/browser_compare.py from results/perf/brow
 L.extend(textwrap.wrap(
     f"`scripts/benchmark.sh compare` ({R['date']}; headless Chromium 156 on this 2-core machine, one configuration per fresh"
     f" profile, {R['runs']} timed calls after 2 warm-up calls). Sentence embeddings (mean pooling + L2) of the same"
-    " all-MiniLM-L6-v2 weights: lopa's package (`client.embed`, the CPU module, one thread) against transformers.js"
+    " all-MiniLM-L6-v2 weights: lopa's package (`client.embed` on the CPU) against transformers.js"
     " 4.3.1 (`pipeline('feature-extraction')`, onnxruntime-web's wasm backend as transformers.js configures it, loading"
     " `scripts/lib/export_onnx.py`'s ONNX files from the same server). Without cross-origin isolation both run one"
     " thread. The threads rows serve the same page cross-origin isolated: lopa then runs its threaded CPU module"
