@@ -10,6 +10,18 @@ import { startStaticServer, ISOLATION } from '../../scripts/lib/static-server.mj
 
 export { ISOLATION };
 
+/** The browser weight files as `serve()` mounts them: the options every test loads. */
+export const FILES = { encoder: '/models/encoder.safetensors', tokenizer: '/models/tokenizer.json', adapter: '/models/adapters/sst2.safetensors' };
+
+/** Inputs that exercise the tokenizer and the padding: plain, empty, non-ASCII, long. */
+export const INPUTS = [
+  'a gripping, funny and deeply moving film',
+  'the plot is a dull, predictable mess',
+  'Ünïcödé, emoji 🎬 and punctuation?!',
+  '',
+  'it ' + 'goes on and on and '.repeat(12) + 'never ends',
+];
+
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const BUNDLE = process.env.LOPA_WEB_DIR || join(process.env.HOME, '.cache/lopa/web');
 export const LOPA = process.env.LOPA_BIN || join(process.env.CARGO_TARGET_DIR || join(process.env.HOME, '.cache/lopa/target'), 'debug/lopa');
@@ -62,6 +74,26 @@ export async function browser({ webgpu = true } = {}) {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * In the page: load a client with `options`, then the soft prompt of each input and one embed()
+ * batch of all of them; `long`: also a batch of 8 long texts (enough rows to split the int8
+ * projections by rows). Returns those and what the client reports.
+ */
+export async function softPromptsInPage(page, options, inputs = INPUTS, { long = false } = {}) {
+  return page.evaluate(async ({ options, inputs, long }) => {
+    const { LopaClient } = await import('/pkg/index.js');
+    const client = await LopaClient.load(options);
+    const out = [];
+    for (const t of inputs) out.push(Array.from((await client.softPrompt(t)).data));
+    const e = await client.embed(inputs);
+    const l = long ? await client.embed(Array.from({ length: 8 }, (_, i) => inputs[inputs.length - 1] + ' take ' + i)) : null;
+    const r = { backend: client.backend, threads: client.threads, worker: client.worker, fallbackReason: client.fallbackReason, shape: client.shape, out,
+      embed: { shape: e.shape, data: Array.from(e.data) }, long: l && Array.from(l.data) };
+    await client.dispose();
+    return r;
+  }, { options, inputs, long });
 }
 
 let failures = 0;

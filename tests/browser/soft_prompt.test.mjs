@@ -4,40 +4,21 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { serve, browser, check, done, maxAbsDiff, BUNDLE, LOPA } from './lib.mjs';
+import { serve, browser, check, done, maxAbsDiff, softPromptsInPage, BUNDLE, LOPA, FILES as files, INPUTS } from './lib.mjs';
 
 const TOL = 1e-4;
 // Embeddings of int8 files on the CPU: each projection rounds its input rows to 16 bits, so f32
 // differences of 1e-7 upstream (a padded batch, another SIMD width) can move an activation by one
 // step; natively the same texts embedded alone and in this batch differ by 5e-5.
 const TOL_EMBED = 3e-4;
-const INPUTS = [
-  'a gripping, funny and deeply moving film',
-  'the plot is a dull, predictable mess',
-  'Ünïcödé, emoji 🎬 and punctuation?!',
-  '',
-  'it ' + 'goes on and on and '.repeat(12) + 'never ends',
-];
 const reference = JSON.parse(execFileSync(LOPA, ['soft-prompt', '--bundle', BUNDLE, '--adapter', 'sst2', ...INPUTS], { maxBuffer: 1 << 28 }).toString());
 const [m, d] = reference[0].shape;
 // The encoder alone, the five inputs as one padded batch.
 const embeddings = execFileSync(LOPA, ['embed', '--backend', 'cpu', '--bundle', BUNDLE, ...INPUTS]).toString().trim().split('\n').map((l) => JSON.parse(l));
 
 const { server, origin } = await serve();
-const files = { encoder: '/models/encoder.safetensors', tokenizer: '/models/tokenizer.json', adapter: '/models/adapters/sst2.safetensors' };
 
-async function run(page, options, inputs) {
-  return page.evaluate(async ({ options, inputs }) => {
-    const { LopaClient } = await import('/pkg/index.js');
-    const client = await LopaClient.load(options);
-    const out = [];
-    for (const t of inputs) out.push(Array.from((await client.softPrompt(t)).data));
-    const e = await client.embed(inputs);
-    const r = { backend: client.backend, fallbackReason: client.fallbackReason, shape: client.shape, out, embed: { shape: e.shape, data: Array.from(e.data) } };
-    await client.dispose();
-    return r;
-  }, { options, inputs });
-}
+const run = softPromptsInPage;
 
 const withGpu = await browser({ webgpu: true });
 try {

@@ -3,36 +3,14 @@
 // from the cores) and its soft prompts and embeddings are the same bits as one thread's, on the
 // page's default path, in an explicit worker and with another pool size; elsewhere the
 // single-threaded module runs as before. Run by scripts/test.sh.
-import { serve, browser, check, done } from './lib.mjs';
+import { serve, browser, check, done, softPromptsInPage, FILES as files, INPUTS } from './lib.mjs';
 
-const INPUTS = [
-  'a gripping, funny and deeply moving film',
-  'the plot is a dull, predictable mess',
-  'Ünïcödé, emoji 🎬 and punctuation?!',
-  '',
-  'it ' + 'goes on and on and '.repeat(12) + 'never ends',
-];
-const files = { encoder: '/models/encoder.safetensors', tokenizer: '/models/tokenizer.json', adapter: '/models/adapters/sst2.safetensors' };
 
-/** Soft prompts of every input, one embed() batch of all of them, and what the client reports. */
-async function run(page, options) {
-  return page.evaluate(async ({ options, inputs }) => {
-    const { LopaClient } = await import('/pkg/index.js');
-    const client = await LopaClient.load(options);
-    const out = [];
-    for (const t of inputs) out.push(Array.from((await client.softPrompt(t)).data));
-    const e = await client.embed(inputs);
-    // A batch of 8 long texts: enough rows to split the int8 projections by rows, not columns.
-    const long = await client.embed(Array.from({ length: 8 }, (_, i) => inputs[4] + ' take ' + i));
-    const r = { backend: client.backend, threads: client.threads, worker: client.worker, fallbackReason: client.fallbackReason, out, embed: Array.from(e.data), long: Array.from(long.data) };
-    await client.dispose();
-    return r;
-  }, { options, inputs: INPUTS });
-}
+const run = (page, options) => softPromptsInPage(page, options, INPUTS, { long: true });
 
 /** Whether two runs gave the same bits, and the first difference if not. */
 function sameBits(a, b) {
-  const flat = (r) => [...r.out.flat(), ...r.embed, ...r.long];
+  const flat = (r) => [...r.out.flat(), ...r.embed.data, ...r.long];
   const [x, y] = [flat(a), flat(b)];
   if (x.length !== y.length) return `${x.length} values against ${y.length}`;
   const i = x.findIndex((v, k) => !Object.is(v, y[k]));

@@ -7,9 +7,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { serve, browser, check, done, startLopaServe, ROOT } from './lib.mjs';
+import { serve, browser, check, done, startLopaServe, ROOT, FILES as files } from './lib.mjs';
 
-const files = { encoder: '/models/encoder.safetensors', tokenizer: '/models/tokenizer.json', adapter: '/models/adapters/sst2.safetensors' };
 const { server: statics, origin } = await serve();
 const { process: lopa, endpoint } = await startLopaServe(origin);
 const b = await browser({ webgpu: false });
