@@ -107,11 +107,11 @@ impl Int8Linear {
         let (tiles, d_out) = (rows.div_ceil(ROWS), self.d_out);
         let mut out = vec![0f32; rows * d_out];
         if pieces == 1 {
-            self.block(&xq, &sx, 0..rows, 0..panels, &mut out, 0);
+            self.block(&xq, &sx, 0..rows, 0..panels, &mut out, d_out);
         } else if tiles >= pieces {
             // Enough rows: each piece whole rows, written in place.
             let per = tiles.div_ceil(pieces) * ROWS;
-            parallel::for_each_piece(&mut out, per * d_out, |i, o| self.block(&xq, &sx, i * per..i * per + o.len() / d_out, 0..panels, o, 0));
+            parallel::for_each_piece(&mut out, per * d_out, |i, o| self.block(&xq, &sx, i * per..i * per + o.len() / d_out, 0..panels, o, d_out));
         } else {
             // Few rows (a short input): each piece a band of columns, copied in after.
             let per = panels.div_ceil(pieces);
@@ -132,10 +132,10 @@ impl Int8Linear {
         out
     }
 
-    /// Rows `rows` of the output in the columns of panels `panels`, into `out` (row-major, rows
-    /// from `rows.start`; its width `width`, or `d_out` when 0).
+    /// Rows `rows` of the output in the columns of panels `panels`, into `out`: row-major, `width`
+    /// values a row, starting at row `rows.start` and the panels' first column.
     fn block(&self, xq: &[i32], sx: &[f32], rows: std::ops::Range<usize>, panels: std::ops::Range<usize>, out: &mut [f32], width: usize) {
-        let (pairs, stride, col0) = (self.d_in / 2, if width == 0 { self.d_out } else { width }, panels.start * PANEL);
+        let (pairs, col0) = (self.d_in / 2, panels.start * PANEL);
         let mut r0 = rows.start;
         while r0 < rows.end {
             let n = (rows.end - r0).min(ROWS);
@@ -152,7 +152,7 @@ impl Int8Linear {
                 }
                 let cols = (self.d_out - j * PANEL).min(PANEL);
                 for (i, a) in acc.iter().enumerate().take(n) {
-                    let o = &mut out[(r0 - rows.start + i) * stride + j * PANEL - col0..][..cols];
+                    let o = &mut out[(r0 - rows.start + i) * width + j * PANEL - col0..][..cols];
                     for c in 0..cols {
                         o[c] = a[c] * sx[r0 + i] + self.bias[j * PANEL + c];
                     }
