@@ -1,6 +1,6 @@
-// The model side of the package: downloads (progress, Cache API) and the wasm client. Runs on
-// the page or inside the Web Worker (worker.js); index.js is the public API over either.
-const CACHE = 'lopa-weights-v1';
+// The model side of the package: picking and loading the wasm module, whose client downloads its
+// files (progress, the Cache API: lopa::web's code). Runs on the page or inside the Web Worker
+// (worker.js); index.js is the public API over either.
 const BACKENDS = ['auto', 'webgpu', 'cpu'];
 const REQUEST_OPTIONS = ['dtype', 'maxTokens', 'temperature', 'topP', 'seed', 'stop', 'stream'];
 // Three builds of the same crate: the small CPU-only module, the same with threads (a rayon pool
@@ -75,63 +75,6 @@ async function call(what, f) {
 }
 
 /**
- * Bytes of a source: a URL (string or URL) fetched with progress and kept in the Cache API, or
- * bytes given directly (Uint8Array / ArrayBuffer).
- */
-export async function fetchBytes(name, source, onProgress, useCache = true) {
-  const report = (loaded, total, cached) => onProgress && onProgress({ file: name, loaded, total, cached });
-  if (source instanceof Uint8Array || source instanceof ArrayBuffer) {
-    const bytes = new Uint8Array(source);
-    report(bytes.length, bytes.length, false);
-    return bytes;
-  }
-  if (typeof source !== 'string' && !(source instanceof URL)) {
-    throw new Error(`lopa: ${name}: expected a URL or bytes, got ${source === undefined ? 'nothing' : typeof source}`);
-  }
-  let url;
-  try {
-    url = new URL(source, globalThis.location ? globalThis.location.href : undefined).href;
-  } catch (e) {
-    throw new Error(`lopa: ${name}: \`${source}\` is not a valid URL`);
-  }
-  const cache = useCache && globalThis.caches ? await caches.open(CACHE).catch(() => null) : null;
-  const hit = cache ? await cache.match(url) : undefined;
-  if (hit) {
-    const bytes = new Uint8Array(await hit.arrayBuffer());
-    report(bytes.length, bytes.length, true);
-    return bytes;
-  }
-  let response;
-  try {
-    response = await fetch(url);
-  } catch (e) {
-    throw new Error(`lopa: ${name}: could not fetch ${url} (${e.message})`);
-  }
-  if (!response.ok) throw new Error(`lopa: ${name}: GET ${url} returned HTTP ${response.status}`);
-  const total = Number(response.headers.get('content-length')) || null;
-  const chunks = [];
-  let loaded = 0;
-  const reader = response.body.getReader();
-  report(0, total, false);
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    loaded += value.length;
-    report(loaded, total, false);
-  }
-  const bytes = new Uint8Array(loaded);
-  let at = 0;
-  for (const c of chunks) {
-    bytes.set(c, at);
-    at += c.length;
-  }
-  if (total !== null && loaded !== total) throw new Error(`lopa: ${name}: ${url} ended after ${loaded} of ${total} bytes`);
-  if (cache) await cache.put(url, new Response(bytes, { headers: { 'content-length': String(loaded) } })).catch(() => {});
-  return bytes;
-}
-
-/**
  * How a method's arguments reach the wasm client and its result comes back, where that is more
  * than passing them through: checks before the call, shapes after it. Every other method of
  * WasmClient is called as it is, so a new one needs no line here.
@@ -174,13 +117,9 @@ export class Core {
   static async load({ encoder, adapter, tokenizer, backend = 'auto', threads, onProgress, cache = true, wasm = {}, pick } = {}) {
     const { kind, threads: n, reason } = pick ?? (await pickModule(backend, threads));
     if (kind === 'cpuThreads' && !inWorker) throw new Error('lopa: the threaded CPU module runs in a worker (the page may not block)');
-    const [WasmClient, enc, tok, ad] = await Promise.all([
-      call('load', () => wasmModule(kind, wasm[kind], n)),
-      fetchBytes('encoder', encoder, onProgress, cache),
-      fetchBytes('tokenizer', tokenizer, onProgress, cache),
-      fetchBytes('adapter', adapter, onProgress, cache),
-    ]);
-    const inner = await call('load', () => WasmClient.load(enc, tok, ad, kind === 'webgpu' ? backend : 'cpu'));
+    const WasmClient = await call('load', () => wasmModule(kind, wasm[kind], n));
+    // The module downloads the files (progress, the Cache API) as lopa::web does in Rust apps.
+    const inner = await call('load', () => WasmClient.load(encoder, tokenizer, adapter, kind === 'webgpu' ? backend : 'cpu', cache, onProgress ?? null));
     return new Core(inner, reason ?? inner.fallbackReason ?? null);
   }
 

@@ -209,5 +209,3 @@ export declare function saveAdapter(name: string, bytes: Uint8Array): Promise<vo
 /** An adapter file kept by saveAdapter, or null. */
 export declare function loadSavedAdapter(name: string): Promise<Uint8Array | null>;
 
-/** Fetch a source with progress through the Cache API (what `load` uses). */
-export declare function fetchBytes(name: string, source: Source, onProgress?: (p: Progress) => void, useCache?: boolean): Promise<Uint8Array>;

@@ -1,8 +1,6 @@
 // lopa: LoPA soft prompts computed in the browser. The encoder and the task adapter run here
 // (WebGPU, or the CPU through wasm); only the soft prompt and the query go to `lopa serve`.
-import { Core, fetchBytes, inWorker, pickModule } from './core.js';
-
-export { fetchBytes };
+import { Core, inWorker, pickModule } from './core.js';
 
 /** Runs Core inside a Web Worker and forwards calls to it. */
 class WorkerCore {

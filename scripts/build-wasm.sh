@@ -7,6 +7,8 @@
 #                                  LTO, parallel codegen, no wasm-opt): minutes faster, not for size
 #   scripts/build-wasm.sh --tools  only install what the build needs: the wasm32 target and
 #                                  rust-src, the wasm-bindgen-cli matching Cargo.lock, npm's binaryen
+#   scripts/build-wasm.sh --app    the Leptos example on lopa::web (examples/leptos-app) into its
+#                                  dist/, for the browser tests
 source "$(dirname "$0")/lib/common.sh"
 # `cpu=$(build ...)` below: without this a failed cargo build inside the substitution is ignored and
 # the stale modules in pkg/wasm are tested.
@@ -25,6 +27,18 @@ tools() {
 }
 tools
 [ "$mode" = --tools ] && exit 0
+if [ "$mode" = --app ]; then
+  # Its own workspace and target dir (its web-sys has Leptos's features, so little is shared with
+  # the package's modules); optimised without LTO, wasm SIMD on as in the CPU module.
+  app=examples/leptos-app dir="$CARGO_TARGET_DIR/wasm-leptos-app"
+  CARGO_TARGET_DIR="$dir" CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" \
+    cargo build --locked --manifest-path "$app/Cargo.toml" --target wasm32-unknown-unknown --release
+  rm -rf "$app/dist"
+  wasm-bindgen --target web --no-typescript --out-dir "$app/dist" --out-name lopa_leptos_app "$dir/wasm32-unknown-unknown/release/lopa-leptos-app.wasm"
+  cp "$app/index.html" "$app/dist/"
+  printf 'leptos-app: %s bytes\n' "$(stat -c %s "$app/dist/lopa_leptos_app_bg.wasm")"
+  exit 0
+fi
 [ "$mode" = --test ] || npm_deps
 profile=wasm
 [ "$mode" = --test ] && profile=wasm-test

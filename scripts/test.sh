@@ -2,11 +2,12 @@
 # The test command; CI's .ci/run calls exactly this. On a fresh machine it first sets up what is
 # missing (network-bound steps run in the background while Rust compiles), then:
 #   1. one native build of every test target, linted by clippy as it compiles (any warning fails);
-#   2. the browser package (scripts/build-wasm.sh --test) while vLLM starts;
+#   2. the browser package (scripts/build-wasm.sh --test) and the Leptos example (--app) while
+#      vLLM starts;
 #   3. every Rust test, the gateway tests against that real vLLM;
 #   4. the browser tests in headless Chromium: the package against the native library, its
 #      TypeScript types against what it returns, personalisation in the browser against the
-#      native loop, the demo end to end, and the package installed
+#      native loop, the demo end to end, the Leptos example on lopa::web, and the package installed
 #      from `npm pack` into an app built with Vite and with webpack;
 #   5. the NVIDIA build (scripts/build-cuda.sh: CUDA and SPIR-V; built in the background from
 #      step 2 on) and its tests, which on a machine without a GPU check that `--backend cuda`
@@ -93,6 +94,7 @@ if ! skip "${LOPA_SKIP_BROWSER:-0}"; then
   await wasm-tools
   await npm
   step wasm scripts/build-wasm.sh --test
+  step app scripts/build-wasm.sh --app
 fi
 skip "${LOPA_SKIP_VLLM:-0}" || await vllm-start
 
@@ -106,7 +108,7 @@ if ! skip "${LOPA_SKIP_BROWSER:-0}"; then
   # rounding (int8 files round activations to 16 bits, which AdamW amplifies; see the test).
   web32="$(env -u LOPA_WEB_DIR scripts/lib/web-models.sh ci f32 | tail -1)"
   export LOPA_WEB_DIR="$web"
-  step browser bash -c "node tests/browser/soft_prompt.test.mjs && node tests/browser/threads.test.mjs && node tests/browser/types.test.mjs && LOPA_WEB_DIR='$web32' node tests/browser/personalize.test.mjs && node tests/browser/demo.test.mjs"
+  step browser bash -c "node tests/browser/soft_prompt.test.mjs && node tests/browser/threads.test.mjs && node tests/browser/types.test.mjs && LOPA_WEB_DIR='$web32' node tests/browser/personalize.test.mjs && node tests/browser/demo.test.mjs && node tests/browser/leptos_app.test.mjs"
   # The package from `npm pack` in an app built by Vite and by webpack.
   step bundlers node tests/browser/bundlers.test.mjs
 fi

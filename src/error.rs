@@ -57,6 +57,17 @@ pub enum Error {
     /// `lopa serve` refused a client's request, or answered what the client cannot read.
     #[error("lopa serve: {0}")]
     Endpoint(String),
+    /// A URL could not be fetched in the browser (network, HTTP status, a download cut short).
+    #[error("{problem} ({url})")]
+    Fetch {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        problem: String,
+    },
+    /// The browser's storage failed (the origin-private file system, the Cache API).
+    #[error("storage: {0}")]
+    Storage(String),
 }
 
 impl Error {

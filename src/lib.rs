@@ -26,6 +26,8 @@ pub mod task;
 pub mod adapter;
 pub mod wire;
 pub mod client;
+#[cfg(all(feature = "web", target_arch = "wasm32"))]
+pub mod web;
 #[cfg(feature = "server")]
 pub mod endpoint;
 #[cfg(feature = "train")]

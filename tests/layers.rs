@@ -24,7 +24,7 @@ fn rank(module: &str) -> Option<usize> {
         "model" | "task" => 3,
         "adapter" | "wire" => 4,
         "client" => 5,
-        "endpoint" | "training" => 6,
+        "endpoint" | "training" | "web" => 6,
         "lib" => 7,
         _ => return None,
     })

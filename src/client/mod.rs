@@ -1,12 +1,10 @@
 //! The client side of LoPA: everything that runs on the user's device. The sentence encoder and
 //! the trained generator turn an input into its soft prompt, and the request for `lopa serve`
 //! carries only that soft prompt and the query; the adapter's weights never leave the device.
-//! The browser package (`wasm`) and native callers share this one mechanism.
+//! The browser (`crate::web`) and native callers share this one mechanism.
 
 #[cfg(feature = "personalize")]
 pub mod personalize;
-#[cfg(feature = "browser")]
-pub mod wasm;
 
 use crate::adapter::{check_identity, Adapter, AdapterMeta};
 use crate::model::encoder::SentenceEncoder;
@@ -34,6 +32,15 @@ pub enum Input {
 pub struct Query {
     pub prompt: String,
     pub soft_prompt: SoftPrompt,
+}
+
+impl Query {
+    /// The soft prompt's values as the server reads them (after the wire's dtype: f16 rounds,
+    /// and a value past f16's range is refused as the server would refuse it).
+    pub fn sent(&self, dtype: Dtype) -> Result<SoftPrompt> {
+        let z = &self.soft_prompt;
+        WireSoftPrompt::encode(z, dtype).decode(z.width(), z.rows()).map_err(|rule| Error::Input(rule.to_string()))
+    }
 }
 
 /// Options of a request to `lopa serve` (camelCase, as the JS API passes them).

@@ -27,11 +27,12 @@ export const BUNDLE = process.env.LOPA_WEB_DIR || join(process.env.HOME, '.cache
 export const LOPA = process.env.LOPA_BIN || join(process.env.CARGO_TARGET_DIR || join(process.env.HOME, '.cache/lopa/target'), 'debug/lopa');
 
 /**
- * Serve the package, the demo, the test pages and the browser weight files on one origin;
+ * Serve the package, the demo, the test pages, the Leptos example's build (`/app/`) and the
+ * browser weight files on one origin;
  * `isolated`: with the ISOLATION headers on every file.
  */
 export async function serve({ isolated = false } = {}) {
-  const mounts = { '/pkg/': join(ROOT, 'pkg'), '/www/': join(ROOT, 'www'), '/tests/': join(ROOT, 'tests'), '/models/': BUNDLE };
+  const mounts = { '/pkg/': join(ROOT, 'pkg'), '/www/': join(ROOT, 'www'), '/tests/': join(ROOT, 'tests'), '/app/': join(ROOT, 'examples/leptos-app/dist'), '/models/': BUNDLE };
   const server = await startStaticServer(0, mounts, '127.0.0.1', isolated ? ISOLATION : {});
   return { server, origin: `http://127.0.0.1:${server.address().port}` };
 }

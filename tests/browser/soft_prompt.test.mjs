@@ -103,7 +103,7 @@ try {
     };
   }, files);
   const expect = {
-    url: `lopa: encoder: GET ${origin}/models/no-such-file.safetensors returned HTTP 404`,
+    url: `lopa: load: encoder: HTTP 404 (${origin}/models/no-such-file.safetensors)`,
     swapped: 'lopa: load: config: adapter bundle: format `lopa-encoder/1`, expected `lopa-adapter-bundle/1` (is this the right file?)',
     wrongEncoder: /^lopa: load: config: adapter was trained with encoder some-other-encoder \(sha256 ffffffffffff\), not all-minilm-l6-v2 \(sha256 [0-9a-f]{12}\)$/,
     truncated: /^lopa: load: safetensors: /,

@@ -1,26 +1,19 @@
-//! wasm-bindgen exports for the browser package (`pkg/`). The JS wrapper (`pkg/index.js`) adds
-//! downloads with progress, the Cache API and the Web Worker; this module holds the model and the
-//! wire format: requests are built and answers read by the same Rust types the server uses
-//! (`crate::wire`), passed as JS objects through serde-wasm-bindgen. It is built twice:
-//! `browser` (CPU only, small), `browser-threads` (the same on a rayon pool of Web Workers) and
-//! `browser-webgpu` (WebGPU + CPU). Every failure comes back as a
-//! JS `Error` with lopa's message; nothing here reads a tensor synchronously (WebGPU forbids it).
-//! The module touches no browser API itself: downloads, caching and the worker are the JS
-//! wrapper's, and WebGPU is reached through wgpu.
+//! wasm-bindgen exports for the browser package (`pkg/`): `lopa::web`'s client for JS. It loads
+//! as `web::Client` does (downloads with progress, the Cache API, the device), and requests are
+//! built and answers read by the same Rust types the server uses (`crate::wire`), passed as JS
+//! objects through serde-wasm-bindgen. The JS wrapper (`pkg/index.js`) picks the module and runs
+//! the Web Worker. It is built three times: `browser` (CPU only, small), `browser-threads` (the
+//! same on a rayon pool of Web Workers) and `browser-webgpu` (WebGPU + CPU). Every failure comes
+//! back as a JS `Error` with lopa's message; nothing here reads a tensor synchronously (WebGPU
+//! forbids it).
 
 use crate::client::personalize::{LabelledInput, PersonalizeOptions, Personalizer};
 use crate::client::{Client, Input, Query, RequestOptions};
-use crate::wire::{WireSoftPrompt, GRADIENT_PATH};
+use super::{LoadOptions, Progress, Source, Sources};
+use crate::wire::GRADIENT_PATH;
 use serde::Serialize;
 use crate::error::{Error, Result};
-use burn::tensor::Device;
 use wasm_bindgen::prelude::*;
-
-#[cfg(feature = "browser-webgpu")]
-thread_local! {
-    /// A page can initialise burn's WebGPU runtime once; later clients reuse the device.
-    static WEBGPU: std::cell::RefCell<Option<Device>> = const { std::cell::RefCell::new(None) };
-}
 
 /// `initThreadPool(n)` (wasm-bindgen-rayon): starts `n` Web Workers sharing this module's memory as
 /// rayon's global pool. Called once, from a worker: a page's main thread may not block, and a
@@ -30,29 +23,6 @@ pub use wasm_bindgen_rayon::init_thread_pool;
 
 fn js(e: Error) -> JsError {
     JsError::new(&e.to_string())
-}
-
-/// This module was built without WebGPU (the CPU module of the package).
-#[cfg(not(feature = "browser-webgpu"))]
-async fn webgpu() -> Result<Device> {
-    Err(Error::Backend("this is the CPU build of lopa (lopa_cpu_bg.wasm); WebGPU needs lopa_bg.wasm".into()))
-}
-
-/// Open WebGPU and check it with one small kernel read back asynchronously.
-#[cfg(feature = "browser-webgpu")]
-async fn webgpu() -> Result<Device> {
-    if let Some(d) = WEBGPU.with(|w| w.borrow().clone()) {
-        return Ok(d);
-    }
-    let device = Device::wgpu_options().init_async().await.map_err(|e| Error::Backend(format!("WebGPU: {e}")))?;
-    let x = burn::tensor::Tensor::<1>::from_floats([1.0, 2.0], &device);
-    let s = (x.clone() * x).sum().into_data_async().await.map_err(|e| Error::Backend(format!("WebGPU: {e:?}")))?;
-    let s = s.try_to_vec::<f32>().map_err(|e| Error::Backend(format!("WebGPU: {e:?}")))?;
-    if s != [5.0] {
-        return Err(Error::Backend(format!("WebGPU: a test kernel returned {s:?}, not [5.0]")));
-    }
-    WEBGPU.with(|w| *w.borrow_mut() = Some(device.clone()));
-    Ok(device)
 }
 
 /// A Rust value as a plain JS object (maps as objects, not `Map`).
@@ -68,9 +38,7 @@ fn from_js<T: serde::de::DeserializeOwned>(what: &str, v: JsValue) -> Result<T, 
 /// The encoder and a trained generator, ready to make soft prompts.
 #[wasm_bindgen]
 pub struct WasmClient {
-    client: Client,
-    backend: String,
-    fallback_reason: Option<String>,
+    web: super::Client,
     /// Personalisation in progress (`personalizeStart` … `personalizeFinish`).
     personalizer: Option<Personalizer>,
 }
@@ -100,56 +68,51 @@ struct Sent {
 
 #[wasm_bindgen]
 impl WasmClient {
-    /// Load from the bytes of the encoder bundle, `tokenizer.json` and the adapter bundle.
-    /// `backend`: `auto` (WebGPU when it works, else CPU), `webgpu` or `cpu`.
-    pub async fn load(encoder: Vec<u8>, tokenizer: Vec<u8>, adapter: Vec<u8>, backend: String) -> Result<WasmClient, JsError> {
-        let (device, backend, fallback_reason) = match backend.as_str() {
-            "cpu" => (Device::flex(), "cpu", None),
-            "webgpu" => (webgpu().await.map_err(js)?, "webgpu", None),
-            "auto" => match webgpu().await {
-                Ok(d) => (d, "webgpu", None),
-                Err(e) => (Device::flex(), "cpu", Some(e.to_string())),
-            },
-            other => return Err(JsError::new(&format!("unknown backend `{other}` (auto, webgpu, cpu)"))),
-        };
-        let client = Client::from_bundles(&encoder, &tokenizer, &adapter, &device).map_err(js)?;
-        Ok(WasmClient { client, backend: backend.into(), fallback_reason, personalizer: None })
+    /// Load the encoder bundle, `tokenizer.json` and the adapter bundle, each a URL or its bytes
+    /// (`Uint8Array`, `ArrayBuffer`). `backend`: `auto` (WebGPU when it works, else CPU), `webgpu`
+    /// or `cpu`; `cache`: keep downloads in the Cache API; `onProgress({file, loaded, total, cached})`.
+    pub async fn load(encoder: JsValue, tokenizer: JsValue, adapter: JsValue, backend: String, cache: bool, on_progress: Option<js_sys::Function>) -> Result<WasmClient, JsError> {
+        let sources = Sources { encoder: source("encoder", encoder)?, tokenizer: source("tokenizer", tokenizer)?, adapter: source("adapter", adapter)? };
+        let mut options = LoadOptions::default().backend(backend.parse().map_err(js)?).cache(cache);
+        if let Some(f) = on_progress {
+            options = options.on_progress(move |p: &Progress| {
+                // A throwing callback is the page's affair; the load goes on.
+                let _ = f.call1(&JsValue::NULL, &progress_object(p));
+            });
+        }
+        Ok(WasmClient { web: super::Client::load(sources, options).await.map_err(js)?, personalizer: None })
     }
 
     /// `webgpu` or `cpu`: what actually runs.
     #[wasm_bindgen(getter)]
     pub fn backend(&self) -> String {
-        self.backend.clone()
+        self.web.backend().name().into()
     }
 
     /// Threads computing this client's CPU work: the rayon pool's size in the threaded module, 1
     /// in the others (WebGPU's work runs on the GPU).
     #[wasm_bindgen(getter)]
     pub fn threads(&self) -> u32 {
-        #[cfg(feature = "browser-threads")]
-        if self.backend == "cpu" {
-            return rayon::current_num_threads() as u32;
-        }
-        1
+        self.web.threads() as u32
     }
 
     /// Why `auto` fell back to the CPU, if it did.
     #[wasm_bindgen(getter, js_name = fallbackReason)]
     pub fn fallback_reason(&self) -> Option<String> {
-        self.fallback_reason.clone()
+        self.web.fallback_reason().map(str::to_string)
     }
 
     /// `[m, d]` of every soft prompt this adapter makes.
     #[wasm_bindgen(getter)]
     pub fn shape(&self) -> Vec<u32> {
-        let g = &self.client.generator.config;
+        let g = &self.client().generator.config;
         vec![g.prompt_len() as u32, g.token_dim as u32]
     }
 
     /// `adapter.json` as an object (sizes, task with its template and label words, model identities).
     #[wasm_bindgen(getter)]
     pub fn adapter(&self) -> Result<JsValue, JsError> {
-        to_js(&self.client.meta)
+        to_js(&self.client().meta)
     }
 
     /// The soft prompt of `input` (a string, or an object of the task's fields), row-major `[m, d]`.
@@ -162,14 +125,14 @@ impl WasmClient {
     /// row-major `[n, h]`. Texts of different lengths are padded to the longest and masked.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<f32>, JsError> {
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let e = self.client.encoder.embed(&texts, &self.client.device).map_err(js)?;
+        let e = self.client().encoder.embed(&texts, &self.client().device).map_err(js)?;
         crate::device::to_vec_async(e).await.map_err(js)
     }
 
     /// Width of an embedding (the encoder's hidden size).
     #[wasm_bindgen(getter, js_name = embeddingSize)]
     pub fn embedding_size(&self) -> u32 {
-        self.client.encoder.hidden_size() as u32
+        self.client().encoder.hidden_size() as u32
     }
 
     /// `{path, kind, body, prompt, softPrompt: {data, shape, dtype}}`: the request that carries the input's soft prompt to `lopa serve`.
@@ -178,11 +141,10 @@ impl WasmClient {
     pub async fn encode_request(&self, input: JsValue, options: JsValue) -> Result<JsValue, JsError> {
         let options: RequestOptions = if options.is_undefined() || options.is_null() { RequestOptions::default() } else { from_js("options", options)? };
         let q = self.run(input).await?;
-        let req = self.client.request(&q, &options);
-        let z = &q.soft_prompt;
+        let req = self.client().request(&q, &options);
         // What the server will read: the values after the wire's rounding (f16 by default).
-        let sent = WireSoftPrompt::encode(z, options.dtype).decode(z.width(), z.rows()).map_err(|e| JsError::new(&e.to_string()))?;
-        let soft_prompt = Sent { data: sent.values().to_vec(), shape: [z.rows(), z.width()], dtype: options.dtype.as_str() };
+        let sent = q.sent(options.dtype).map_err(js)?;
+        let soft_prompt = Sent { data: sent.values().to_vec(), shape: [sent.rows(), sent.width()], dtype: options.dtype.as_str() };
         to_js(&Encoded { path: req.path(), kind: req.kind(), body: req.body(), prompt: q.prompt, soft_prompt })
     }
 
@@ -191,7 +153,7 @@ impl WasmClient {
     /// `{kind: 'generation', text, finishReason}`.
     #[wasm_bindgen(js_name = readAnswer)]
     pub fn read_answer(&self, path: String, status: u16, body: String) -> Result<JsValue, JsError> {
-        to_js(&self.client.read_answer(&path, status, body.as_bytes()).map_err(js)?)
+        to_js(&self.client().read_answer(&path, status, body.as_bytes()).map_err(js)?)
     }
 
     /// Start personalising this client's adapter on `examples` (`[{input, label}]`: a label value
@@ -201,9 +163,9 @@ impl WasmClient {
     pub async fn personalize_start(&mut self, examples: JsValue, options: JsValue) -> Result<(), JsError> {
         let examples: Vec<LabelledInput> = from_js("examples must be an array of {input, label}", examples)?;
         let options: PersonalizeOptions = if options.is_undefined() || options.is_null() { PersonalizeOptions::default() } else { from_js("options", options)? };
-        let texts = examples.iter().enumerate().map(|(i, e)| self.client.training_text(e).map_err(|err| Error::Input(format!("examples[{i}]: {err}")))).collect::<Result<Vec<_>>>().map_err(js)?;
-        let device = self.client.device.clone().autodiff();
-        self.personalizer = Some(Personalizer::new_async(&self.client, &texts, options, &device).await.map_err(js)?);
+        let texts = examples.iter().enumerate().map(|(i, e)| self.client().training_text(e).map_err(|err| Error::Input(format!("examples[{i}]: {err}")))).collect::<Result<Vec<_>>>().map_err(js)?;
+        let device = self.client().device.clone().autodiff();
+        self.personalizer = Some(Personalizer::new_async(self.client(), &texts, options, &device).await.map_err(js)?);
         Ok(())
     }
 
@@ -243,8 +205,7 @@ impl WasmClient {
     /// `LopaClient.load({adapter})` and `lopa soft-prompt --bundle` read.
     #[wasm_bindgen(js_name = exportAdapter)]
     pub async fn export_adapter(&self) -> Result<Vec<u8>, JsError> {
-        let weights = self.client.generator.to_tensors_async().await.map_err(js)?;
-        Ok(crate::adapter::Adapter { meta: self.client.meta.clone(), weights }.bundle(crate::model::weights::safetensors::StoreAs::F32))
+        Ok(self.web.adapter().await.map_err(js)?.bundle(crate::model::weights::safetensors::StoreAs::F32))
     }
 
     /// One server-sent event's data of a streamed completion: `{text, finishReason}`.
@@ -255,14 +216,48 @@ impl WasmClient {
 }
 
 impl WasmClient {
+    fn client(&self) -> &Client {
+        self.web.inner()
+    }
+
     /// The same encoder with another adapter (refused when trained with another encoder).
     fn use_adapter(&mut self, adapter: crate::adapter::Adapter) -> Result<(), JsError> {
-        self.client = Client::new(self.client.encoder.clone(), adapter, &self.client.device).map_err(js)?;
-        Ok(())
+        self.web.use_adapter(adapter).map_err(js)
     }
 
     async fn run(&self, input: JsValue) -> Result<Query, JsError> {
         let input: Input = from_js("input must be a string or an object of strings", input)?;
-        self.client.query_async(&input).await.map_err(js)
+        self.client().query_async(&input).await.map_err(js)
     }
+}
+
+/// A file's source from JS: a URL (a string or a `URL`) or bytes.
+fn source(file: &str, v: JsValue) -> Result<Source, JsError> {
+    if let Some(url) = v.as_string() {
+        return Ok(Source::Url(url));
+    }
+    if let Some(bytes) = v.dyn_ref::<js_sys::Uint8Array>() {
+        return Ok(Source::Bytes(bytes.to_vec()));
+    }
+    if v.is_instance_of::<js_sys::ArrayBuffer>() {
+        return Ok(Source::Bytes(js_sys::Uint8Array::new(&v).to_vec()));
+    }
+    if let Some(url) = v.dyn_ref::<web_sys::Url>() {
+        return Ok(Source::Url(url.href()));
+    }
+    let got = if v.is_undefined() { "nothing".to_string() } else { v.js_typeof().as_string().unwrap_or_default() };
+    Err(JsError::new(&format!("{file}: expected a URL or bytes, got {got}")))
+}
+
+/// `{file, loaded, total, cached}`, as the package's `onProgress` receives it.
+fn progress_object(p: &Progress) -> JsValue {
+    let o = js_sys::Object::new();
+    let set = |k: &str, v: JsValue| {
+        let _ = js_sys::Reflect::set(&o, &k.into(), &v);
+    };
+    set("file", p.file.name().into());
+    set("loaded", (p.loaded as f64).into());
+    set("total", p.total.map_or(JsValue::NULL, |t| (t as f64).into()));
+    set("cached", p.cached.into());
+    o.into()
 }
