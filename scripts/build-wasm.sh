@@ -28,12 +28,13 @@ tools() {
 tools
 [ "$mode" = --tools ] && exit 0
 if [ "$mode" = --app ]; then
-  # In the WebGPU module's target dir with its test build's settings (the example's `wasm-test`
-  # profile, no RUSTFLAGS): the crates both use with the same features compile once. Leptos's
-  # web-sys features differ from the module's, so what depends on web-sys compiles again.
-  app=examples/leptos-app dir="$CARGO_TARGET_DIR/wasm-lopa"
-  CARGO_TARGET_DIR="$dir" cargo build --locked --manifest-path "$app/Cargo.toml" --target wasm32-unknown-unknown --profile wasm-test
-  raw="$dir/wasm32-unknown-unknown/wasm-test/lopa-leptos-app.wasm"
+  # In a target dir of its own: a build that depends on lopa also writes lopa's cdylib
+  # (`lopa.wasm`, without the package's exports) where the package's module build takes it from.
+  # wasm SIMD on, as in the CPU module.
+  app=examples/leptos-app dir="$CARGO_TARGET_DIR/wasm-leptos-app"
+  CARGO_TARGET_DIR="$dir" CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" \
+    cargo build --locked --manifest-path "$app/Cargo.toml" --target wasm32-unknown-unknown --release
+  raw="$dir/wasm32-unknown-unknown/release/lopa-leptos-app.wasm"
   rm -rf "$app/dist"
   wasm-bindgen --target web --no-typescript --out-dir "$app/dist" --out-name lopa_leptos_app "$raw"
   cp "$app/index.html" "$app/dist/"

@@ -129,7 +129,7 @@ pub struct Client {
 
 impl Client {
     /// Fetch (or take) the three files, open the device and build the client. The files load at
-    /// once; each reports its progress.
+    /// once, while the device opens; each file reports its progress.
     pub async fn load(sources: Sources, options: LoadOptions) -> Result<Self> {
         let cache = if options.cache && sources_have_url(&sources) { http::open_cache().await } else { None };
         let report = |p: &Progress| {
@@ -150,8 +150,9 @@ impl Client {
             }
         };
         let Sources { encoder, tokenizer, adapter } = sources;
-        let (encoder, tokenizer, adapter) = futures_util::future::try_join3(file(File::Encoder, encoder), file(File::Tokenizer, tokenizer), file(File::Adapter, adapter)).await?;
-        let (device, backend, fallback_reason) = gpu::device(options.backend).await?;
+        let files = futures_util::future::try_join3(file(File::Encoder, encoder), file(File::Tokenizer, tokenizer), file(File::Adapter, adapter));
+        // WebGPU opens while the files download.
+        let ((encoder, tokenizer, adapter), (device, backend, fallback_reason)) = futures_util::future::try_join(files, gpu::device(options.backend)).await?;
         let inner = crate::client::Client::from_bundles(&encoder, &tokenizer, &adapter, &device)?;
         Ok(Client { inner, backend, fallback_reason })
     }
