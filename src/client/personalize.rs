@@ -99,6 +99,11 @@ impl Client {
         };
         Ok(TrainingText { encoder_text, prompt, target })
     }
+
+    /// The training texts of labelled inputs, a refusal naming the example.
+    pub fn training_texts(&self, examples: &[LabelledInput]) -> Result<Vec<TrainingText>> {
+        examples.iter().enumerate().map(|(i, e)| self.training_text(e).map_err(|err| Error::Input(format!("examples[{i}]: {err}")))).collect()
+    }
 }
 
 /// The generator being personalised, its optimizer, and the examples.

@@ -218,7 +218,7 @@ impl Client {
     /// this client's. Dropping the future cancels it: the request in flight is aborted, no
     /// further one is sent, and the client is unchanged.
     pub async fn personalize(&self, endpoint: &str, examples: &[LabelledInput], options: PersonalizeOptions, steps: usize, mut on_step: impl FnMut(StepReport)) -> Result<Adapter> {
-        let texts = examples.iter().enumerate().map(|(i, e)| self.inner.training_text(e).map_err(|err| Error::Input(format!("examples[{i}]: {err}")))).collect::<Result<Vec<_>>>()?;
+        let texts = self.inner.training_texts(examples)?;
         let device = self.inner.device.clone().autodiff();
         let mut p = Personalizer::new_async(&self.inner, &texts, options, &device).await?;
         let url = url(endpoint, GRADIENT_PATH);

@@ -163,7 +163,7 @@ impl WasmClient {
     pub async fn personalize_start(&mut self, examples: JsValue, options: JsValue) -> Result<(), JsError> {
         let examples: Vec<LabelledInput> = from_js("examples must be an array of {input, label}", examples)?;
         let options: PersonalizeOptions = if options.is_undefined() || options.is_null() { PersonalizeOptions::default() } else { from_js("options", options)? };
-        let texts = examples.iter().enumerate().map(|(i, e)| self.client().training_text(e).map_err(|err| Error::Input(format!("examples[{i}]: {err}")))).collect::<Result<Vec<_>>>().map_err(js)?;
+        let texts = self.client().training_texts(&examples).map_err(js)?;
         let device = self.client().device.clone().autodiff();
         self.personalizer = Some(Personalizer::new_async(self.client(), &texts, options, &device).await.map_err(js)?);
         Ok(())
