@@ -145,11 +145,11 @@ pub fn runtime_dir_if_missing() -> Option<std::path::PathBuf> {
 /// Read a float tensor back to the host as f32.
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     // Half-precision tensors (a decoder run at --precision f16/bf16) are read as f32.
-    t.cast(burn::tensor::FloatDType::F32).into_data().try_to_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))
+    t.cast(burn::tensor::FloatDType::F32).into_data().try_into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))
 }
 
 /// The same with an asynchronous read (required on WebGPU).
 pub async fn to_vec_async<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     let data = t.cast(burn::tensor::FloatDType::F32).into_data_async().await.map_err(|e| Error::Backend(format!("{e:?}")))?;
-    data.try_to_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))
+    data.try_into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))
 }

@@ -3,7 +3,7 @@
 // 64 and 256 tokens, batch 1 and 8. Each configuration runs in a fresh browser profile (nothing
 // cached), so its download, first call and peak memory are its own.
 //
-//   node benches/browser/compare.mjs --lopa-f32 DIR --lopa-int8 DIR --onnx DIR [--runs N] [--only TEXT] [--out FILE]
+//   node benches/browser/compare.mjs --lopa-f32 DIR --lopa-int8 DIR --onnx DIR [--runs N] [--only TEXT] [--shapes 256x8,64x1] [--out FILE]
 //
 // --lopa-*: `lopa export-web --dtype f32|int8` folders; --onnx: scripts/lib/export_onnx.py's
 // folder (fp32 and q8). scripts/benchmark.sh compare prepares all three. Timing: per shape, one
@@ -36,7 +36,10 @@ const WORDS = ('the film is a quiet and moving story about a family that holds o
 const vocab = new Set(readFileSync(join(DIRS.onnx, 'vocab.txt'), 'utf8').split('\n'));
 for (const w of WORDS) if (!vocab.has(w)) throw new Error(`"${w}" is not one word piece`);
 const texts = (n, b) => Array.from({ length: b }, (_, i) => Array.from({ length: n - 2 }, (_, k) => WORDS[(i * 7 + k) % WORDS.length]).join(' '));
-const SHAPES = TOKENS.flatMap((tokens) => BATCHES.map((batch) => ({ tokens, batch, texts: texts(tokens, batch) })));
+// --shapes TOKENSxBATCH,...: just those shapes (all six without it).
+const ONLY_SHAPES = opt('shapes', '').split(',').filter(Boolean);
+const SHAPES = TOKENS.flatMap((tokens) => BATCHES.map((batch) => ({ tokens, batch, texts: texts(tokens, batch) })))
+  .filter((s) => !ONLY_SHAPES.length || ONLY_SHAPES.includes(`${s.tokens}x${s.batch}`));
 
 // SwiftShader emulates a GPU on the CPU (seconds per call): the small shapes only, few runs.
 const GPU_SHAPES = SHAPES.filter((s) => s.tokens <= 64 && s.batch === 1);

@@ -1,6 +1,7 @@
 //! Elementwise f32 functions the CPU path applies to whole buffers: straight-line code that
-//! compiles to SIMD (wasm simd128 included), where a libm call per element does not. The tests
-//! check them against f64: exp within 3e-7 relative, GELU within 1.5e-6 absolute.
+//! compiles to SIMD, with `exp` and the softmax written in wasm SIMD for the browser's modules
+//! (the compiler leaves their selects and conversions value by value). The tests check them
+//! against f64: exp within 3e-7 relative, GELU within 1.5e-6 absolute.
 
 /// Below this, `exp` is 0 in f32 (and a masked attention score, -1e9, lands here).
 const EXP_MIN: f32 = -87.33;
@@ -9,35 +10,43 @@ const EXP_MAX: f32 = 88.72;
 /// `e^x` for every value: `2^n · p(r)` with `r = x - n·ln 2`, `|r| ≤ ln 2 / 2` (Cephes' expf
 /// polynomial). 0 below -87.33, +∞ above 88.72, NaN stays NaN.
 pub fn exp_in_place(v: &mut [f32]) {
-    for x in v.iter_mut() {
+    let (whole, tail) = v.as_chunks_mut::<4>();
+    for x in whole {
+        *x = simd::exp(*x);
+    }
+    for x in tail {
         *x = exp(*x);
     }
 }
 
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+const EXP_P: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5];
+
+/// `1.5 · 2^23`: adding it rounds an f32 below 2^22 in magnitude to an integer (ties to even),
+/// which its low mantissa bits then hold.
+const ROUNDER: f32 = 12_582_912.0;
+
+/// One value of [`exp_in_place`]; [`simd::exp`] does the same operations on four lanes.
 #[inline(always)]
 fn exp(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
     let c = x.clamp(EXP_MIN, EXP_MAX);
-    let n = (c * std::f32::consts::LOG2_E).round_ties_even();
+    let t = c * std::f32::consts::LOG2_E + ROUNDER;
+    let n = t - ROUNDER;
     let r = c - n * LN2_HI - n * LN2_LO;
-    let p = 1.987_569_1e-4f32;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 0.5;
+    let p = EXP_P[1..].iter().fold(EXP_P[0], |p, &k| p * r + k);
     let y = p * r * r + r + 1.0;
-    // 2^n as the exponent bits; n is within [-126, 128] after the clamp, and 2^128 is split in two.
-    let half = (n * 0.5).round_ties_even();
-    let scale = |k: f32| f32::from_bits(((k as i32 + 127) << 23) as u32);
-    let e = y * scale(half) * scale(n - half);
+    // 2^n as exponent bits, in two factors (n reaches 128): each product is exact but the last,
+    // so any split gives the same bits.
+    let n = (t.to_bits() as i32).wrapping_sub(ROUNDER.to_bits() as i32);
+    let (a, b) = (n >> 1, n - (n >> 1));
+    let pow2 = |k: i32| f32::from_bits((k.wrapping_add(127) << 23) as u32);
+    let e = y * pow2(a) * pow2(b);
+    // NaN went through the clamp and every step.
     if x < EXP_MIN {
         0.0
     } else if x > EXP_MAX {
         f32::INFINITY
-    } else if x.is_nan() {
-        x
     } else {
         e
     }
@@ -71,20 +80,121 @@ fn erf(x: f32) -> f32 {
     x * p / q
 }
 
-/// Softmax over each row of `width` values, in place. A row of -∞/-1e9 except its largest entry
-/// gives that entry 1.
-pub fn softmax_rows_in_place(v: &mut [f32], width: usize) {
-    for row in v.chunks_exact_mut(width.max(1)) {
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
-        for x in row.iter_mut() {
-            *x -= max;
+/// Softmax of `scale · x + bias` over `row` but for its division: the row becomes
+/// `e^(scale · x + bias - max)` and the sum of those is returned (attention divides its output
+/// rows instead, `head_dim` values a row instead of the row's length). `bias` is as long as `row`.
+/// A row of -∞/-1e9 except its largest entry gives that entry 1 and the others 0. The sum runs in
+/// four lanes (value `i` in lane `i % 4`), so the SIMD and the portable code give the same bits.
+pub fn softmax_numerators(row: &mut [f32], scale: f32, bias: &[f32]) -> f32 {
+    assert_eq!(row.len(), bias.len(), "a bias value per score");
+    let (whole, tail) = row.as_chunks_mut::<4>();
+    let (bias_whole, bias_tail) = bias.as_chunks::<4>();
+    let mut max4 = [f32::NEG_INFINITY; 4];
+    for (x, b) in whole.iter_mut().zip(bias_whole) {
+        (*x, max4) = simd::scale_add_max(*x, scale, *b, max4);
+    }
+    // Comparisons, not f32::max: that is a libm call in wasm (and ignores NaN the same way).
+    let mut max = max4.into_iter().fold(f32::NEG_INFINITY, |m, x| if x > m { x } else { m });
+    for (x, &b) in tail.iter_mut().zip(bias_tail) {
+        *x = *x * scale + b;
+        if *x > max {
+            max = *x;
         }
-        exp_in_place(row);
-        let sum: f32 = row.iter().sum();
-        let inv = 1.0 / sum;
-        for x in row.iter_mut() {
-            *x *= inv;
+    }
+    let mut sum4 = [0f32; 4];
+    for x in whole.iter_mut() {
+        (*x, sum4) = simd::exp_sub_add(*x, max, sum4);
+    }
+    for (i, x) in tail.iter_mut().enumerate() {
+        *x = exp(*x - max);
+        sum4[i] += *x;
+    }
+    (sum4[0] + sum4[1]) + (sum4[2] + sum4[3])
+}
+
+/// Four lanes at once: wasm SIMD in the browser's CPU modules, lane by lane elsewhere (where the
+/// compiler vectorises it). Both do the same operations in the same order, so native tests check
+/// the bits the browser computes.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd {
+    use super::{EXP_MAX, EXP_MIN, EXP_P, LN2_HI, LN2_LO, ROUNDER};
+    use core::arch::wasm32::*;
+
+    #[inline(always)]
+    fn load(x: [f32; 4]) -> v128 {
+        // SAFETY: as in `store`.
+        unsafe { core::mem::transmute::<[f32; 4], v128>(x) }
+    }
+    #[inline(always)]
+    fn store(v: v128) -> [f32; 4] {
+        // SAFETY: v128 and [f32; 4] are 16 bytes, any bits valid for both.
+        unsafe { core::mem::transmute::<v128, [f32; 4]>(v) }
+    }
+
+    #[inline(always)]
+    fn exp_v(x: v128) -> v128 {
+        let splat = f32x4_splat;
+        // pmax/pmin are `a < b ? b : a` / `b < a ? b : a`: f32::clamp, NaN kept.
+        let c = f32x4_pmin(f32x4_pmax(x, splat(EXP_MIN)), splat(EXP_MAX));
+        let t = f32x4_add(f32x4_mul(c, splat(std::f32::consts::LOG2_E)), splat(ROUNDER));
+        let n = f32x4_sub(t, splat(ROUNDER));
+        let r = f32x4_sub(f32x4_sub(c, f32x4_mul(n, splat(LN2_HI))), f32x4_mul(n, splat(LN2_LO)));
+        let mut p = splat(EXP_P[0]);
+        for &k in &EXP_P[1..] {
+            p = f32x4_add(f32x4_mul(p, r), splat(k));
         }
+        let y = f32x4_add(f32x4_add(f32x4_mul(f32x4_mul(p, r), r), r), splat(1.0));
+        let n = i32x4_sub(t, i32x4_splat(ROUNDER.to_bits() as i32));
+        let a = i32x4_shr(n, 1);
+        let pow2 = |k: v128| i32x4_shl(i32x4_add(k, i32x4_splat(127)), 23);
+        let e = f32x4_mul(f32x4_mul(y, pow2(a)), pow2(i32x4_sub(n, a)));
+        let e = v128_andnot(e, f32x4_lt(x, splat(EXP_MIN)));
+        v128_bitselect(splat(f32::INFINITY), e, f32x4_gt(x, splat(EXP_MAX)))
+    }
+
+    #[inline(always)]
+    pub fn exp(x: [f32; 4]) -> [f32; 4] {
+        store(exp_v(load(x)))
+    }
+
+    /// `x · scale + bias`, and the running maxima with it.
+    #[inline(always)]
+    pub fn scale_add_max(x: [f32; 4], scale: f32, bias: [f32; 4], max: [f32; 4]) -> ([f32; 4], [f32; 4]) {
+        let y = f32x4_add(f32x4_mul(load(x), f32x4_splat(scale)), load(bias));
+        // `max < y ? y : max`: the portable `if y > max`.
+        (store(y), store(f32x4_pmax(load(max), y)))
+    }
+
+    /// `e^(x - max)`, and the running sums with it.
+    #[inline(always)]
+    pub fn exp_sub_add(x: [f32; 4], max: f32, sum: [f32; 4]) -> ([f32; 4], [f32; 4]) {
+        let e = exp_v(f32x4_sub(load(x), f32x4_splat(max)));
+        (store(e), store(f32x4_add(load(sum), e)))
+    }
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+mod simd {
+    #[inline(always)]
+    pub fn exp(x: [f32; 4]) -> [f32; 4] {
+        x.map(super::exp)
+    }
+
+    #[inline(always)]
+    pub fn scale_add_max(x: [f32; 4], scale: f32, bias: [f32; 4], mut max: [f32; 4]) -> ([f32; 4], [f32; 4]) {
+        let y: [f32; 4] = std::array::from_fn(|i| x[i] * scale + bias[i]);
+        for (m, &y) in max.iter_mut().zip(&y) {
+            if y > *m {
+                *m = y;
+            }
+        }
+        (y, max)
+    }
+
+    #[inline(always)]
+    pub fn exp_sub_add(x: [f32; 4], max: f32, sum: [f32; 4]) -> ([f32; 4], [f32; 4]) {
+        let e = x.map(|x| super::exp(x - max));
+        (e, std::array::from_fn(|i| sum[i] + e[i]))
     }
 }
 
@@ -143,14 +253,36 @@ mod tests {
         assert!(edge[3].is_nan() && edge[4] == 1.0 && edge[5] == 0.0);
     }
 
+    /// [`softmax_numerators`] divided by its sum.
+    fn softmax(row: &mut [f32], scale: f32, bias: &[f32]) {
+        let sum = softmax_numerators(row, scale, bias);
+        row.iter_mut().for_each(|x| *x /= sum);
+    }
+
     #[test]
-    fn softmax_rows_sum_to_one_and_ignore_masked_entries() {
-        let mut v = vec![1.0, 2.0, 3.0, -1e9, 0.5, 0.5, -1e9, -1e9];
-        softmax_rows_in_place(&mut v, 4);
-        let z = 1f64.exp() + 2f64.exp() + 3f64.exp();
-        for (got, want) in v[..3].iter().zip([1f64.exp() / z, 2f64.exp() / z, 3f64.exp() / z]) {
+    fn softmax_sums_to_one_ignores_masked_entries_and_scales_before_the_bias() {
+        // 7 values: a chunk of four and a tail of three.
+        let mut v = vec![1.0, 2.0, 3.0, -1e9, 0.5, 0.5, 7.0];
+        let sum = softmax_numerators(&mut v.clone(), 1.0, &[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1e9]);
+        softmax(&mut v, 1.0, &[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1e9]);
+        let z = 1f64.exp() + 2f64.exp() + 3f64.exp() + 2.0 * 0.5f64.exp();
+        // The numerators are relative to the largest score (3).
+        assert!((sum as f64 - z / 3f64.exp()).abs() < 1e-6, "{sum}");
+        for (got, want) in v.iter().zip([1f64.exp() / z, 2f64.exp() / z, 3f64.exp() / z, 0.0, 0.5f64.exp() / z, 0.5f64.exp() / z, 0.0]) {
             assert!((*got as f64 - want).abs() < 1e-7, "{got} vs {want}");
         }
-        assert_eq!(v[3..], [0.0, 0.5, 0.5, 0.0, 0.0]);
+        assert_eq!((v[3], v[6]), (0.0, 0.0));
+        // A fully masked row is uniform, not NaN; scale applies to the scores, not the bias.
+        let mut masked = vec![0.3; 5];
+        softmax(&mut masked, 2.0, &[-1e9; 5]);
+        assert!(masked.iter().all(|&p| (p - 0.2).abs() < 1e-7), "{masked:?}");
+        let mut v = vec![1.0, 0.0];
+        softmax(&mut v, 2.0, &[0.0, 1.0]);
+        let want = 1.0 / (1.0 + (-1f64).exp());
+        assert!((v[0] as f64 - want).abs() < 1e-7, "{v:?}");
+        // A NaN score poisons its row.
+        let mut v = vec![1.0, f32::NAN, 0.0, 2.0, 3.0];
+        softmax(&mut v, 1.0, &[0.0; 5]);
+        assert!(v.iter().all(|p| p.is_nan()), "{v:?}");
     }
 }

@@ -13,6 +13,7 @@
 //! lane, so they give the same bits: native tests check what the browser computes.
 
 use crate::model::parallel;
+use std::mem::MaybeUninit;
 use crate::model::weights::Int8Matrix;
 
 /// Output columns per packed panel: `PANEL / 4` `i32x4` accumulators a row.
@@ -42,7 +43,7 @@ impl Int8Linear {
     /// suit the kernel (odd, or too long for exact i32 sums): the caller keeps f32 weights.
     pub fn new(w: &Int8Matrix, bias: Option<&[f32]>) -> Option<Self> {
         let (d_out, d_in, group) = (w.rows, w.cols, w.group);
-        if group == 0 || !group.is_multiple_of(2) || group > MAX_GROUP || !d_in.is_multiple_of(group) || bias.is_some_and(|b| b.len() != d_out) {
+        if group == 0 || d_in == 0 || d_out == 0 || !group.is_multiple_of(2) || group > MAX_GROUP || !d_in.is_multiple_of(group) || bias.is_some_and(|b| b.len() != d_out) {
             return None;
         }
         let (pairs, groups, panels) = (d_in / 2, d_in / group, d_out.div_ceil(PANEL));
@@ -75,75 +76,78 @@ impl Int8Linear {
 
     /// `x` (`[rows, d_in]`, row-major) → `[rows, d_out]`. A row with a non-finite value gives NaN.
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
-        assert_eq!(x.len() % self.d_in.max(1), 0, "input is not a whole number of rows");
-        let rows = x.len() / self.d_in.max(1);
-        let (pairs, d_in) = (self.d_in / 2, self.d_in);
-        let pieces = parallel::pieces(rows * d_in * self.d_out);
-        let per_row = rows.div_ceil(pieces).max(1);
-        // Each row's largest magnitude (NaN if any value is not finite), then the row as i16 pairs,
-        // one i32 each (low half the even input), on the pool by bands of rows.
-        let mut amax = vec![0f32; rows];
-        parallel::for_each_piece(&mut amax, per_row, |i, a| {
-            for (j, a) in a.iter_mut().enumerate() {
-                let row = &x[(i * per_row + j) * d_in..][..d_in];
-                // Comparisons, not f32::max: that is a libm call in wasm.
-                *a = if row.iter().all(|v| v.is_finite()) { row.iter().fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m }) } else { f32::NAN };
-            }
-        });
-        let mut xq = vec![0i32; rows * pairs];
-        parallel::for_each_piece(&mut xq, per_row * pairs, |i, q| {
-            for (j, q) in q.chunks_exact_mut(pairs.max(1)).enumerate() {
-                let r = i * per_row + j;
-                let inv = if amax[r] > 0.0 { 32767.0 / amax[r] } else { 0.0 };
-                for (q, v) in q.iter_mut().zip(x[r * d_in..][..d_in].chunks_exact(2)) {
-                    let lo = (v[0] * inv).round_ties_even() as i16 as u16 as u32;
-                    let hi = (v[1] * inv).round_ties_even() as i16 as u16 as u32;
-                    *q = (lo | hi << 16) as i32;
-                }
-            }
-        });
-        let sx: Vec<f32> = amax.iter().map(|a| a / 32767.0).collect();
-        let panels = self.d_out.div_ceil(PANEL);
-        let (tiles, d_out) = (rows.div_ceil(ROWS), self.d_out);
-        let mut out = vec![0f32; rows * d_out];
-        if pieces == 1 {
-            self.block(&xq, &sx, 0..rows, 0..panels, &mut out, d_out);
-        } else if tiles >= pieces {
-            // Enough rows: each piece whole rows, written in place.
-            let per = tiles.div_ceil(pieces) * ROWS;
-            parallel::for_each_piece(&mut out, per * d_out, |i, o| self.block(&xq, &sx, i * per..i * per + o.len() / d_out, 0..panels, o, d_out));
+        self.forward_then(x, |_| {})
+    }
+
+    /// [`Self::forward`], then `then` on each band of whole output rows as soon as it is computed
+    /// (while it is in cache, and in the same piece of work on the pool: an activation costs no
+    /// second pass or wake-up of the pool).
+    pub fn forward_then(&self, x: &[f32], then: impl Fn(&mut [f32]) + Sync) -> Vec<f32> {
+        let d_in = self.d_in.max(1);
+        assert_eq!(x.len() % d_in, 0, "input is not a whole number of rows");
+        let (rows, d_out, panels) = (x.len() / d_in, self.d_out, self.d_out.div_ceil(PANEL));
+        let pieces = parallel::pieces(rows * d_in * d_out);
+        let tiles = rows.div_ceil(ROWS);
+        let mut out = Vec::with_capacity(rows * d_out);
+        let uninit = &mut out.spare_capacity_mut()[..rows * d_out];
+        if pieces == 1 || tiles >= pieces {
+            // Each piece whole rows (all of them on one thread): quantized, multiplied and passed
+            // to `then` in place.
+            let per = if pieces == 1 { rows.max(1) } else { tiles.div_ceil(pieces) * ROWS };
+            parallel::for_each_piece(uninit, per * d_out, |i, o| {
+                let x = &x[i * per * d_in..][..o.len() / d_out.max(1) * d_in];
+                then(self.block(x, 0..panels, o, d_out));
+            });
         } else {
-            // Few rows (a short input): each piece a band of columns, copied in after.
+            // Few rows (a short input): each piece a band of columns of every row, copied in after.
             let per = panels.div_ceil(pieces);
             let bands = parallel::map(panels.div_ceil(per), |i| {
                 let band = i * per..panels.min((i + 1) * per);
                 let width = (band.end * PANEL).min(d_out) - band.start * PANEL;
-                let mut o = vec![0f32; rows * width];
-                self.block(&xq, &sx, 0..rows, band, &mut o, width);
+                let mut o = Vec::with_capacity(rows * width);
+                self.block(x, band, &mut o.spare_capacity_mut()[..rows * width], width);
+                // SAFETY: `block` wrote all `rows · width` values.
+                unsafe { o.set_len(rows * width) };
                 o
             });
             for (i, band) in bands.iter().enumerate() {
-                let (from, width) = (i * per * PANEL, band.len() / rows.max(1));
-                for (o, b) in out.chunks_exact_mut(d_out).zip(band.chunks_exact(width.max(1))) {
-                    o[from..from + width].copy_from_slice(b);
+                let (from, width) = (i * per * PANEL, band.len() / rows);
+                for (o, b) in uninit.chunks_exact_mut(d_out).zip(band.chunks_exact(width)) {
+                    for (o, &b) in o[from..from + width].iter_mut().zip(b) {
+                        o.write(b);
+                    }
                 }
             }
+            // SAFETY: the bands cover every column of every row.
+            then(unsafe { assume_init(uninit) });
         }
+        // SAFETY: every branch above wrote all `rows · d_out` values.
+        unsafe { out.set_len(rows * d_out) };
         out
     }
 
-    /// Rows `rows` of the output in the columns of panels `panels`, into `out`: row-major, `width`
-    /// values a row, starting at row `rows.start` and the panels' first column.
-    fn block(&self, xq: &[i32], sx: &[f32], rows: std::ops::Range<usize>, panels: std::ops::Range<usize>, out: &mut [f32], width: usize) {
-        let (pairs, col0) = (self.d_in / 2, panels.start * PANEL);
-        let mut r0 = rows.start;
-        while r0 < rows.end {
-            let n = (rows.end - r0).min(ROWS);
+    /// Every row of `x` in the columns of panels `panels`, into `out`: row-major, `width` values a
+    /// row, starting at the panels' first column. Returns `out`, every value written. Each tile of
+    /// rows is quantized just before it is multiplied, into a buffer that stays in cache.
+    fn block<'o>(&self, x: &[f32], panels: std::ops::Range<usize>, out: &'o mut [MaybeUninit<f32>], width: usize) -> &'o mut [f32] {
+        let (pairs, col0, rows) = (self.d_in / 2, panels.start * PANEL, x.len() / self.d_in);
+        assert!(x.len() == rows * self.d_in && out.len() == rows * width && (panels.end * PANEL).min(self.d_out) - col0 == width, "block shapes");
+        let (mut xq, mut sx) = (vec![0i32; ROWS * pairs], [0f32; ROWS]);
+        let mut r0 = 0;
+        while r0 < rows {
+            let n = (rows - r0).min(ROWS);
+            // Each row as i16 pairs, with its scale: its largest magnitude over 32767 (NaN if a
+            // value is not finite, which makes the row's outputs NaN).
+            for (i, (x, q)) in x[r0 * self.d_in..][..n * self.d_in].chunks_exact(self.d_in).zip(xq.chunks_exact_mut(pairs)).enumerate() {
+                let amax = row::amax(x);
+                row::quantize(x, if amax > 0.0 { 32767.0 / amax } else { 0.0 }, q);
+                sx[i] = amax / 32767.0;
+            }
             for j in panels.clone() {
                 let w = &self.packed[j * pairs * 2 * PANEL..(j + 1) * pairs * 2 * PANEL];
                 let s = &self.scales[j * self.groups * PANEL..(j + 1) * self.groups * PANEL];
                 let mut acc = [[0f32; PANEL]; ROWS];
-                let (x, gp) = (&xq[r0 * pairs..], self.group_pairs);
+                let (x, gp) = (&xq[..], self.group_pairs);
                 match n {
                     4 => tile::<4>(x, pairs, w, s, gp, &mut acc),
                     3 => tile::<3>(x, pairs, w, s, gp, &mut acc),
@@ -152,13 +156,84 @@ impl Int8Linear {
                 }
                 let cols = (self.d_out - j * PANEL).min(PANEL);
                 for (i, a) in acc.iter().enumerate().take(n) {
-                    let o = &mut out[(r0 - rows.start + i) * width + j * PANEL - col0..][..cols];
+                    let o = &mut out[(r0 + i) * width + j * PANEL - col0..][..cols];
                     for c in 0..cols {
-                        o[c] = a[c] * sx[r0 + i] + self.bias[j * PANEL + c];
+                        o[c].write(a[c] * sx[i] + self.bias[j * PANEL + c]);
                     }
                 }
             }
             r0 += n;
+        }
+        // SAFETY: the loops wrote every row (r0 over 0..rows) in every column of the panels
+        // (together exactly `width`, the assert above).
+        unsafe { assume_init(out) }
+    }
+}
+
+/// `v` as initialised values.
+///
+/// # Safety
+/// Every element of `v` must have been written.
+unsafe fn assume_init(v: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: MaybeUninit<f32> has f32's layout, and the caller vouches for the values.
+    unsafe { &mut *(v as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// One input row's scan and quantization: wasm SIMD in the browser's CPU modules, value by value
+/// elsewhere, with the same results (a maximum and saturating conversions do not depend on order).
+mod row {
+    /// The largest magnitude in `x`, NaN if a value is not finite.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    pub fn amax(x: &[f32]) -> f32 {
+        use core::arch::wasm32::*;
+        let (whole, tail) = x.as_chunks::<4>();
+        let (mut m, mut finite) = (f32x4_splat(0.0), u32x4_splat(u32::MAX));
+        for c in whole {
+            // SAFETY: [f32; 4] and v128 are 16 bytes, any bits valid for both.
+            let a = f32x4_abs(unsafe { core::mem::transmute::<[f32; 4], v128>(*c) });
+            finite = v128_and(finite, f32x4_lt(a, f32x4_splat(f32::INFINITY)));
+            m = f32x4_pmax(m, a);
+        }
+        let lanes = [f32x4_extract_lane::<0>(m), f32x4_extract_lane::<1>(m), f32x4_extract_lane::<2>(m), f32x4_extract_lane::<3>(m)];
+        if !u32x4_all_true(finite) || !tail.iter().all(|v| v.is_finite()) {
+            return f32::NAN;
+        }
+        lanes.iter().chain(tail).fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m })
+    }
+
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    pub fn amax(x: &[f32]) -> f32 {
+        // Comparisons, not f32::max: that is a libm call in wasm.
+        if x.iter().all(|v| v.is_finite()) { x.iter().fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m }) } else { f32::NAN }
+    }
+
+    /// `x · inv` rounded to i16 (saturating; NaN is 0), two a pair: `q[p]`'s low half from
+    /// `x[2p]`, its high half from `x[2p + 1]` (the i16 values in memory order).
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    pub fn quantize(x: &[f32], inv: f32, q: &mut [i32]) {
+        use core::arch::wasm32::*;
+        let (whole, tail) = x.as_chunks::<8>();
+        let (q_whole, q_tail) = q.as_chunks_mut::<4>();
+        let k = f32x4_splat(inv);
+        for (c, q) in whole.iter().zip(q_whole) {
+            // SAFETY: [f32; 8] is two v128s, [i32; 4] one.
+            let [a, b] = unsafe { core::mem::transmute::<[f32; 8], [v128; 2]>(*c) };
+            let round = |v: v128| i32x4_trunc_sat_f32x4(f32x4_nearest(f32x4_mul(v, k)));
+            *q = unsafe { core::mem::transmute::<v128, [i32; 4]>(i16x8_narrow_i32x4(round(a), round(b))) };
+        }
+        pairs(tail, inv, q_tail);
+    }
+
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    pub fn quantize(x: &[f32], inv: f32, q: &mut [i32]) {
+        pairs(x, inv, q);
+    }
+
+    fn pairs(x: &[f32], inv: f32, q: &mut [i32]) {
+        for (q, v) in q.iter_mut().zip(x.chunks_exact(2)) {
+            let lo = (v[0] * inv).round_ties_even() as i16 as u16 as u32;
+            let hi = (v[1] * inv).round_ties_even() as i16 as u16 as u32;
+            *q = (lo | hi << 16) as i32;
         }
     }
 }
@@ -317,6 +392,10 @@ mod tests {
                 // One row is too little work to split.
                 assert_eq!(pieces > 1, rows > 1, "{rows} rows on {threads} threads: {pieces} pieces");
                 assert!(got.iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits()), "{rows} rows on {threads} threads differ from one thread");
+                // `then` runs once on every output value, whichever way the work was split.
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let then = pool.install(|| lin.forward_then(&x, |o| o.iter_mut().for_each(|v| *v = *v * 2.0 + 1.0)));
+                assert!(then.iter().zip(&one).all(|(a, b)| a.to_bits() == (b * 2.0 + 1.0).to_bits()), "{rows} rows on {threads} threads: then");
             }
         }
     }

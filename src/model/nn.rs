@@ -69,16 +69,32 @@ impl Projection {
             (Self::Float(l), false) => l.forward(x),
             (Self::Float(l), true) if is_cpu_f32(&x) => on_host(l.forward(x), gelu_on_pool),
             (Self::Float(l), true) => gelu(l.forward(x)),
-            (Self::Int8(FrozenInt8 { weights: q }), then_gelu) => {
-                let (device, mut dims) = (x.device(), x.dims());
-                let mut out = q.forward(&host_values(x));
-                if then_gelu {
-                    gelu_on_pool(&mut out);
-                }
-                dims[D - 1] = q.d_out();
-                Tensor::from_data(TensorData::new(out, dims), &device)
+            (Self::Int8(q), then_gelu) => {
+                let (device, dims) = (x.device(), x.dims());
+                q.forward_host(&host_values(x), dims, &device, then_gelu)
             }
         }
+    }
+
+    /// Each projection of the same input, `[.., d_in]` → `[.., d_out]`: on the int8 CPU path
+    /// the input is read back from its tensor once for all of them (attention's query, key and
+    /// value).
+    pub fn forward_each<const N: usize, const D: usize>(projections: [&Self; N], x: Tensor<D>) -> [Tensor<D>; N] {
+        let int8: Vec<&FrozenInt8> = projections.iter().filter_map(|p| if let Self::Int8(q) = p { Some(q) } else { None }).collect();
+        if int8.len() == N {
+            let (device, dims, host) = (x.device(), x.dims(), host_values(x));
+            return std::array::from_fn(|i| int8[i].forward_host(&host, dims, &device, false));
+        }
+        projections.map(|p| p.forward(x.clone()))
+    }
+}
+
+impl FrozenInt8 {
+    /// The projection of `x`, host values of a `dims` tensor, as a tensor on `device`.
+    fn forward_host<const D: usize>(&self, x: &[f32], mut dims: [usize; D], device: &Device, then_gelu: bool) -> Tensor<D> {
+        let out = if then_gelu { self.weights.forward_then(x, fast_math::gelu_in_place) } else { self.weights.forward(x) };
+        dims[D - 1] = self.weights.d_out();
+        Tensor::from_data(TensorData::new(out, dims), device)
     }
 }
 
@@ -185,6 +201,8 @@ fn attention_block(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>, sc
 /// threads. Shapes as there; `k` and `v` have `q`'s batch and heads.
 fn attention_by_heads(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>, scale: f32) -> Tensor<4> {
     let ([b, h, s, hd], t, device) = (q.dims(), k.dims()[2], q.device());
+    // A bias broadcast along the keys is written out: the softmax takes a value per key.
+    let bias = if bias.dims()[3] == t { bias } else { let [bb, bh, bs, _] = bias.dims(); bias.expand([bb, bh, bs, t]) };
     let [bb, bh, bs, bt] = bias.dims();
     let (q, k, v, bias) = (host_values(q), host_values(k), host_values(v), host_values(bias));
     // The bias broadcasts over its size-1 axes.
@@ -193,22 +211,23 @@ fn attention_by_heads(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>,
     // Whole heads a piece; several a piece where one is too little work to wake the pool for.
     let per = (b * h).div_ceil(parallel::pieces(2 * b * h * s * t * hd));
     parallel::for_each_piece(&mut out, per * s * hd, |piece, o| {
-        let mut p = vec![0f32; s * t];
+        let (mut p, mut sums) = (vec![0f32; s * t], vec![0f32; s]);
         for (j, o) in o.chunks_exact_mut(s * hd).enumerate() {
             let i = piece * per + j;
             let (bi, hi) = (i / h, i % h);
             let (qh, kh, vh) = (&q[i * s * hd..][..s * hd], &k[i * t * hd..][..t * hd], &v[i * t * hd..][..t * hd]);
             // p = q · kᵀ: kᵀ is k read with its strides swapped.
             gemm_into(s, t, hd, &mut p, qh, (1, hd as isize), kh, (hd as isize, 1));
-            let bias = &bias[at(bi, hi)..][..bs * bt];
-            for (r, row) in p.chunks_exact_mut(t).enumerate() {
-                let br = &bias[if bs == 1 { 0 } else { r } * bt..][..bt];
-                for (x, &m) in row.iter_mut().zip(br.iter().cycle()) {
-                    *x = *x * scale + m;
-                }
+            let bias = &bias[at(bi, hi)..][..bs * t];
+            for (r, (row, sum)) in p.chunks_exact_mut(t.max(1)).zip(&mut sums).enumerate() {
+                *sum = fast_math::softmax_numerators(row, scale, &bias[if bs == 1 { 0 } else { r } * t..][..t]);
             }
-            fast_math::softmax_rows_in_place(&mut p, t);
             gemm_into(s, hd, t, o, &p, (1, t as isize), vh, (1, hd as isize));
+            // The softmax's division, on the output's rows.
+            for (row, sum) in o.chunks_exact_mut(hd.max(1)).zip(&sums) {
+                let inv = 1.0 / sum;
+                row.iter_mut().for_each(|x| *x *= inv);
+            }
         }
     });
     Tensor::from_data(TensorData::new(out, [b, h, s, hd]), &device)
@@ -291,7 +310,7 @@ mod tests {
         let (b, h, s, t, hd) = (2, 4, 40, 48, 32);
         let r = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &d);
         let (q, k, v) = (r([b, h, s, hd]), r([b, h, t, hd]), r([b, h, t, hd]));
-        for bias_shape in [[b, 1, 1, t], [b, 1, s, t], [1, h, s, t]] {
+        for bias_shape in [[b, 1, 1, t], [b, 1, s, t], [1, h, s, t], [b, 1, s, 1]] {
             let bias = r(bias_shape) * 3.0;
             let heads = attention_by_heads(q.clone(), k.clone(), v.clone(), bias.clone(), 0.35).into_data().try_to_vec::<f32>().unwrap();
             let scores = q.clone().matmul(k.clone().swap_dims(2, 3)) * 0.35 + bias.clone();

@@ -143,9 +143,7 @@ impl BertLayer {
 
     /// `[b, s, h]` → `[b, s, h]`; `bias` masks padding keys.
     pub fn forward(&self, x: Tensor<3>, bias: Tensor<4>) -> Tensor<3> {
-        let q = split_heads(self.query.forward(x.clone()), self.heads, self.head_dim);
-        let k = split_heads(self.key.forward(x.clone()), self.heads, self.head_dim);
-        let v = split_heads(self.value.forward(x.clone()), self.heads, self.head_dim);
+        let [q, k, v] = Projection::forward_each([&self.query, &self.key, &self.value], x.clone()).map(|t| split_heads(t, self.heads, self.head_dim));
         let ctx = merge_heads(attention(q, k, v, bias, (self.head_dim as f64).powf(-0.5)));
         let a = self.attention_layer_norm.forward(self.attention_output.forward(ctx) + x);
         let i = if self.tanh_gelu { gelu_tanh(self.intermediate.forward(a.clone())) } else { self.intermediate.forward_gelu(a.clone()) };
