@@ -7,18 +7,6 @@
 const EXP_MIN: f32 = -87.33;
 const EXP_MAX: f32 = 88.72;
 
-/// `e^x` for every value: `2^n · p(r)` with `r = x - n·ln 2`, `|r| ≤ ln 2 / 2` (Cephes' expf
-/// polynomial). 0 below -87.33, +∞ above 88.72, NaN stays NaN.
-pub fn exp_in_place(v: &mut [f32]) {
-    let (whole, tail) = v.as_chunks_mut::<4>();
-    for x in whole {
-        *x = simd::exp(*x);
-    }
-    for x in tail {
-        *x = exp(*x);
-    }
-}
-
 const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
 const EXP_P: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5];
@@ -27,7 +15,9 @@ const EXP_P: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579
 /// which its low mantissa bits then hold.
 const ROUNDER: f32 = 12_582_912.0;
 
-/// One value of [`exp_in_place`]; [`simd::exp`] does the same operations on four lanes.
+/// `e^x`: `2^n · p(r)` with `r = x - n·ln 2`, `|r| ≤ ln 2 / 2` (Cephes' expf polynomial). 0
+/// below -87.33, +∞ above 88.72, NaN stays NaN. The `simd` functions do the same operations on
+/// four lanes.
 #[inline(always)]
 fn exp(x: f32) -> f32 {
     let c = x.clamp(EXP_MIN, EXP_MAX);
@@ -152,7 +142,7 @@ mod simd {
         v128_bitselect(splat(f32::INFINITY), e, f32x4_gt(x, splat(EXP_MAX)))
     }
 
-    #[inline(always)]
+    #[cfg(test)]
     pub fn exp(x: [f32; 4]) -> [f32; 4] {
         store(exp_v(load(x)))
     }
@@ -175,7 +165,7 @@ mod simd {
 
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 mod simd {
-    #[inline(always)]
+    #[cfg(test)]
     pub fn exp(x: [f32; 4]) -> [f32; 4] {
         x.map(super::exp)
     }
@@ -201,6 +191,17 @@ mod simd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`exp`] on every value, four lanes at a time as the softmax runs it.
+    fn exp_in_place(v: &mut [f32]) {
+        let (whole, tail) = v.as_chunks_mut::<4>();
+        for x in whole {
+            *x = simd::exp(*x);
+        }
+        for x in tail {
+            *x = exp(*x);
+        }
+    }
 
     /// erf in f64: its Taylor series up to 2.5, the continued fraction of erfc beyond.
     fn erf64(x: f64) -> f64 {

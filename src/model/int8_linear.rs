@@ -13,8 +13,8 @@
 //! lane, so they give the same bits: native tests check what the browser computes.
 
 use crate::model::parallel;
-use std::mem::MaybeUninit;
 use crate::model::weights::Int8Matrix;
+use std::mem::MaybeUninit;
 
 /// Output columns per packed panel: `PANEL / 4` `i32x4` accumulators a row.
 const PANEL: usize = 8;
@@ -83,7 +83,8 @@ impl Int8Linear {
     /// (while it is in cache, and in the same piece of work on the pool: an activation costs no
     /// second pass or wake-up of the pool).
     pub fn forward_then(&self, x: &[f32], then: impl Fn(&mut [f32]) + Sync) -> Vec<f32> {
-        let d_in = self.d_in.max(1);
+        // `new` refuses empty weights, so neither width is 0.
+        let d_in = self.d_in;
         assert_eq!(x.len() % d_in, 0, "input is not a whole number of rows");
         let (rows, d_out, panels) = (x.len() / d_in, self.d_out, self.d_out.div_ceil(PANEL));
         let pieces = parallel::pieces(rows * d_in * d_out);
@@ -95,7 +96,7 @@ impl Int8Linear {
             // to `then` in place.
             let per = if pieces == 1 { rows.max(1) } else { tiles.div_ceil(pieces) * ROWS };
             parallel::for_each_piece(uninit, per * d_out, |i, o| {
-                let x = &x[i * per * d_in..][..o.len() / d_out.max(1) * d_in];
+                let x = &x[i * per * d_in..][..o.len() / d_out * d_in];
                 then(self.block(x, 0..panels, o, d_out));
             });
         } else {
