@@ -3,9 +3,9 @@
 //! (the compiler leaves their selects and conversions value by value). The tests check them
 //! against f64: exp within 3e-7 relative, GELU within 1.5e-6 absolute.
 
-/// Below this, `exp` is 0 in f32 (and a masked attention score, -1e9, lands here).
+/// Below this, `exp` is 0 in f32 (and a masked attention score, -1e9, lands here); at it, `2^n`
+/// is still a normal float (n = -126).
 const EXP_MIN: f32 = -87.33;
-const EXP_MAX: f32 = 88.72;
 
 const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
@@ -15,31 +15,23 @@ const EXP_P: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579
 /// which its low mantissa bits then hold.
 const ROUNDER: f32 = 12_582_912.0;
 
-/// `e^x`: `2^n · p(r)` with `r = x - n·ln 2`, `|r| ≤ ln 2 / 2` (Cephes' expf polynomial). 0
-/// below -87.33, +∞ above 88.72, NaN stays NaN. The `simd` functions do the same operations on
-/// four lanes.
+/// `e^x` for `x ≤ 0`, all the softmax takes (its scores less their maximum): `2^n · p(r)` with
+/// `r = x - n·ln 2`, `|r| ≤ ln 2 / 2` (Cephes' expf polynomial). 0 below -87.33, NaN stays NaN.
+/// The `simd` functions do the same operations on four lanes.
 #[inline(always)]
 fn exp(x: f32) -> f32 {
-    let c = x.clamp(EXP_MIN, EXP_MAX);
+    // `x < MIN ? MIN : x` keeps NaN (f32::max would not), as wasm's `pmax` does.
+    let c = if x < EXP_MIN { EXP_MIN } else { x };
     let t = c * std::f32::consts::LOG2_E + ROUNDER;
     let n = t - ROUNDER;
     let r = c - n * LN2_HI - n * LN2_LO;
     let p = EXP_P[1..].iter().fold(EXP_P[0], |p, &k| p * r + k);
     let y = p * r * r + r + 1.0;
-    // 2^n as exponent bits, in two factors (n reaches 128): each product is exact but the last,
-    // so any split gives the same bits.
+    // 2^n as exponent bits: n is in [-126, 0], a normal float.
     let n = (t.to_bits() as i32).wrapping_sub(ROUNDER.to_bits() as i32);
-    let (a, b) = (n >> 1, n - (n >> 1));
-    let pow2 = |k: i32| f32::from_bits((k.wrapping_add(127) << 23) as u32);
-    let e = y * pow2(a) * pow2(b);
-    // NaN went through the clamp and every step.
-    if x < EXP_MIN {
-        0.0
-    } else if x > EXP_MAX {
-        f32::INFINITY
-    } else {
-        e
-    }
+    let e = y * f32::from_bits((n.wrapping_add(127) << 23) as u32);
+    // NaN went through every step.
+    if x < EXP_MIN { 0.0 } else { e }
 }
 
 /// `x · Φ(x) = x/2 · (1 + erf(x/√2))` for every value: BERT's exact GELU.
@@ -47,6 +39,36 @@ pub fn gelu_in_place(v: &mut [f32]) {
     for x in v.iter_mut() {
         *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
     }
+}
+
+/// `x + residual`, then LayerNorm over each row of `gamma.len()` values, in place:
+/// `(y - mean) / √(var + eps) · gamma + beta` with the biased variance. Two passes over a row (the
+/// mean, then the squared deviations: no cancellation), each summing in four lanes.
+pub fn add_layer_norm(x: &mut [f32], residual: &[f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let d = gamma.len();
+    assert!(d > 0 && beta.len() == d && x.len() == residual.len() && x.len().is_multiple_of(d), "layer norm shapes");
+    for (row, res) in x.chunks_exact_mut(d).zip(residual.chunks_exact(d)) {
+        row.iter_mut().zip(res).for_each(|(y, r)| *y += r);
+        let mean = sum4(row, |v| v) / d as f32;
+        let var = sum4(row, |v| (v - mean) * (v - mean)) / d as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((y, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+            *y = (*y - mean) * inv * g + b;
+        }
+    }
+}
+
+/// `Σ f(v)`, value `i` summed in lane `i % 4` (which the compiler keeps in a SIMD register).
+#[inline(always)]
+fn sum4(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let (whole, tail) = v.as_chunks::<4>();
+    let mut s = [0f32; 4];
+    for c in whole {
+        for l in 0..4 {
+            s[l] += f(c[l]);
+        }
+    }
+    tail.iter().fold((s[0] + s[1]) + (s[2] + s[3]), |a, &v| a + f(v))
 }
 
 /// erf as a rational function of x on [-4, 4] (±1 outside in f32): Eigen's and XLA's
@@ -107,7 +129,7 @@ pub fn softmax_numerators(row: &mut [f32], scale: f32, bias: &[f32]) -> f32 {
 /// the bits the browser computes.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd {
-    use super::{EXP_MAX, EXP_MIN, EXP_P, LN2_HI, LN2_LO, ROUNDER};
+    use super::{EXP_MIN, EXP_P, LN2_HI, LN2_LO, ROUNDER};
     use core::arch::wasm32::*;
 
     #[inline(always)]
@@ -124,8 +146,8 @@ mod simd {
     #[inline(always)]
     fn exp_v(x: v128) -> v128 {
         let splat = f32x4_splat;
-        // pmax/pmin are `a < b ? b : a` / `b < a ? b : a`: f32::clamp, NaN kept.
-        let c = f32x4_pmin(f32x4_pmax(x, splat(EXP_MIN)), splat(EXP_MAX));
+        // pmax is `a < b ? b : a`: NaN kept, as the portable code's comparison keeps it.
+        let c = f32x4_pmax(x, splat(EXP_MIN));
         let t = f32x4_add(f32x4_mul(c, splat(std::f32::consts::LOG2_E)), splat(ROUNDER));
         let n = f32x4_sub(t, splat(ROUNDER));
         let r = f32x4_sub(f32x4_sub(c, f32x4_mul(n, splat(LN2_HI))), f32x4_mul(n, splat(LN2_LO)));
@@ -135,11 +157,8 @@ mod simd {
         }
         let y = f32x4_add(f32x4_add(f32x4_mul(f32x4_mul(p, r), r), r), splat(1.0));
         let n = i32x4_sub(t, i32x4_splat(ROUNDER.to_bits() as i32));
-        let a = i32x4_shr(n, 1);
-        let pow2 = |k: v128| i32x4_shl(i32x4_add(k, i32x4_splat(127)), 23);
-        let e = f32x4_mul(f32x4_mul(y, pow2(a)), pow2(i32x4_sub(n, a)));
-        let e = v128_andnot(e, f32x4_lt(x, splat(EXP_MIN)));
-        v128_bitselect(splat(f32::INFINITY), e, f32x4_gt(x, splat(EXP_MAX)))
+        let e = f32x4_mul(y, i32x4_shl(i32x4_add(n, i32x4_splat(127)), 23));
+        v128_andnot(e, f32x4_lt(x, splat(EXP_MIN)))
     }
 
     #[cfg(test)]
@@ -192,6 +211,31 @@ mod simd {
 mod tests {
     use super::*;
 
+    /// The residual sum and LayerNorm against burn's LayerNorm on the same sums: rows of 5 (a
+    /// tail past the four lanes) and 384, one row far from 0 (where one-pass variance cancels).
+    #[test]
+    fn add_layer_norm_matches_burns() {
+        use burn::nn::LayerNormConfig;
+        use burn::tensor::{Tensor, TensorData};
+        let device = burn::tensor::Device::flex();
+        for d in [5, 384] {
+            let rows = 3;
+            let x: Vec<f32> = (0..rows * d).map(|i| ((i * 37 % 101) as f32 - 50.0) / 13.0 + if i / d == 2 { 1e3 } else { 0.0 }).collect();
+            let res: Vec<f32> = (0..rows * d).map(|i| ((i * 11 % 17) as f32 - 8.0) / 5.0).collect();
+            let gamma: Vec<f32> = (0..d).map(|i| 1.0 + i as f32 / d as f32).collect();
+            let beta: Vec<f32> = (0..d).map(|i| i as f32 / 7.0 - 0.3).collect();
+            let mut ln = LayerNormConfig::new(d).with_epsilon(1e-12).init(&device);
+            ln.gamma = burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(gamma.clone(), [d]), &device));
+            ln.beta = Some(burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(beta.clone(), [d]), &device)));
+            let sum: Vec<f32> = x.iter().zip(&res).map(|(a, b)| a + b).collect();
+            let want = ln.forward(Tensor::<2>::from_data(TensorData::new(sum, [rows, d]), &device)).into_data().try_to_vec::<f32>().unwrap();
+            let mut got = x.clone();
+            add_layer_norm(&mut got, &res, &gamma, &beta, 1e-12);
+            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 2e-5, "width {d}: {worst}");
+        }
+    }
+
     /// [`exp`] on every value, four lanes at a time as the softmax runs it.
     fn exp_in_place(v: &mut [f32]) {
         let (whole, tail) = v.as_chunks_mut::<4>();
@@ -243,15 +287,16 @@ mod tests {
         // in the same formula: 1.0e-7).
         assert!(worst.0 < 1.5e-6, "gelu: {worst:?}");
 
-        let xs: Vec<f32> = (-8_700..=8_800).map(|i| i as f32 * 1e-2).collect();
+        // Down to where e^x leaves the normal floats (its domain is x ≤ 0).
+        let xs: Vec<f32> = (-8_733..=0).map(|i| i as f32 * 1e-2).collect();
         let mut e = xs.clone();
         exp_in_place(&mut e);
         let worst = xs.iter().zip(&e).map(|(x, y)| ((*y as f64) / (*x as f64).exp() - 1.0).abs()).fold(0f64, f64::max);
         assert!(worst < 3e-7, "exp: relative {worst:e}");
-        let mut edge = [-1e9, -87.4, 88.8, f32::NAN, 0.0, f32::NEG_INFINITY];
+        let mut edge = [-1e9, -87.4, f32::NAN, 0.0, f32::NEG_INFINITY, -0.0];
         exp_in_place(&mut edge);
-        assert_eq!(edge[..3], [0.0, 0.0, f32::INFINITY]);
-        assert!(edge[3].is_nan() && edge[4] == 1.0 && edge[5] == 0.0);
+        assert_eq!(edge[..2], [0.0, 0.0]);
+        assert!(edge[2].is_nan() && edge[3] == 1.0 && edge[4] == 0.0 && edge[5] == 1.0);
     }
 
     /// [`softmax_numerators`] divided by its sum.

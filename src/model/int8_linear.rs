@@ -76,13 +76,13 @@ impl Int8Linear {
 
     /// `x` (`[rows, d_in]`, row-major) → `[rows, d_out]`. A row with a non-finite value gives NaN.
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
-        self.forward_then(x, |_| {})
+        self.forward_then(x, |_, _| {})
     }
 
-    /// [`Self::forward`], then `then` on each band of whole output rows as soon as it is computed
-    /// (while it is in cache, and in the same piece of work on the pool: an activation costs no
-    /// second pass or wake-up of the pool).
-    pub fn forward_then(&self, x: &[f32], then: impl Fn(&mut [f32]) + Sync) -> Vec<f32> {
+    /// [`Self::forward`], then `then(first_row, band)` on each band of whole output rows as soon as
+    /// it is computed (while it is in cache, and in the same piece of work on the pool: an
+    /// activation or a residual LayerNorm costs no second pass or wake-up of the pool).
+    pub fn forward_then(&self, x: &[f32], then: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
         // `new` refuses empty weights, so neither width is 0.
         let d_in = self.d_in;
         assert_eq!(x.len() % d_in, 0, "input is not a whole number of rows");
@@ -97,7 +97,7 @@ impl Int8Linear {
             let per = if pieces == 1 { rows.max(1) } else { tiles.div_ceil(pieces) * ROWS };
             parallel::for_each_piece(uninit, per * d_out, |i, o| {
                 let x = &x[i * per * d_in..][..o.len() / d_out * d_in];
-                then(self.block(x, 0..panels, o, d_out));
+                then(i * per, self.block(x, 0..panels, o, d_out));
             });
         } else {
             // Few rows (a short input): each piece a band of columns of every row, copied in after.
@@ -120,7 +120,7 @@ impl Int8Linear {
                 }
             }
             // SAFETY: the bands cover every column of every row.
-            then(unsafe { assume_init(uninit) });
+            then(0, unsafe { assume_init(uninit) });
         }
         // SAFETY: every branch above wrote all `rows · d_out` values.
         unsafe { out.set_len(rows * d_out) };
@@ -395,8 +395,10 @@ mod tests {
                 assert!(got.iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits()), "{rows} rows on {threads} threads differ from one thread");
                 // `then` runs once on every output value, whichever way the work was split.
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                let then = pool.install(|| lin.forward_then(&x, |o| o.iter_mut().for_each(|v| *v = *v * 2.0 + 1.0)));
-                assert!(then.iter().zip(&one).all(|(a, b)| a.to_bits() == (b * 2.0 + 1.0).to_bits()), "{rows} rows on {threads} threads: then");
+                // It is told each band's first row: adding the row's index marks where it ran.
+                let then = pool.install(|| lin.forward_then(&x, |r0, o| o.chunks_exact_mut(d_out).enumerate().for_each(|(r, o)| o.iter_mut().for_each(|v| *v = *v * 2.0 + (r0 + r) as f32))));
+                let want = |i: usize| one[i] * 2.0 + (i / d_out) as f32;
+                assert!(then.iter().enumerate().all(|(i, a)| a.to_bits() == want(i).to_bits()), "{rows} rows on {threads} threads: then");
             }
         }
     }

@@ -55,6 +55,11 @@ impl Projection {
         matches!(self, Self::Int8(_))
     }
 
+    /// The int8 weights, for host code that runs a whole block on the CPU.
+    pub fn as_int8(&self) -> Option<&Int8Linear> {
+        if let Self::Int8(q) = self { Some(&q.weights) } else { None }
+    }
+
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         self.forward_then(x, false)
     }
@@ -92,7 +97,7 @@ impl Projection {
 impl FrozenInt8 {
     /// The projection of `x`, host values of a `dims` tensor, as a tensor on `device`.
     fn forward_host<const D: usize>(&self, x: &[f32], mut dims: [usize; D], device: &Device, then_gelu: bool) -> Tensor<D> {
-        let out = if then_gelu { self.weights.forward_then(x, fast_math::gelu_in_place) } else { self.weights.forward(x) };
+        let out = if then_gelu { self.weights.forward_then(x, |_, band| fast_math::gelu_in_place(band)) } else { self.weights.forward(x) };
         dims[D - 1] = self.weights.d_out();
         Tensor::from_data(TensorData::new(out, dims), device)
     }
@@ -118,7 +123,7 @@ fn is_cpu_f32<const D: usize>(x: &Tensor<D>) -> bool {
 }
 
 /// The values of a CPU tensor, which reading cannot fail.
-fn host_values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
+pub fn host_values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
     crate::device::to_vec(x).expect("a float tensor on the CPU reads back")
 }
 
@@ -197,8 +202,8 @@ fn attention_block(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>, sc
 }
 
 /// [`attention_block`] on the CPU in f32: one piece of work per (batch row, head) on the pool
-/// ([`parallel`]), each two `gemm` calls and a softmax, so a head's result does not depend on the
-/// threads. Shapes as there; `k` and `v` have `q`'s batch and heads.
+/// ([`parallel`]), each [`attend_head`], so a head's result does not depend on the threads. Shapes
+/// as there; `k` and `v` have `q`'s batch and heads.
 fn attention_by_heads(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>, scale: f32) -> Tensor<4> {
     let ([b, h, s, hd], t, device) = (q.dims(), k.dims()[2], q.device());
     // A bias broadcast along the keys is written out: the softmax takes a value per key.
@@ -211,38 +216,118 @@ fn attention_by_heads(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>,
     // Whole heads a piece; several a piece where one is too little work to wake the pool for.
     let per = (b * h).div_ceil(parallel::pieces(2 * b * h * s * t * hd));
     parallel::for_each_piece(&mut out, per * s * hd, |piece, o| {
-        let (mut p, mut sums) = (vec![0f32; s * t], vec![0f32; s]);
+        let mut scratch = Scratch::default();
         for (j, o) in o.chunks_exact_mut(s * hd).enumerate() {
             let i = piece * per + j;
-            let (bi, hi) = (i / h, i % h);
-            let (qh, kh, vh) = (&q[i * s * hd..][..s * hd], &k[i * t * hd..][..t * hd], &v[i * t * hd..][..t * hd]);
-            // p = q · kᵀ: kᵀ is k read with its strides swapped.
-            gemm_into(s, t, hd, &mut p, qh, (1, hd as isize), kh, (hd as isize, 1));
-            let bias = &bias[at(bi, hi)..][..bs * t];
-            for (r, (row, sum)) in p.chunks_exact_mut(t.max(1)).zip(&mut sums).enumerate() {
-                *sum = fast_math::softmax_numerators(row, scale, &bias[if bs == 1 { 0 } else { r } * t..][..t]);
-            }
-            gemm_into(s, hd, t, o, &p, (1, t as isize), vh, (1, hd as isize));
-            // The softmax's division, on the output's rows.
-            for (row, sum) in o.chunks_exact_mut(hd.max(1)).zip(&sums) {
-                let inv = 1.0 / sum;
-                row.iter_mut().for_each(|x| *x *= inv);
-            }
+            let bias = Rows::from(&bias, at(i / h, i % h), if bs == 1 { 0 } else { t });
+            attend_head([s, t, hd], Rows::from(&q, i * s * hd, hd), Rows::columns(&k, i * t * hd, hd), Rows::from(&v, i * t * hd, hd), bias, scale, o, hd, &mut scratch);
         }
     });
     Tensor::from_data(TensorData::new(out, [b, h, s, hd]), &device)
 }
 
-/// `out` (`[m, n]`, row-major) = `lhs` (`[m, k]`) · `rhs` (`[k, n]`), each operand given with its
-/// (column, row) strides; one thread.
+/// Self-attention over one sequence's host values, laid out as the projections give and take
+/// them: `q`, `k`, `v` and the result are `[s, heads · head_dim]`, so no head is split out or
+/// merged back. `key_bias`: an additive value per key (0 or [`MASKED`]), `s` of them. The queries go
+/// in blocks, every head of a block in the same piece of work. A block is a quarter of the
+/// sequence, at least 16 queries: tall blocks make faster `gemm` calls, and four still share a
+/// short sentence across a pool. The blocks depend on `s` alone, so the `gemm` calls have the same
+/// shapes (which pick their kernels) and the result the same bits on any pool.
+pub fn self_attention_rows(q: &[f32], k: &[f32], v: &[f32], [heads, hd]: [usize; 2], key_bias: &[f32], scale: f32) -> Vec<f32> {
+    let (s, w) = (key_bias.len(), heads * hd);
+    assert!(q.len() == s * w && k.len() == q.len() && v.len() == q.len(), "attention rows: shapes");
+    // The keys as `[heads, hd, s]`: `gemm` reads each head's kᵀ as it is instead of packing the
+    // keys anew for each block of queries.
+    let mut kt = vec![0f32; s * w];
+    let per = heads.div_ceil(parallel::pieces(s * w));
+    parallel::for_each_piece(&mut kt, per * hd * s, |piece, kt| {
+        for (i, kt) in kt.chunks_exact_mut(hd * s).enumerate() {
+            let hi = piece * per + i;
+            for (j, row) in k.chunks_exact(w).enumerate() {
+                for (d, &x) in row[hi * hd..][..hd].iter().enumerate() {
+                    kt[d * s + j] = x;
+                }
+            }
+        }
+    });
+    let mut out = vec![0f32; s * w];
+    let block = s.div_ceil(4).max(16);
+    let per = s.div_ceil(block).div_ceil(parallel::pieces(2 * heads * s * s * hd)) * block;
+    parallel::for_each_piece(&mut out, per * w, |piece, o| {
+        let mut scratch = Scratch::default();
+        for (j, o) in o.chunks_mut(block * w).enumerate() {
+            let (first, n) = (piece * per + j * block, o.len() / w);
+            for hi in 0..heads {
+                let queries = Rows::from(q, first * w + hi * hd, w);
+                let (keys, values) = (Rows::from(&kt, hi * hd * s, s), Rows::from(v, hi * hd, w));
+                attend_head([n, s, hd], queries, keys, values, Rows::from(key_bias, 0, 0), scale, &mut o[hi * hd..], w, &mut scratch);
+            }
+        }
+    });
+    out
+}
+
+/// A matrix in a host buffer: row `i` starts at `v[i · stride]`, its values `step` apart.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    v: &'a [f32],
+    stride: usize,
+    step: usize,
+}
+
+impl<'a> Rows<'a> {
+    /// Rows of `v` from index `first` on, each row's values contiguous (the reads are
+    /// bounds-checked where they are made).
+    fn from(v: &'a [f32], first: usize, stride: usize) -> Self {
+        Self { v: &v[first..], stride, step: 1 }
+    }
+
+    /// The transpose of [`Rows::from`]'s matrix: its columns as rows.
+    fn columns(v: &'a [f32], first: usize, stride: usize) -> Self {
+        Self { v: &v[first..], stride: 1, step: stride }
+    }
+}
+
+/// One piece's buffers for [`attend_head`], kept across its heads.
+#[derive(Default)]
+struct Scratch {
+    scores: Vec<f32>,
+    sums: Vec<f32>,
+}
+
+/// One head's attention, `m` queries against `t` keys of `hd` values: `out`'s rows (`out_stride`
+/// apart, `hd` values each) = softmax(scale · q · kᵀ + bias) · v. `kt` is kᵀ: `hd` rows of `t`.
+/// `bias` holds `t` values for each query row (stride 0: one row for all). Two `gemm` calls and a
+/// softmax, on one thread.
 #[allow(clippy::too_many_arguments)]
-fn gemm_into(m: usize, n: usize, k: usize, out: &mut [f32], lhs: &[f32], (lcs, lrs): (isize, isize), rhs: &[f32], (rcs, rrs): (isize, isize)) {
+fn attend_head([m, t, hd]: [usize; 3], q: Rows, kt: Rows, v: Rows, bias: Rows, scale: f32, out: &mut [f32], out_stride: usize, scratch: &mut Scratch) {
+    let Scratch { scores: p, sums } = scratch;
+    p.resize(m * t, 0.0);
+    sums.resize(m, 0.0);
+    gemm_into([m, t, hd], (p, t), q.v, (q.step as isize, q.stride as isize), kt.v, (kt.step as isize, kt.stride as isize));
+    for (r, (row, sum)) in p.chunks_exact_mut(t.max(1)).zip(sums.iter_mut()).enumerate() {
+        *sum = fast_math::softmax_numerators(row, scale, &bias.v[r * bias.stride..][..t]);
+    }
+    gemm_into([m, hd, t], (out, out_stride), p, (1, t as isize), v.v, (v.step as isize, v.stride as isize));
+    // The softmax's division, on the output's rows.
+    for (r, sum) in sums.iter().enumerate() {
+        let inv = 1.0 / sum;
+        out[r * out_stride..][..hd].iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+/// `out` (`[m, n]`, rows `out_stride` apart) = `lhs` (`[m, k]`) · `rhs` (`[k, n]`), each operand
+/// given with its (column, row) strides; one thread.
+fn gemm_into([m, n, k]: [usize; 3], (out, out_stride): (&mut [f32], usize), lhs: &[f32], (lcs, lrs): (isize, isize), rhs: &[f32], (rcs, rrs): (isize, isize)) {
     let last = |cs: isize, rs: isize, rows: usize, cols: usize| rows.saturating_sub(1) * rs as usize + cols.saturating_sub(1) * cs as usize;
-    assert!(out.len() >= m * n && (m * k == 0 || lhs.len() > last(lcs, lrs, m, k)) && (k * n == 0 || rhs.len() > last(rcs, rrs, k, n)), "gemm operands out of bounds");
+    assert!(
+        (m * n == 0 || out.len() > last(1, out_stride as isize, m, n)) && (m * k == 0 || lhs.len() > last(lcs, lrs, m, k)) && (k * n == 0 || rhs.len() > last(rcs, rrs, k, n)),
+        "gemm operands out of bounds"
+    );
     // SAFETY: every element read or written is within the slices (the assert above); `out` is
     // written only.
     unsafe {
-        gemm::gemm(m, n, k, out.as_mut_ptr(), 1, n as isize, false, lhs.as_ptr(), lcs, lrs, rhs.as_ptr(), rcs, rrs, 0.0f32, 1.0f32, false, false, false, gemm::Parallelism::None);
+        gemm::gemm(m, n, k, out.as_mut_ptr(), 1, out_stride as isize, false, lhs.as_ptr(), lcs, lrs, rhs.as_ptr(), rcs, rrs, 0.0f32, 1.0f32, false, false, false, gemm::Parallelism::None);
     }
 }
 
@@ -299,6 +384,32 @@ mod tests {
         let worst = blocked.iter().zip(&whole).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(worst < 1e-6, "blocks differ from the whole by {worst}");
         assert_eq!(blocked.len(), b * h * s * hd);
+    }
+
+    /// Attention over one sequence's `[s, heads · hd]` rows against the per-head layout's attention
+    /// on the same values, and the same bits on pools of any size.
+    #[test]
+    fn self_attention_rows_equals_attention_by_heads_on_any_pool() {
+        let d = Device::flex();
+        // 150 queries: blocks of 38, the last of 36.
+        let (s, heads, hd) = (150, 4, 16);
+        let r = || Tensor::<3>::random([1, s, heads * hd], Distribution::Normal(0.0, 1.0), &d);
+        let (q, k, v) = (r(), r(), r());
+        let mask: Vec<f32> = (0..s).map(|i| if i > 140 { 0.0 } else { 1.0 }).collect();
+        let bias = key_padding_bias(&mask, 1, s, &d);
+        let split = |x: &Tensor<3>| split_heads(x.clone(), heads, hd);
+        let want = host_values(merge_heads(attention_by_heads(split(&q), split(&k), split(&v), bias.clone(), 0.25)));
+        let (q, k, v, key_bias) = (host_values(q), host_values(k), host_values(v), host_values(bias));
+        let rows = || self_attention_rows(&q, &k, &v, [heads, hd], &key_bias, 0.25);
+        let got = rows();
+        let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-6, "rows differ from heads by {worst}");
+        #[cfg(feature = "parallel")]
+        for threads in [2, 3, 4] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            assert!(pool.install(|| parallel::pieces(2 * heads * s * s * hd)) > 1);
+            assert!(pool.install(rows).iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{threads} threads differ");
+        }
     }
 
     /// The CPU attention (per head, on the pool) against burn's ops on the same values: the

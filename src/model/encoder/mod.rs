@@ -5,7 +5,10 @@
 pub mod bundle;
 
 use crate::error::{Error, Result};
-use crate::model::nn::{attention, gelu_tanh, key_padding_bias, layer_norm, linear, merge_heads, split_heads, Projection};
+use crate::model::fast_math::{add_layer_norm, gelu_in_place};
+use crate::model::int8_linear::Int8Linear;
+use crate::model::nn::{attention, gelu_tanh, host_values, key_padding_bias, layer_norm, linear, merge_heads, self_attention_rows, split_heads, Projection};
+use crate::model::parallel;
 use crate::model::tokenizer::Tokenizer;
 use crate::model::weights::{safetensors, TensorMap};
 use burn::module::{Module, Param};
@@ -120,6 +123,7 @@ pub struct BertLayer {
     heads: usize,
     head_dim: usize,
     tanh_gelu: bool,
+    layer_norm_eps: f64,
 }
 
 impl BertLayer {
@@ -138,7 +142,32 @@ impl BertLayer {
             heads: cfg.num_attention_heads,
             head_dim: cfg.head_dim(),
             tanh_gelu: cfg.hidden_act != "gelu",
+            layer_norm_eps: eps,
         })
+    }
+
+    /// The projections' int8 weights where the layer runs on host values ([`Self::forward_host`]):
+    /// every projection int8 (the CPU with an int8 file) and the exact GELU.
+    fn int8_projections(&self) -> Option<[&Int8Linear; 6]> {
+        let [q, k, v, o, i, out] = [&self.query, &self.key, &self.value, &self.attention_output, &self.intermediate, &self.output].map(Projection::as_int8);
+        if self.tanh_gelu { None } else { Some([q?, k?, v?, o?, i?, out?]) }
+    }
+
+    /// [`Self::forward`] for one sequence on host values: `x` is `[s, h]`, `key_bias` `[s]`.
+    /// Attention reads the projections' rows as they are, and each residual sum and LayerNorm runs
+    /// in its projection's piece of work, on rows still in cache.
+    fn forward_host(&self, x: &[f32], key_bias: &[f32]) -> Vec<f32> {
+        let [q, k, v, o, i, out] = self.int8_projections().expect("a layer with int8 projections");
+        let eps = self.layer_norm_eps as f32;
+        let norm = |ln: &LayerNorm| (host_values(ln.gamma.val()), ln.beta.as_ref().map(|b| host_values(b.val())).unwrap_or_else(|| vec![0.0; ln.gamma.dims()[0]]));
+        let [qx, kx, vx] = [q, k, v].map(|p| p.forward(x));
+        let ctx = self_attention_rows(&qx, &kx, &vx, [self.heads, self.head_dim], key_bias, (self.head_dim as f64).powf(-0.5) as f32);
+        let (gamma, beta) = norm(&self.attention_layer_norm);
+        let h = gamma.len();
+        let a = o.forward_then(&ctx, |r0, band| add_layer_norm(band, &x[r0 * h..][..band.len()], &gamma, &beta, eps));
+        let mid = i.forward_then(&a, |_, band| gelu_in_place(band));
+        let (gamma, beta) = norm(&self.output_layer_norm);
+        out.forward_then(&mid, |r0, band| add_layer_norm(band, &a[r0 * h..][..band.len()], &gamma, &beta, eps))
     }
 
     /// `[b, s, h]` → `[b, s, h]`; `bias` masks padding keys.
@@ -172,9 +201,21 @@ impl Bert {
 
     /// Token states. `input_ids`: `[b, s]`; `mask`: row-major `[b, s]` of 0/1. Returns `[b, s, h]`.
     pub fn forward(&self, input_ids: Tensor<2, Int>, mask: &[f32]) -> Tensor<3> {
-        let [b, s] = input_ids.dims();
-        let bias = key_padding_bias(mask, b, s, &input_ids.device());
+        let ([b, s], device) = (input_ids.dims(), input_ids.device());
+        let bias = key_padding_bias(mask, b, s, &device);
         let mut x = self.embeddings.forward(input_ids);
+        if !self.layers.is_empty() && self.layers.iter().all(|l| l.int8_projections().is_some()) {
+            let (h, key_bias, x) = (x.dims()[2], host_values(bias), host_values(x));
+            let mut out = vec![0f32; b * s * h];
+            // One piece of work per sequence, through every layer: no pool-wide wait between
+            // layers. The layers split their work too, which a thread out of sequences takes up.
+            parallel::for_each_piece(&mut out, s * h, |bi, o| {
+                let (x, key_bias) = (&x[bi * s * h..][..s * h], &key_bias[bi * s..][..s]);
+                let states = self.layers.iter().fold(x.to_vec(), |x, layer| layer.forward_host(&x, key_bias));
+                o.copy_from_slice(&states);
+            });
+            return Tensor::from_data(TensorData::new(out, [b, s, h]), &device);
+        }
         for layer in &self.layers {
             x = layer.forward(x, bias.clone());
         }
@@ -275,5 +316,76 @@ impl SentenceEncoder {
     /// Width of the sentence embedding (h).
     pub fn hidden_size(&self) -> usize {
         self.config.hidden_size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::weights::safetensors::quantize_int8;
+    use crate::model::weights::{HostTensor, Int8Matrix};
+    use crate::rng::Rng;
+
+    /// A small random BERT whose projections are int8, as an int8 file loads on the CPU: its
+    /// layers on host values (`Bert::forward`) against the same layers on tensors, which run
+    /// burn's LayerNorm and split and merge heads. A padded second row checks the key bias.
+    #[test]
+    fn int8_layers_on_host_values_match_the_tensor_path() {
+        let cfg = BertConfig {
+            vocab_size: 50,
+            hidden_size: 64,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            intermediate_size: 128,
+            hidden_act: "gelu".into(),
+            max_position_embeddings: 40,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+        };
+        let (h, m) = (cfg.hidden_size, cfg.intermediate_size);
+        let mut rng = Rng::new(5);
+        let mut w = TensorMap::new();
+        let mut put = |w: &mut TensorMap, name: String, shape: Vec<usize>, around: f32| {
+            let n = shape.iter().product();
+            let t = HostTensor::new(shape, (0..n).map(|_| around + rng.next_f32() - 0.5).collect()).unwrap();
+            if t.shape.len() == 2 && name.starts_with("encoder") {
+                let (values, scales, groups) = quantize_int8(&t, 32);
+                let (rows, cols) = (t.shape[0], t.shape[1]);
+                w.insert_int8(name.clone(), Int8Matrix { rows, cols, group: cols / groups, values, scales: scales.iter().map(|s| s.to_f32()).collect() });
+            }
+            w.insert(name, t);
+        };
+        for (n, rows) in [("word", cfg.vocab_size), ("position", cfg.max_position_embeddings), ("token_type", 2)] {
+            put(&mut w, format!("embeddings.{n}_embeddings.weight"), vec![rows, h], 0.0);
+        }
+        put(&mut w, "embeddings.LayerNorm.weight".into(), vec![h], 1.0);
+        put(&mut w, "embeddings.LayerNorm.bias".into(), vec![h], 0.0);
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("encoder.layer.{l}");
+            for (name, d_in, d_out) in [("attention.self.query", h, h), ("attention.self.key", h, h), ("attention.self.value", h, h), ("attention.output.dense", h, h), ("intermediate.dense", h, m), ("output.dense", m, h)] {
+                put(&mut w, format!("{p}.{name}.weight"), vec![d_out, d_in], 0.0);
+                put(&mut w, format!("{p}.{name}.bias"), vec![d_out], 0.0);
+            }
+            for ln in ["attention.output.LayerNorm", "output.LayerNorm"] {
+                put(&mut w, format!("{p}.{ln}.weight"), vec![h], 1.0);
+                put(&mut w, format!("{p}.{ln}.bias"), vec![h], 0.0);
+            }
+        }
+        let device = Device::flex();
+        let bert = Bert::from_tensors(&cfg, w, &device).unwrap();
+        assert!(bert.layers.iter().all(|l| l.int8_projections().is_some()), "the layers run on host values");
+        let (b, s) = (2, 13);
+        let ids: Vec<i64> = (0..b * s).map(|i| (i * 7 % cfg.vocab_size) as i64).collect();
+        let mask: Vec<f32> = (0..b * s).map(|i| if i >= s + 9 { 0.0 } else { 1.0 }).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), &device);
+        let host = host_values(bert.forward(ids.clone(), &mask));
+        let bias = key_padding_bias(&mask, b, s, &device);
+        let tensors = host_values(bert.layers.iter().fold(bert.embeddings.forward(ids), |x, layer| layer.forward(x, bias.clone())));
+        let worst = host.iter().zip(&tensors).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        // The two LayerNorms round differently in the last bits, which can move an input of the next
+        // projection by one i16 step (max|row| / 32767, ~1e-4 here); a wrong residual, head or
+        // mask moves values by ~1.
+        assert!(worst < 1e-3, "host values differ from the tensor path by {worst}");
+        assert!(host.iter().all(|v| v.is_finite()) && host.len() == b * s * h);
     }
 }
