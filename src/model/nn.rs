@@ -227,15 +227,15 @@ fn attention_by_heads(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>,
 }
 
 /// Self-attention over one sequence's host values, laid out as the projections give and take
-/// them: `q`, `k`, `v` and the result are `[s, heads · head_dim]`, so no head is split out or
+/// them: `q`, `k`, `v` and `out` are `[s, heads · head_dim]`, so no head is split out or
 /// merged back. `key_bias`: an additive value per key (0 or [`MASKED`]), `s` of them. The queries go
 /// in blocks, every head of a block in the same piece of work. A block is a quarter of the
 /// sequence, at least 16 queries: tall blocks make faster `gemm` calls, and four still share a
 /// short sentence across a pool. The blocks depend on `s` alone, so the `gemm` calls have the same
 /// shapes (which pick their kernels) and the result the same bits on any pool.
-pub fn self_attention_rows(q: &[f32], k: &[f32], v: &[f32], [heads, hd]: [usize; 2], key_bias: &[f32], scale: f32) -> Vec<f32> {
+pub fn self_attention_rows(q: &[f32], k: &[f32], v: &[f32], [heads, hd]: [usize; 2], key_bias: &[f32], scale: f32, out: &mut [f32]) {
     let (s, w) = (key_bias.len(), heads * hd);
-    assert!(q.len() == s * w && k.len() == q.len() && v.len() == q.len(), "attention rows: shapes");
+    assert!(q.len() == s * w && k.len() == q.len() && v.len() == q.len() && out.len() == q.len(), "attention rows: shapes");
     // The keys as `[heads, hd, s]`: `gemm` reads each head's kᵀ as it is instead of packing the
     // keys anew for each block of queries.
     let mut kt = vec![0f32; s * w];
@@ -250,10 +250,9 @@ pub fn self_attention_rows(q: &[f32], k: &[f32], v: &[f32], [heads, hd]: [usize;
             }
         }
     });
-    let mut out = vec![0f32; s * w];
     let block = s.div_ceil(4).max(16);
     let per = s.div_ceil(block).div_ceil(parallel::pieces(2 * heads * s * s * hd)) * block;
-    parallel::for_each_piece(&mut out, per * w, |piece, o| {
+    parallel::for_each_piece(out, per * w, |piece, o| {
         let mut scratch = Scratch::default();
         for (j, o) in o.chunks_mut(block * w).enumerate() {
             let (first, n) = (piece * per + j * block, o.len() / w);
@@ -264,7 +263,6 @@ pub fn self_attention_rows(q: &[f32], k: &[f32], v: &[f32], [heads, hd]: [usize;
             }
         }
     });
-    out
 }
 
 /// A matrix in a host buffer: row `i` starts at `v[i · stride]`, its values `step` apart.
@@ -400,7 +398,11 @@ mod tests {
         let split = |x: &Tensor<3>| split_heads(x.clone(), heads, hd);
         let want = host_values(merge_heads(attention_by_heads(split(&q), split(&k), split(&v), bias.clone(), 0.25)));
         let (q, k, v, key_bias) = (host_values(q), host_values(k), host_values(v), host_values(bias));
-        let rows = || self_attention_rows(&q, &k, &v, [heads, hd], &key_bias, 0.25);
+        let rows = || {
+            let mut out = vec![f32::NAN; s * heads * hd];
+            self_attention_rows(&q, &k, &v, [heads, hd], &key_bias, 0.25, &mut out);
+            out
+        };
         let got = rows();
         let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(worst < 1e-6, "rows differ from heads by {worst}");

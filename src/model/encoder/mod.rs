@@ -153,15 +153,21 @@ impl BertLayer {
         if self.tanh_gelu { None } else { Some([q?, k?, v?, o?, i?, out?]) }
     }
 
-    /// [`Self::forward`] for one sequence on host values: `x` is `[s, h]`, `key_bias` `[s]`.
-    /// Attention reads the projections' rows as they are, and each residual sum and LayerNorm runs
-    /// in its projection's piece of work, on rows still in cache.
-    fn forward_host(&self, x: &[f32], key_bias: &[f32]) -> Vec<f32> {
+    /// [`Self::forward`] for sentences of `s` tokens on host values: `x` is `[n · s, h]`,
+    /// `key_bias` `[n · s]`. The projections take all `n · s` rows at once; attention reads their
+    /// rows as they are, a sentence at a time; each residual sum and LayerNorm runs in its
+    /// projection's piece of work, on rows still in cache.
+    fn forward_host(&self, x: &[f32], key_bias: &[f32], s: usize) -> Vec<f32> {
         let [q, k, v, o, i, out] = self.int8_projections().expect("a layer with int8 projections");
         let eps = self.layer_norm_eps as f32;
         let norm = |ln: &LayerNorm| (host_values(ln.gamma.val()), ln.beta.as_ref().map(|b| host_values(b.val())).unwrap_or_else(|| vec![0.0; ln.gamma.dims()[0]]));
         let [qx, kx, vx] = [q, k, v].map(|p| p.forward(x));
-        let ctx = self_attention_rows(&qx, &kx, &vx, [self.heads, self.head_dim], key_bias, (self.head_dim as f64).powf(-0.5) as f32);
+        let (scale, w) = ((self.head_dim as f64).powf(-0.5) as f32, self.heads * self.head_dim);
+        let mut ctx = vec![0f32; qx.len()];
+        for (i, ctx) in ctx.chunks_mut(s * w).enumerate() {
+            let at = i * s * w..(i + 1) * s * w;
+            self_attention_rows(&qx[at.clone()], &kx[at.clone()], &vx[at], [self.heads, self.head_dim], &key_bias[i * s..][..s], scale, ctx);
+        }
         let (gamma, beta) = norm(&self.attention_layer_norm);
         let h = gamma.len();
         let a = o.forward_then(&ctx, |r0, band| add_layer_norm(band, &x[r0 * h..][..band.len()], &gamma, &beta, eps));
@@ -204,14 +210,20 @@ impl Bert {
         let ([b, s], device) = (input_ids.dims(), input_ids.device());
         let bias = key_padding_bias(mask, b, s, &device);
         let mut x = self.embeddings.forward(input_ids);
-        if !self.layers.is_empty() && self.layers.iter().all(|l| l.int8_projections().is_some()) {
+        if b * s > 0 && !self.layers.is_empty() && self.layers.iter().all(|l| l.int8_projections().is_some()) {
             let (h, key_bias, x) = (x.dims()[2], host_values(bias), host_values(x));
             let mut out = vec![0f32; b * s * h];
-            // One piece of work per sequence, through every layer: no pool-wide wait between
-            // layers. The layers split their work too, which a thread out of sequences takes up.
-            parallel::for_each_piece(&mut out, s * h, |bi, o| {
-                let (x, key_bias) = (&x[bi * s * h..][..s * h], &key_bias[bi * s..][..s]);
-                let states = self.layers.iter().fold(x.to_vec(), |x, layer| layer.forward_host(&x, key_bias));
+            // The sentences in groups, each one piece of work through every layer: no pool-wide
+            // wait between layers, and each projection multiplies a group's rows at once (its
+            // weights are read once for them). One group on one thread; else twice as many as
+            // threads, so that a slow thread is caught up, and the layers split their work too,
+            // which a thread out of groups takes up.
+            let t = parallel::threads();
+            let per = b.div_ceil(if t == 1 { 1 } else { b.min(2 * t) });
+            parallel::for_each_piece(&mut out, per * s * h, |g, o| {
+                let (first, rows) = (g * per * s, o.len() / h);
+                let (x, key_bias) = (&x[first * h..][..rows * h], &key_bias[first..][..rows]);
+                let states = self.layers.iter().fold(x.to_vec(), |x, layer| layer.forward_host(&x, key_bias, s));
                 o.copy_from_slice(&states);
             });
             return Tensor::from_data(TensorData::new(out, [b, s, h]), &device);
@@ -328,7 +340,7 @@ mod tests {
 
     /// A small random BERT whose projections are int8, as an int8 file loads on the CPU: its
     /// layers on host values (`Bert::forward`) against the same layers on tensors, which run
-    /// burn's LayerNorm and split and merge heads. A padded second row checks the key bias.
+    /// burn's LayerNorm and split and merge heads. Padded rows check the key bias.
     #[test]
     fn int8_layers_on_host_values_match_the_tensor_path() {
         let cfg = BertConfig {
@@ -374,18 +386,27 @@ mod tests {
         let device = Device::flex();
         let bert = Bert::from_tensors(&cfg, w, &device).unwrap();
         assert!(bert.layers.iter().all(|l| l.int8_projections().is_some()), "the layers run on host values");
-        let (b, s) = (2, 13);
+        // Three rows, the second and third padded (4 and 2 tokens).
+        let (b, s) = (3, 13);
         let ids: Vec<i64> = (0..b * s).map(|i| (i * 7 % cfg.vocab_size) as i64).collect();
-        let mask: Vec<f32> = (0..b * s).map(|i| if i >= s + 9 { 0.0 } else { 1.0 }).collect();
+        let mask: Vec<f32> = (0..b * s).map(|i| if i % s >= s - [0, 4, 2][i / s] { 0.0 } else { 1.0 }).collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), &device);
         let host = host_values(bert.forward(ids.clone(), &mask));
         let bias = key_padding_bias(&mask, b, s, &device);
-        let tensors = host_values(bert.layers.iter().fold(bert.embeddings.forward(ids), |x, layer| layer.forward(x, bias.clone())));
+        let tensors = host_values(bert.layers.iter().fold(bert.embeddings.forward(ids.clone()), |x, layer| layer.forward(x, bias.clone())));
         let worst = host.iter().zip(&tensors).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         // The two LayerNorms round differently in the last bits, which can move an input of the next
         // projection by one i16 step (max|row| / 32767, ~1e-4 here); a wrong residual, head or
         // mask moves values by ~1.
         assert!(worst < 1e-3, "host values differ from the tensor path by {worst}");
         assert!(host.iter().all(|v| v.is_finite()) && host.len() == b * s * h);
+        // The sentences go in groups (all 3 on one thread, one each on more): the same bits
+        // whatever the grouping.
+        #[cfg(feature = "parallel")]
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let got = pool.install(|| host_values(bert.forward(ids.clone(), &mask)));
+            assert!(got.iter().zip(&host).all(|(a, b)| a.to_bits() == b.to_bits()), "{threads} threads differ");
+        }
     }
 }
