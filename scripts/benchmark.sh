@@ -25,7 +25,8 @@
 #                                         (results/perf/browser-latency.json)
 #   scripts/benchmark.sh compare [N]      lopa's browser package beside transformers.js on the same MiniLM
 #                                         weights (ONNX export by scripts/lib/export_onnx.py; f32 and
-#                                         int8/q8), N timed calls per shape: results/perf/browser-compare.json
+#                                         int8/q8), N timed calls per shape, then both threaded 8-bit ones
+#                                         on one page, calls alternating: results/perf/browser-compare.json
 #                                         and the side-by-side section of docs/PERFORMANCE.md
 #   scripts/benchmark.sh personalize      a user with their own labelling rule (SST-2 flipped): 8/16/32
 #                                         examples through `lopa personalize` against `lopa serve`,
@@ -161,5 +162,5 @@ case "$what" in
     python3 scripts/lib/build_times.py
     echo "lopa: the runs' files are in $tmp (remove it when done)" >&2
     ;;
-  *) sed -n '2,23p' "$0" >&2; exit 2 ;;
+  *) awk 'NR > 1 && /^source /{exit} NR > 1' "$0" >&2; exit 2 ;;
 esac

@@ -10,6 +10,8 @@
 // first call, 2 warm-up calls, then N timed calls (median, p90). Download: the bytes the static
 // server sent for the configuration (code and weights). Peak memory: the largest peak resident set
 // (VmHWM) of Chromium's renderer processes, which hold the page, its wasm memory and its workers.
+// Last, the paired run: lopa int8 and transformers.js q8, both threaded, loaded in one isolated
+// page and called in turn on every shape (N rounds), so the machine's speed is the same for both.
 import { readFileSync, writeFileSync, readdirSync, statSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { join, resolve, dirname } from 'node:path';
@@ -61,48 +63,23 @@ const CONFIGS = [
   { name: 'transformers.js fp32, WebGPU (SwiftShader)', lib: 'tjs', weights: 'fp32', device: 'webgpu', shapes: GPU_SHAPES, runs: 3 },
 ];
 
-// --only TEXT: just the configurations whose name contains TEXT.
+// Then both threaded 8-bit configurations again on one isolated page, their calls alternating:
+// the comparison the targets are set on, without minutes of the machine's drift between them.
+const PAIRED = {
+  name: 'paired: lopa int8 and transformers.js q8 (its default count), threads, one isolated page',
+  cfgs: [
+    CONFIGS.find((c) => c.lib === 'lopa' && c.weights === 'int8' && c.isolated),
+    CONFIGS.find((c) => c.lib === 'tjs' && c.weights === 'q8' && c.isolated && c.count === 'default'),
+  ].map(({ lib, weights, device, count }) => ({ lib, weights, device, count })),
+};
+
+// --only TEXT: just the configurations (and the paired run) whose name contains TEXT.
 const ONLY = opt('only', '');
 
 // Runs in the page: load one configuration, then time every shape.
 async function inPage({ cfg, shapes }) {
-  const stats = (t) => {
-    const s = [...t].sort((a, b) => a - b);
-    return { median_ms: +s[s.length >> 1].toFixed(2), p90_ms: +s[Math.min(s.length - 1, Math.floor(s.length * 0.9))].toFixed(2) };
-  };
-  const t0 = performance.now();
-  let embed, info, loadMs;
-  if (cfg.lib === 'lopa') {
-    const { LopaClient } = await import('/pkg/index.js');
-    const dir = cfg.weights === 'f32' ? '/lopa-f32' : '/lopa-int8';
-    const client = await LopaClient.load({ encoder: `${dir}/encoder.safetensors`, tokenizer: `${dir}/tokenizer.json`, adapter: `${dir}/adapters/sst2.safetensors`, backend: cfg.device, cache: false });
-    loadMs = performance.now() - t0;
-    embed = async (texts) => Array.from((await client.embed(texts)).data);
-    // The trained adapter's soft prompt, to measure what int8 weights do to it.
-    const sp = await client.softPrompt(shapes[0].texts[0]);
-    info = { backend: client.backend, threads: client.threads, worker: client.worker, soft_prompt: Array.from(sp.data) };
-  } else {
-    const T = await import('/bench/node_modules/@huggingface/transformers/dist/transformers.min.js');
-    T.env.allowRemoteModels = false;
-    T.env.allowLocalModels = true;
-    T.env.localModelPath = '/onnx/';
-    T.env.useBrowserCache = false;
-    const ort = '/bench/node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify';
-    T.env.backends.onnx.wasm.wasmPaths = { mjs: `${ort}.mjs`, wasm: `${ort}.wasm` };
-    // On an isolated page onnxruntime-web picks its own count unless told; 'lopa': the count
-    // lopa's package picks by default there.
-    if (cfg.count === 'lopa') T.env.backends.onnx.wasm.numThreads = Math.min(8, navigator.hardwareConcurrency);
-    const extractor = await T.pipeline('feature-extraction', 'minilm', { dtype: cfg.weights, device: cfg.device });
-    loadMs = performance.now() - t0;
-    embed = async (texts) => {
-      const out = await extractor(texts, { pooling: 'mean', normalize: true });
-      if (out.dims[0] !== texts.length) throw new Error(`dims ${out.dims}`);
-      return Array.from(out.data);
-    };
-    const tok = extractor.tokenizer(shapes[0].texts[0]);
-    // onnxruntime-web writes the count it chose back into env once its backend is initialised.
-    info = { backend: cfg.device, threads: T.env.backends.onnx.wasm.numThreads ?? null, first_input_tokens: tok.input_ids.dims[1] };
-  }
+  const { load, stats } = await import('/bench/embedders.mjs');
+  const { embed, info, loadMs } = await load(cfg, shapes[0].texts[0]);
   const rows = [];
   for (const s of shapes) {
     const t1 = performance.now();
@@ -118,6 +95,38 @@ async function inPage({ cfg, shapes }) {
     rows.push({ tokens: s.tokens, batch: s.batch, runs: cfg.runs, first_ms: +firstMs.toFixed(1), ...stats(times), embedding: first });
   }
   return { load_ms: Math.round(loadMs), crossOriginIsolated: globalThis.crossOriginIsolated, ...info, rows };
+}
+
+// Runs in the page: load both configurations, then per shape alternate their calls (a, b, then
+// b, a, ...), 50 ms apart so neither library's threads are still busy when the other starts.
+// Both see the same minute of the machine, so a drift of its speed moves both.
+async function pairedInPage({ cfgs, shapes, rounds }) {
+  const { load, stats, median } = await import('/bench/embedders.mjs');
+  const pause = () => new Promise((ok) => setTimeout(ok, 50));
+  const libs = [];
+  for (const cfg of cfgs) libs.push(await load(cfg, shapes[0].texts[0]));
+  const rows = [];
+  for (const s of shapes) {
+    // The first call and 2 warm-up calls of each.
+    for (const l of libs) for (let i = 0; i < 3; i++) await l.embed(s.texts);
+    const times = libs.map(() => []);
+    for (let i = 0; i < rounds; i++) {
+      for (const k of i % 2 ? [1, 0] : [0, 1]) {
+        await pause();
+        const t = performance.now();
+        await libs[k].embed(s.texts);
+        times[k].push(performance.now() - t);
+      }
+    }
+    const [a, b] = times.map(stats);
+    rows.push({
+      tokens: s.tokens, batch: s.batch, rounds, a, b,
+      ratio_of_medians: +(a.median_ms / b.median_ms).toFixed(3),
+      // The ratio within each round, then its median: what a drift between rounds cannot move.
+      round_ratio_median: +median(times[0].map((t, i) => t / times[1][i])).toFixed(3),
+    });
+  }
+  return { crossOriginIsolated: globalThis.crossOriginIsolated, threads: libs.map((l) => l.info.threads), rows };
 }
 
 /** Peak resident set (VmHWM, bytes) of the largest Chromium renderer process. */
@@ -179,6 +188,20 @@ try {
     console.log(cfg.name, JSON.stringify(head));
     for (const row of rows || []) console.log(`  ${row.tokens} tokens x ${row.batch}: median ${row.median_ms} ms, p90 ${row.p90_ms} ms, first ${row.first_ms} ms`);
     results.configs.push({ ...cfg, shapes: undefined, ...r });
+  }
+  if (PAIRED.name.includes(ONLY)) {
+    const b = await browser({ webgpu: false });
+    try {
+      await b.page.goto(`http://127.0.0.1:${isolatedServer.address().port}/tests/browser/harness.html`);
+      results.paired = { name: PAIRED.name, configs: PAIRED.cfgs, ...(await b.page.evaluate(pairedInPage, { cfgs: PAIRED.cfgs, shapes: SHAPES, rounds: RUNS })) };
+    } catch (e) {
+      results.paired = { name: PAIRED.name, error: String(e.message || e).split('\n')[0], console: b.console.slice(-5) };
+    } finally {
+      await b.close();
+    }
+    const { rows, ...head } = results.paired;
+    console.log(PAIRED.name, JSON.stringify(head));
+    for (const r of rows || []) console.log(`  ${r.tokens} tokens x ${r.batch}: ${r.a.median_ms} against ${r.b.median_ms} ms, ratio of medians ${r.ratio_of_medians}, median of round ratios ${r.round_ratio_median}`);
   }
 } finally {
   server.close();

@@ -127,6 +127,34 @@ if sp:
         f"- lopa's int8 weights against f32 (the browser tests' trained SST-2 adapter, CPU module): the soft prompt moves by"
         f" {sp['max_abs_diff']:.1e} at most (values up to {sp['max_abs_f32']:.2f})."
     )
+P = R.get("paired")
+if P:
+    L.append("")
+    if "rows" not in P:
+        L.append(f"The paired run failed: {P.get('error')}")
+    else:
+        lt, tt = P["threads"]
+        L.extend(textwrap.wrap(
+            f"**Paired, one isolated page:** lopa int8 (threaded module, {lt} threads) and transformers.js q8"
+            f" (onnxruntime-web's default count, {tt} thread{'s' if tt != 1 else ''}) loaded side by side, their calls"
+            f" alternating 50 ms apart, {P['rows'][0]['rounds']} rounds a shape, after 3 calls each. Both see the same"
+            " minutes of this machine, whose speed drifts between the rows above (each on its own page, minutes apart).",
+            width=100, break_on_hyphens=False,
+        ))
+        L.append("")
+        L.append("| tokens × batch | lopa int8, threads | transformers.js q8, threads | ratio of medians | median of the rounds' ratios |")
+        L.append("|---|---|---|---|---|")
+        for r in P["rows"]:
+            L.append(
+                f"| {r['tokens']} × {r['batch']} | {ms(r['a']['median_ms'])} ({ms(r['a']['p90_ms'])}) | {ms(r['b']['median_ms'])} ({ms(r['b']['p90_ms'])}) |"
+                f" {r['ratio_of_medians']:.2f}× | {r['round_ratio_median']:.2f}× |"
+            )
+        L.append("")
+        for (t, b, target) in [(256, 8, 0.5), (64, 1, 0.7)]:
+            r = next((r for r in P["rows"] if r["tokens"] == t and r["batch"] == b), None)
+            if r:
+                q = r["ratio_of_medians"]
+                L.append(f"- Paired, {t} × {b}: lopa int8 threaded takes **{q:.2f}×** transformers.js q8 threaded (target ≤ {target}×: {'met' if q <= target else '**not met**'}).")
 L.append(END)
 doc = DOC.read_text()
 block = "\n".join(L)
