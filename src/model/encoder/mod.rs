@@ -153,14 +153,20 @@ impl BertLayer {
         if self.tanh_gelu { None } else { Some([q?, k?, v?, o?, i?, out?]) }
     }
 
+    /// The two LayerNorms' (gamma, beta) as host values, for [`Self::forward_host`]: read once a
+    /// call, not once for each group of sentences.
+    fn host_norms(&self) -> [(Vec<f32>, Vec<f32>); 2] {
+        [&self.attention_layer_norm, &self.output_layer_norm]
+            .map(|ln| (host_values(ln.gamma.val()), ln.beta.as_ref().map(|b| host_values(b.val())).unwrap_or_else(|| vec![0.0; ln.gamma.dims()[0]])))
+    }
+
     /// [`Self::forward`] for sentences of `s` tokens on host values: `x` is `[n · s, h]`,
-    /// `key_bias` `[n · s]`. The projections take all `n · s` rows at once; attention reads their
-    /// rows as they are, a sentence at a time; each residual sum and LayerNorm runs in its
-    /// projection's piece of work, on rows still in cache.
-    fn forward_host(&self, x: &[f32], key_bias: &[f32], s: usize) -> Vec<f32> {
+    /// `key_bias` `[n · s]`, `norms` [`Self::host_norms`]. The projections take all `n · s` rows at
+    /// once; attention reads their rows as they are, a sentence at a time; each residual sum and
+    /// LayerNorm runs in its projection's piece of work, on rows still in cache.
+    fn forward_host(&self, x: &[f32], key_bias: &[f32], s: usize, norms: &[(Vec<f32>, Vec<f32>); 2]) -> Vec<f32> {
         let [q, k, v, o, i, out] = self.int8_projections().expect("a layer with int8 projections");
         let eps = self.layer_norm_eps as f32;
-        let norm = |ln: &LayerNorm| (host_values(ln.gamma.val()), ln.beta.as_ref().map(|b| host_values(b.val())).unwrap_or_else(|| vec![0.0; ln.gamma.dims()[0]]));
         let [qx, kx, vx] = [q, k, v].map(|p| p.forward(x));
         let (scale, w) = ((self.head_dim as f64).powf(-0.5) as f32, self.heads * self.head_dim);
         let mut ctx = vec![0f32; qx.len()];
@@ -168,12 +174,11 @@ impl BertLayer {
             let at = i * s * w..(i + 1) * s * w;
             self_attention_rows(&qx[at.clone()], &kx[at.clone()], &vx[at], [self.heads, self.head_dim], &key_bias[i * s..][..s], scale, ctx);
         }
-        let (gamma, beta) = norm(&self.attention_layer_norm);
-        let h = gamma.len();
-        let a = o.forward_then(&ctx, |r0, band| add_layer_norm(band, &x[r0 * h..][..band.len()], &gamma, &beta, eps));
+        let [(g1, b1), (g2, b2)] = norms;
+        let h = g1.len();
+        let a = o.forward_then(&ctx, |r0, band| add_layer_norm(band, &x[r0 * h..][..band.len()], g1, b1, eps));
         let mid = i.forward_then(&a, |_, band| gelu_in_place(band));
-        let (gamma, beta) = norm(&self.output_layer_norm);
-        out.forward_then(&mid, |r0, band| add_layer_norm(band, &a[r0 * h..][..band.len()], &gamma, &beta, eps))
+        out.forward_then(&mid, |r0, band| add_layer_norm(band, &a[r0 * h..][..band.len()], g2, b2, eps))
     }
 
     /// `[b, s, h]` → `[b, s, h]`; `bias` masks padding keys.
@@ -220,10 +225,11 @@ impl Bert {
             // which a thread out of groups takes up.
             let t = parallel::threads();
             let per = b.div_ceil(if t == 1 { 1 } else { b.min(2 * t) });
+            let norms: Vec<_> = self.layers.iter().map(BertLayer::host_norms).collect();
             parallel::for_each_piece(&mut out, per * s * h, |g, o| {
                 let (first, rows) = (g * per * s, o.len() / h);
                 let (x, key_bias) = (&x[first * h..][..rows * h], &key_bias[first..][..rows]);
-                let states = self.layers.iter().fold(x.to_vec(), |x, layer| layer.forward_host(&x, key_bias, s));
+                let states = self.layers.iter().zip(&norms).fold(x.to_vec(), |x, (layer, norms)| layer.forward_host(&x, key_bias, s, norms));
                 o.copy_from_slice(&states);
             });
             return Tensor::from_data(TensorData::new(out, [b, s, h]), &device);
